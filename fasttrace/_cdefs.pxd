@@ -1,0 +1,17 @@
+# SPDX-License-Identifier: Apache-2.0
+# The only file that names the C headers in src/.
+from libc.stdint cimport int64_t, uint64_t, uint32_t
+
+cdef extern from "ft_clock.h" nogil:
+    int64_t ft_now_ns()
+
+cdef extern from "ft_rand.h" nogil:
+    void ft_rng_init()
+    void ft_rng_seed()
+    int ft_fork_gen()
+    uint64_t ft_rand64()
+    uint64_t ft_rand_nonzero()
+
+cdef extern from "ft_hex.h" nogil:
+    void ft_u64_to_hex(uint64_t v, char *out)
+    int ft_hex_value(uint32_t c, int lower_only)

@@ -1,0 +1,34 @@
+# SPDX-License-Identifier: Apache-2.0
+# Only the extension list lives here; metadata is in pyproject.toml.
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTTRACE_CYTHON_DEBUG") == "1"
+
+directives = {
+    "language_level": 3,
+    "embedsignature": True,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+}
+if DEBUG:
+    directives["linetrace"] = True
+
+MODULES = ["_context", "_sampling", "_arena", "_span", "_codec"]
+
+extensions = [
+    Extension(
+        f"fasttrace.{name}",
+        [f"fasttrace/{name}.pyx"],
+        include_dirs=["src"],
+        define_macros=[("FASTTRACE_DEBUG", "1" if DEBUG else "0")],
+        extra_compile_args=[] if os.name == "nt" else ["-O2"],
+    )
+    for name in MODULES
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
