@@ -4,6 +4,7 @@ from libc.stdint cimport int64_t, uint64_t, uint32_t
 
 cdef extern from "ft_clock.h" nogil:
     int64_t ft_now_ns()
+    int64_t ft_monotonic_ns()
 
 cdef extern from "ft_rand.h" nogil:
     void ft_rng_init()
@@ -15,3 +16,6 @@ cdef extern from "ft_rand.h" nogil:
 cdef extern from "ft_hex.h" nogil:
     void ft_u64_to_hex(uint64_t v, char *out)
     int ft_hex_value(uint32_t c, int lower_only)
+
+cdef extern from "ft_pyutil.h":
+    bint ft_has_instance_attrs(object o) noexcept

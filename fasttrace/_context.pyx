@@ -5,6 +5,7 @@ Ids are kept as C integers (a 128-bit trace id as two halves) so the codecs and 
 arena never build Python ints on the hot path; the Python-facing properties build them
 on demand.
 """
+cimport cython
 from libc.stdint cimport uint8_t, uint64_t
 
 cdef object _MASK64 = (1 << 64) - 1
@@ -28,6 +29,9 @@ cdef int int_to_u128(object value, uint64_t *hi, uint64_t *lo) except -1:
     return 0
 
 
+@cython.final
+@cython.no_gc
+@cython.freelist(64)
 cdef class SpanContext:
     """Trace id (128-bit), span id (64-bit), sampling flags and baggage of a span.
 

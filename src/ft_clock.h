@@ -22,4 +22,21 @@ static inline int64_t ft_now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 #endif
+
+/* Monotonic nanoseconds, for rate limiting (immune to wall-clock steps). */
+#if defined(_WIN32)
+static inline int64_t ft_monotonic_ns(void) {
+    static LARGE_INTEGER freq;
+    LARGE_INTEGER now;
+    if (freq.QuadPart == 0) QueryPerformanceFrequency(&freq);
+    QueryPerformanceCounter(&now);
+    return (int64_t)((double)now.QuadPart * 1e9 / (double)freq.QuadPart);
+}
+#else
+static inline int64_t ft_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+#endif
 #endif

@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: Apache-2.0
+"""fasttrace: an OpenTracing tracer with a Cython core.
+
+    import fasttrace
+    tracer = fasttrace.Tracer(service_name="checkout")
+    with tracer.start_active_span("handle") as scope:
+        scope.span.set_tag("user", 42)
+"""
+from fasttrace._version import __version__
+
+try:
+    from fasttrace import _span as _compiled_core  # noqa: F401
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "fasttrace's compiled core is missing or failed to load "
+        f"({exc}). Install a wheel (pip install fasttrace) or build it from a checkout "
+        "with `pip install -e .` (needs a C compiler)."
+    ) from exc
+
+from fasttrace.batch import FinishedSpan, SpanBatch
+from fasttrace.reporting import Exporter, InMemoryReporter, Reporter
+from fasttrace.sampling import ConstSampler, ProbabilisticSampler, RateLimitingSampler, Sampler
+from fasttrace.span import Span, SpanContext
+from fasttrace.tracer import Tracer
+
+#: Which implementation of the core is in use (there is one: the compiled one).
+IMPLEMENTATION = "cython"
+
+__all__ = [
+    "ConstSampler",
+    "Exporter",
+    "FinishedSpan",
+    "IMPLEMENTATION",
+    "InMemoryReporter",
+    "ProbabilisticSampler",
+    "RateLimitingSampler",
+    "Reporter",
+    "Sampler",
+    "Span",
+    "SpanBatch",
+    "SpanContext",
+    "Tracer",
+    "__version__",
+]

@@ -1,0 +1,116 @@
+# SPDX-License-Identifier: Apache-2.0
+from cpython.object cimport PyObject
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+# Slot states.
+cdef enum:
+    SLOT_FREE = 0
+    SLOT_OPEN = 1
+    SLOT_FINISHED = 2
+
+# Extra bits in the per-slot flags column, above the SpanContext FLAG_* bits.
+cdef enum:
+    SLOT_FIRST_REF_FOLLOWS = 64   # the parent reference is follows_from, not child_of
+
+# Tag value types in the tag pool.
+cdef enum:
+    TAG_STR = 0
+    TAG_BOOL = 1
+    TAG_INT = 2
+    TAG_FLOAT = 3
+    TAG_BIGINT = 4     # an int beyond int64, kept exact as a Python int in the object column
+
+cdef enum:
+    NO_ENTRY = -1
+    KEY_SAMPLING_PRIORITY = 0     # pre-interned so set_tag can spot it by id
+    UNINTERNED = 0xFFFFFFFF       # name/key table full: the string is kept in an object column
+
+
+cdef class Arena:
+    cdef readonly Py_ssize_t capacity
+    cdef readonly Py_ssize_t tag_capacity
+    cdef readonly Py_ssize_t log_capacity
+    cdef readonly int max_tags
+    cdef readonly int max_logs
+    cdef readonly Py_ssize_t max_value_length
+    cdef readonly Py_ssize_t max_interned
+
+    # numpy arrays that own the memory, and raw pointers into them
+    cdef dict _columns
+    cdef uint64_t *trace_hi
+    cdef uint64_t *trace_lo
+    cdef uint64_t *span_id
+    cdef uint64_t *parent_id
+    cdef int64_t *start_ns
+    cdef int64_t *end_ns
+    cdef uint32_t *name_id
+    cdef uint32_t *generation
+    cdef uint8_t *flags
+    cdef uint8_t *state
+    cdef int32_t *tag_head
+    cdef uint16_t *tag_count
+    cdef int32_t *log_head
+    cdef uint16_t *log_count
+    cdef int32_t *free_stack
+    cdef Py_ssize_t free_top
+    cdef int32_t *finished_ring
+    cdef Py_ssize_t finished_head
+    cdef readonly Py_ssize_t finished_count
+    cdef list extras            # per slot: None, or a dict of rare things (references, uninterned name)
+
+    # tag pool: singly linked chains per slot, free entries chained through tag_next
+    cdef uint32_t *tag_key
+    cdef uint8_t *tag_type
+    cdef int64_t *tag_num
+    cdef int32_t *tag_next
+    cdef list tag_obj
+    cdef int32_t tag_free
+
+    # log pool, same shape; chains are newest-first and reversed when drained
+    cdef int64_t *log_ts
+    cdef int32_t *log_next
+    cdef list log_fields
+    cdef int32_t log_free
+
+    # interning: append-only tables, so ids handed out stay valid in drained batches
+    cdef dict name_ids
+    cdef readonly list names
+    cdef dict key_ids
+    cdef readonly list keys
+    # identity caches in front of the dicts: a hit needs the caller to pass the very
+    # string object the table holds (string literals do), which can never be freed
+    cdef PyObject *name_cache[256]
+    cdef uint32_t name_cache_id[256]
+    cdef PyObject *key_cache[256]
+    cdef uint32_t key_cache_id[256]
+
+    cdef int fork_gen
+    cdef readonly object pid
+
+    # counters
+    cdef public uint64_t n_started
+    cdef public uint64_t n_sampled
+    cdef public uint64_t n_unsampled
+    cdef public uint64_t n_finished
+    cdef public uint64_t n_dropped_arena_full
+    cdef public uint64_t n_dropped_priority
+    cdef public uint64_t n_tags_dropped
+    cdef public uint64_t n_logs_dropped
+    cdef public uint64_t n_values_truncated
+    cdef public uint64_t n_tag_pool_full
+    cdef public uint64_t n_log_pool_full
+    cdef public uint64_t n_unprintable
+    cdef public uint64_t n_drained
+
+    cdef _column(self, str name, object dtype, Py_ssize_t n, object fill=*)
+    cdef void _release(self, int32_t slot) noexcept
+    cdef int32_t alloc(self) except -2
+    cdef uint32_t intern_name(self, object name) except? 0xFFFFFFFE
+    cdef uint32_t intern_key(self, object key) except? 0xFFFFFFFE
+    cdef int set_name(self, int32_t slot, uint32_t gen, object name) except -1
+    cdef int set_tag(self, int32_t slot, uint32_t gen, object key, object value) except -1
+    cdef int add_log(self, int32_t slot, uint32_t gen, int64_t ts, object fields) except -1
+    cdef bint finish(self, int32_t slot, uint32_t gen, int64_t end_ns) noexcept
+    cdef int discard(self, int32_t slot, uint32_t gen) except -1
+    cdef int check_fork(self) except -1
+    cdef object clean_value(self, object value)

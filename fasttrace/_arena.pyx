@@ -1,0 +1,553 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The span arena: preallocated numpy columns that spans are recorded into.
+
+Layout (one row per slot, `capacity` slots):
+    trace_hi, trace_lo, span_id, parent_id   uint64
+    start_ns, end_ns                         int64
+    name_id, generation                      uint32
+    flags, state                             uint8
+    tag_head, log_head                       int32   (chains in the tag / log pools)
+    tag_count, log_count                     uint16
+    extras                                   object  (None, or a dict of rare things)
+
+A slot is FREE, OPEN (a span is recording into it) or FINISHED (waiting to be drained).
+Span handles hold (slot, generation); every write checks both, so a handle that
+outlived its span can never write into the slot's next occupant.  Draining copies
+finished slots into a columnar SpanBatch, bumps their generation and frees them.
+
+Everything is bounded: slots, tag entries and log entries are preallocated; when one
+runs out the write is dropped and counted, never blocking and never growing.
+
+All methods run with the GIL held and never call back into Python code between the
+state check and the mutation, so concurrent threads cannot interleave inside one.
+"""
+import os
+
+import numpy as np
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+from cpython.object cimport PyObject
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+
+from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init
+from fasttrace._context cimport FLAG_SAMPLED
+
+# registers this module's pthread_atfork hook (each extension has its own copy of the
+# header's static state)
+ft_rng_init()
+
+
+cdef object _unprintable(object value):
+    try:
+        return f"<unprintable {type(value).__name__}>"
+    except BaseException:
+        return "<unprintable>"
+
+
+cdef inline object _safe_str(object value, Arena arena):
+    try:
+        return str(value)
+    except Exception:
+        arena.n_unprintable += 1
+        return _unprintable(value)
+
+
+cdef class Arena:
+    def __init__(self, Py_ssize_t capacity=65536, int max_tags=128, int max_logs=128,
+                 Py_ssize_t max_value_length=4096, Py_ssize_t tag_capacity=0,
+                 Py_ssize_t log_capacity=0, Py_ssize_t max_interned=16384):
+        if capacity < 1 or capacity > 0x7FFFFFF0:
+            raise ValueError("capacity must be between 1 and 2**31 - 16")
+        self.capacity = capacity
+        self.max_tags = max(0, min(max_tags, 65535))
+        self.max_logs = max(0, min(max_logs, 65535))
+        self.max_value_length = max(1, max_value_length)
+        self.max_interned = max(16, max_interned)
+        # A few tags per span on average; slots in use are usually far fewer than
+        # capacity because the reporter drains them continuously.
+        self.tag_capacity = tag_capacity if tag_capacity > 0 else capacity * 4
+        self.log_capacity = log_capacity if log_capacity > 0 else capacity
+        self._allocate()
+        self.name_ids = {}
+        self.names = []
+        self.key_ids = {"sampling.priority": KEY_SAMPLING_PRIORITY}
+        self.keys = ["sampling.priority"]
+        self.fork_gen = ft_fork_gen()
+        self.pid = os.getpid()
+
+    cdef _column(self, str name, object dtype, Py_ssize_t n, object fill=0):
+        arr = np.full(n, fill, dtype=dtype) if fill else np.zeros(n, dtype=dtype)
+        self._columns[name] = arr
+        return arr
+
+    def _allocate(self):
+        cdef Py_ssize_t n = self.capacity, i
+        cdef uint64_t[::1] u64
+        cdef int64_t[::1] i64
+        cdef uint32_t[::1] u32
+        cdef uint16_t[::1] u16
+        cdef uint8_t[::1] u8
+        cdef int32_t[::1] i32
+        self._columns = {}
+        u64 = self._column("trace_hi", np.uint64, n); self.trace_hi = &u64[0]
+        u64 = self._column("trace_lo", np.uint64, n); self.trace_lo = &u64[0]
+        u64 = self._column("span_id", np.uint64, n); self.span_id = &u64[0]
+        u64 = self._column("parent_id", np.uint64, n); self.parent_id = &u64[0]
+        i64 = self._column("start_ns", np.int64, n); self.start_ns = &i64[0]
+        i64 = self._column("end_ns", np.int64, n); self.end_ns = &i64[0]
+        u32 = self._column("name_id", np.uint32, n); self.name_id = &u32[0]
+        u32 = self._column("generation", np.uint32, n); self.generation = &u32[0]
+        u8 = self._column("flags", np.uint8, n); self.flags = &u8[0]
+        u8 = self._column("state", np.uint8, n); self.state = &u8[0]
+        i32 = self._column("tag_head", np.int32, n, NO_ENTRY); self.tag_head = &i32[0]
+        u16 = self._column("tag_count", np.uint16, n); self.tag_count = &u16[0]
+        i32 = self._column("log_head", np.int32, n, NO_ENTRY); self.log_head = &i32[0]
+        u16 = self._column("log_count", np.uint16, n); self.log_count = &u16[0]
+        i32 = self._column("free_stack", np.int32, n); self.free_stack = &i32[0]
+        i32 = self._column("finished_ring", np.int32, n); self.finished_ring = &i32[0]
+        self.extras = [None] * n
+        # the free stack pops the lowest slot first, which keeps hot slots in cache
+        for i in range(n):
+            self.free_stack[i] = <int32_t>(n - 1 - i)
+        self.free_top = n
+        self.finished_head = 0
+        self.finished_count = 0
+
+        n = self.tag_capacity
+        u32 = self._column("tag_key", np.uint32, n); self.tag_key = &u32[0]
+        u8 = self._column("tag_type", np.uint8, n); self.tag_type = &u8[0]
+        i64 = self._column("tag_num", np.int64, n); self.tag_num = &i64[0]
+        i32 = self._column("tag_next", np.int32, n); self.tag_next = &i32[0]
+        self.tag_obj = [None] * n
+        for i in range(n - 1):
+            self.tag_next[i] = <int32_t>(i + 1)
+        self.tag_next[n - 1] = NO_ENTRY
+        self.tag_free = 0
+
+        n = self.log_capacity
+        i64 = self._column("log_ts", np.int64, n); self.log_ts = &i64[0]
+        i32 = self._column("log_next", np.int32, n); self.log_next = &i32[0]
+        self.log_fields = [None] * n
+        for i in range(n - 1):
+            self.log_next[i] = <int32_t>(i + 1)
+        self.log_next[n - 1] = NO_ENTRY
+        self.log_free = 0
+
+    # -- sizes, for stats() and the memory benchmark ----------------------------------
+
+    @property
+    def slot_bytes(self):
+        """Bytes of arena memory one slot takes (fixed columns and its bookkeeping)."""
+        cdef Py_ssize_t total = 0
+        for name in ("trace_hi", "trace_lo", "span_id", "parent_id", "start_ns", "end_ns",
+                     "name_id", "generation", "flags", "state", "tag_head", "tag_count",
+                     "log_head", "log_count", "free_stack", "finished_ring"):
+            total += self._columns[name].itemsize
+        return total + sizeof(void*)      # + the extras pointer
+
+    @property
+    def tag_bytes(self):
+        """Bytes of arena memory one tag-pool entry takes."""
+        return (self._columns["tag_key"].itemsize + self._columns["tag_type"].itemsize
+                + self._columns["tag_num"].itemsize + self._columns["tag_next"].itemsize
+                + sizeof(void*))
+
+    @property
+    def total_bytes(self):
+        cdef Py_ssize_t total = sum(a.nbytes for a in self._columns.values())
+        return total + sizeof(void*) * (self.capacity + self.tag_capacity + self.log_capacity)
+
+    @property
+    def open_count(self):
+        return self.capacity - self.free_top - self.finished_count
+
+    # -- fork ----------------------------------------------------------------------
+
+    cdef int check_fork(self) except -1:
+        """Empties the arena in a forked child (the parent reports its own spans)."""
+        if self.fork_gen == ft_fork_gen():
+            return 0
+        self.fork_gen = ft_fork_gen()
+        self.reset_after_fork()
+        return 0
+
+    def reset_after_fork(self):
+        cdef Py_ssize_t i
+        for i in range(self.capacity):
+            self.generation[i] += 1     # handles inherited from the parent go stale
+            self.state[i] = SLOT_FREE
+            self.tag_head[i] = NO_ENTRY
+            self.log_head[i] = NO_ENTRY
+            self.tag_count[i] = 0
+            self.log_count[i] = 0
+            self.free_stack[i] = <int32_t>(self.capacity - 1 - i)
+        self.free_top = self.capacity
+        self.finished_head = 0
+        self.finished_count = 0
+        self.extras = [None] * self.capacity
+        for i in range(self.tag_capacity - 1):
+            self.tag_next[i] = <int32_t>(i + 1)
+        self.tag_next[self.tag_capacity - 1] = NO_ENTRY
+        self.tag_free = 0
+        self.tag_obj = [None] * self.tag_capacity
+        for i in range(self.log_capacity - 1):
+            self.log_next[i] = <int32_t>(i + 1)
+        self.log_next[self.log_capacity - 1] = NO_ENTRY
+        self.log_free = 0
+        self.log_fields = [None] * self.log_capacity
+        # counters describe this process only
+        self.n_started = self.n_sampled = self.n_unsampled = self.n_finished = 0
+        self.n_dropped_arena_full = self.n_dropped_priority = 0
+        self.n_tags_dropped = self.n_logs_dropped = self.n_values_truncated = 0
+        self.n_tag_pool_full = self.n_log_pool_full = self.n_unprintable = self.n_drained = 0
+        self.pid = os.getpid()
+
+    # -- slots ---------------------------------------------------------------------
+
+    cdef int32_t alloc(self) except -2:
+        """A free slot, marked OPEN, or -1 when every slot is in use."""
+        cdef int32_t slot
+        if self.free_top == 0:
+            return -1
+        self.free_top -= 1
+        slot = self.free_stack[self.free_top]
+        self.state[slot] = SLOT_OPEN
+        return slot
+
+    cdef uint32_t intern_name(self, object name) except? 0xFFFFFFFE:
+        cdef size_t h = (<size_t><PyObject*>name >> 4) & 255
+        if self.name_cache[h] == <PyObject*>name:
+            return self.name_cache_id[h]
+        cdef uint32_t nid
+        cdef object found = self.name_ids.get(name)
+        if found is not None:
+            nid = <uint32_t>found
+        elif len(self.names) >= self.max_interned:
+            return UNINTERNED
+        else:
+            nid = <uint32_t>len(self.names)
+            self.names.append(name)
+            self.name_ids[name] = nid
+        if self.names[nid] is name:
+            self.name_cache[h] = <PyObject*>name
+            self.name_cache_id[h] = nid
+        return nid
+
+    cdef uint32_t intern_key(self, object key) except? 0xFFFFFFFE:
+        cdef size_t h = (<size_t><PyObject*>key >> 4) & 255
+        if self.key_cache[h] == <PyObject*>key:
+            return self.key_cache_id[h]
+        cdef uint32_t kid
+        cdef object found = self.key_ids.get(key)
+        if found is not None:
+            kid = <uint32_t>found
+        elif len(self.keys) >= self.max_interned:
+            return UNINTERNED
+        else:
+            kid = <uint32_t>len(self.keys)
+            self.keys.append(key)
+            self.key_ids[key] = kid
+        if self.keys[kid] is key:
+            self.key_cache[h] = <PyObject*>key
+            self.key_cache_id[h] = kid
+        return kid
+
+    cdef int set_name(self, int32_t slot, uint32_t gen, object name) except -1:
+        cdef uint32_t nid = self.intern_name(name)
+        if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
+            return 0
+        self.name_id[slot] = nid
+        if nid == UNINTERNED:
+            extra = self.extras[slot]
+            if extra is None:
+                extra = self.extras[slot] = {}
+            extra["name"] = name
+        elif self.extras[slot] is not None:
+            (<dict>self.extras[slot]).pop("name", None)
+        return 0
+
+    cdef object clean_value(self, object value):
+        """A log value as stored: strings over the length limit are truncated."""
+        if type(value) is str and len(<str>value) > self.max_value_length:
+            self.n_values_truncated += 1
+            return (<str>value)[:self.max_value_length]
+        return value
+
+    cdef int set_tag(self, int32_t slot, uint32_t gen, object key, object value) except -1:
+        cdef uint8_t vtype
+        cdef int64_t num = 0
+        cdef double dbl
+        cdef int overflow = 0
+        cdef object obj = None
+        cdef uint32_t kid
+        cdef int32_t i, last
+        # 1. everything that may run Python code comes before the state check
+        if type(key) is not str:
+            key = _safe_str(key, self)
+        kid = self.intern_key(key)
+        t = type(value)
+        if t is str:
+            vtype = TAG_STR
+            obj = value
+            if len(<str>value) > self.max_value_length:
+                obj = (<str>value)[:self.max_value_length]
+                self.n_values_truncated += 1
+        elif t is bool:
+            vtype = TAG_BOOL
+            num = 1 if value is True else 0
+        elif t is int:
+            num = PyLong_AsLongLongAndOverflow(value, &overflow)
+            if overflow:
+                vtype = TAG_BIGINT
+                obj = value
+            else:
+                vtype = TAG_INT
+        elif t is float:
+            vtype = TAG_FLOAT
+            dbl = value
+            memcpy(&num, &dbl, 8)
+        elif isinstance(value, bool):
+            vtype = TAG_BOOL
+            num = 1 if value else 0
+        elif isinstance(value, float):
+            vtype = TAG_FLOAT
+            dbl = float(value)
+            memcpy(&num, &dbl, 8)
+        elif isinstance(value, int):
+            value = int(value)
+            num = PyLong_AsLongLongAndOverflow(value, &overflow)
+            vtype = TAG_BIGINT if overflow else TAG_INT
+            if overflow:
+                obj = value
+        else:
+            vtype = TAG_STR
+            obj = _safe_str(value, self)
+            if len(<str>obj) > self.max_value_length:
+                obj = (<str>obj)[:self.max_value_length]
+                self.n_values_truncated += 1
+        if kid == UNINTERNED:
+            obj = (key, obj)
+        # 2. the handle must still own an open slot
+        if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
+            return 0
+        # 3. replace the value of a key set before (OpenTracing: last write wins)
+        i = self.tag_head[slot]
+        last = NO_ENTRY
+        while i != NO_ENTRY:
+            if self.tag_key[i] == kid and (kid != UNINTERNED
+                                           or (<tuple>self.tag_obj[i])[0] == key):
+                self.tag_type[i] = vtype
+                self.tag_num[i] = num
+                self.tag_obj[i] = obj
+                return 0
+            last = i
+            i = self.tag_next[i]
+        if self.tag_count[slot] >= self.max_tags:
+            self.n_tags_dropped += 1
+            return 0
+        i = self.tag_free
+        if i == NO_ENTRY:
+            self.n_tag_pool_full += 1
+            return 0
+        self.tag_free = self.tag_next[i]
+        self.tag_key[i] = kid
+        self.tag_type[i] = vtype
+        self.tag_num[i] = num
+        self.tag_obj[i] = obj
+        self.tag_next[i] = NO_ENTRY
+        if last == NO_ENTRY:
+            self.tag_head[slot] = i
+        else:
+            self.tag_next[last] = i
+        self.tag_count[slot] += 1
+        return 0
+
+    cdef int add_log(self, int32_t slot, uint32_t gen, int64_t ts, object fields) except -1:
+        """Records one log; `fields` must be a dict the arena may keep."""
+        cdef int32_t i
+        if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
+            return 0
+        if self.log_count[slot] >= self.max_logs:
+            self.n_logs_dropped += 1
+            return 0
+        i = self.log_free
+        if i == NO_ENTRY:
+            self.n_log_pool_full += 1
+            return 0
+        self.log_free = self.log_next[i]
+        self.log_ts[i] = ts
+        self.log_fields[i] = fields
+        self.log_next[i] = self.log_head[slot]
+        self.log_head[slot] = i
+        self.log_count[slot] += 1
+        return 0
+
+    cdef bint finish(self, int32_t slot, uint32_t gen, int64_t end_ns) noexcept:
+        """Marks the slot finished and queues it for draining; False if not this handle's."""
+        if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
+            return False
+        if end_ns < self.start_ns[slot]:
+            end_ns = self.start_ns[slot]
+        self.end_ns[slot] = end_ns
+        self.state[slot] = SLOT_FINISHED
+        self.finished_ring[(self.finished_head + self.finished_count) % self.capacity] = slot
+        self.finished_count += 1
+        self.n_finished += 1
+        return True
+
+    cdef void _release(self, int32_t slot) noexcept:
+        """Returns a slot's tag and log entries to their pools and the slot to the free stack."""
+        cdef int32_t i, nxt
+        i = self.tag_head[slot]
+        while i != NO_ENTRY:
+            nxt = self.tag_next[i]
+            self.tag_obj[i] = None
+            self.tag_next[i] = self.tag_free
+            self.tag_free = i
+            i = nxt
+        i = self.log_head[slot]
+        while i != NO_ENTRY:
+            nxt = self.log_next[i]
+            self.log_fields[i] = None
+            self.log_next[i] = self.log_free
+            self.log_free = i
+            i = nxt
+        self.tag_head[slot] = NO_ENTRY
+        self.log_head[slot] = NO_ENTRY
+        self.tag_count[slot] = 0
+        self.log_count[slot] = 0
+        self.extras[slot] = None
+        self.generation[slot] += 1
+        self.state[slot] = SLOT_FREE
+        self.free_stack[self.free_top] = slot
+        self.free_top += 1
+
+    cdef int discard(self, int32_t slot, uint32_t gen) except -1:
+        """Frees an open slot without reporting it (sampling.priority = 0)."""
+        if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
+            return 0
+        self._release(slot)
+        return 0
+
+    def set_extra(self, int32_t slot, uint32_t gen, str key, object value):
+        if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
+            return
+        extra = self.extras[slot]
+        if extra is None:
+            extra = self.extras[slot] = {}
+        extra[key] = value
+
+    # -- draining ------------------------------------------------------------------
+
+    def drain(self, Py_ssize_t max_spans=-1):
+        """Moves up to max_spans finished spans (all when < 0) out of the arena.
+
+        Returns a dict of columns for SpanBatch, or None when nothing had finished.
+        """
+        cdef Py_ssize_t n = self.finished_count, k, t, l, nt = 0, nl = 0
+        cdef int32_t slot, i
+        if max_spans >= 0 and max_spans < n:
+            n = max_spans
+        if n == 0:
+            return None
+        slots_arr = np.empty(n, dtype=np.int32)
+        cdef int32_t[::1] slots = slots_arr
+        for k in range(n):
+            slot = self.finished_ring[(self.finished_head + k) % self.capacity]
+            slots[k] = slot
+            nt += self.tag_count[slot]
+            nl += self.log_count[slot]
+        self.finished_head = (self.finished_head + n) % self.capacity
+        self.finished_count -= n
+
+        cols = {}
+        for name in ("trace_hi", "trace_lo", "span_id", "parent_id", "start_ns", "end_ns",
+                     "flags", "name_id"):
+            cols[name] = self._columns[name].take(slots_arr)
+
+        tag_offsets_arr = np.empty(n + 1, dtype=np.int32)
+        tag_key_arr = np.empty(nt, dtype=np.uint32)
+        tag_type_arr = np.empty(nt, dtype=np.uint8)
+        tag_num_arr = np.empty(nt, dtype=np.int64)
+        cdef list tag_obj = [None] * nt
+        log_offsets_arr = np.empty(n + 1, dtype=np.int32)
+        log_ts_arr = np.empty(nl, dtype=np.int64)
+        cdef list log_fields = [None] * nl
+        cdef list extras = [None] * n
+        cdef int32_t[::1] tag_offsets = tag_offsets_arr
+        cdef uint32_t[::1] tag_key = tag_key_arr
+        cdef uint8_t[::1] tag_type = tag_type_arr
+        cdef int64_t[::1] tag_num = tag_num_arr
+        cdef int32_t[::1] log_offsets = log_offsets_arr
+        cdef int64_t[::1] log_ts = log_ts_arr
+        cdef Py_ssize_t count
+        t = 0
+        l = 0
+        for k in range(n):
+            slot = slots[k]
+            tag_offsets[k] = <int32_t>t
+            i = self.tag_head[slot]
+            while i != NO_ENTRY:
+                tag_key[t] = self.tag_key[i]
+                tag_type[t] = self.tag_type[i]
+                tag_num[t] = self.tag_num[i]
+                tag_obj[t] = self.tag_obj[i]
+                t += 1
+                i = self.tag_next[i]
+            # log chains are newest-first: fill this span's range from its end
+            log_offsets[k] = <int32_t>l
+            count = self.log_count[slot]
+            i = self.log_head[slot]
+            while i != NO_ENTRY:
+                count -= 1
+                log_ts[l + count] = self.log_ts[i]
+                log_fields[l + count] = self.log_fields[i]
+                i = self.log_next[i]
+            l += self.log_count[slot]
+            extras[k] = self.extras[slot]
+            self._release(slot)
+        tag_offsets[n] = <int32_t>t
+        log_offsets[n] = <int32_t>l
+        self.n_drained += n
+        cols["tag_offsets"] = tag_offsets_arr
+        cols["tag_key"] = tag_key_arr
+        cols["tag_type"] = tag_type_arr
+        cols["tag_num"] = tag_num_arr
+        cols["tag_obj"] = tag_obj
+        cols["log_offsets"] = log_offsets_arr
+        cols["log_ts"] = log_ts_arr
+        cols["log_fields"] = log_fields
+        cols["extras"] = extras
+        cols["names"] = self.names
+        cols["keys"] = self.keys
+        return cols
+
+    def counters(self):
+        return {
+            "started": self.n_started,
+            "sampled": self.n_sampled,
+            "unsampled": self.n_unsampled,
+            "finished": self.n_finished,
+            "drained": self.n_drained,
+            "dropped": {
+                "arena_full": self.n_dropped_arena_full,
+                "sampling_priority": self.n_dropped_priority,
+            },
+            "truncated": {
+                "tags": self.n_tags_dropped,
+                "logs": self.n_logs_dropped,
+                "values": self.n_values_truncated,
+                "tag_pool_full": self.n_tag_pool_full,
+                "log_pool_full": self.n_log_pool_full,
+                "unprintable": self.n_unprintable,
+            },
+            "arena_capacity": self.capacity,
+            "arena_open": self.open_count,
+            "arena_finished": self.finished_count,
+            "arena_slot_bytes": self.slot_bytes,
+            "arena_tag_bytes": self.tag_bytes,
+            "arena_bytes": self.total_bytes,
+            "interned_names": len(self.names),
+            "interned_keys": len(self.keys),
+        }

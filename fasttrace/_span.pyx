@@ -1,0 +1,628 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Span handles, scopes and the tracer's hot path.
+
+A Span is a small handle: the ids and flags it needs to answer the OpenTracing API
+on its own (so unsampled spans cost no arena slot and a finished span's context stays
+valid), plus (slot, generation) pointing at the arena row it records into.
+"""
+cimport cython
+from cpython.contextvars cimport PyContextVar_Set, PyContextVar_Reset, get_value
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_CLEAR
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+import contextvars
+import logging
+import time
+
+import opentracing
+from opentracing import Format, ReferenceType
+from opentracing import UnsupportedFormatException, SpanContextCorruptedException
+
+from fasttrace._arena cimport (Arena, SLOT_FIRST_REF_FOLLOWS, UNINTERNED)
+from fasttrace._cdefs cimport (ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_init,
+                               ft_has_instance_attrs)
+from fasttrace._codec cimport Propagation, inject_binary, extract_binary
+from fasttrace._context cimport (SpanContext, FLAG_SAMPLED, FLAG_DEBUG, FLAG_DEFERRED,
+                                 u128_to_int)
+from fasttrace._sampling cimport Sampler
+
+log = logging.getLogger("fasttrace")
+
+# seeds the id generator and registers its pthread_atfork hook
+ft_rng_init()
+
+cdef str _CHILD_OF = ReferenceType.CHILD_OF
+cdef str _FOLLOWS_FROM = ReferenceType.FOLLOWS_FROM
+cdef str _TEXT_MAP = Format.TEXT_MAP
+cdef str _HTTP_HEADERS = Format.HTTP_HEADERS
+cdef str _BINARY = Format.BINARY
+cdef str _SAMPLING_PRIORITY = "sampling.priority"
+cdef uint8_t _CONTEXT_FLAGS = FLAG_SAMPLED | FLAG_DEBUG
+
+
+cdef inline int64_t _seconds_to_ns(object seconds) except? -1:
+    """OpenTracing timestamps are float seconds since the epoch."""
+    return <int64_t>(float(seconds) * 1e9)
+
+
+@cython.final
+@cython.no_gc
+@cython.freelist(256)
+cdef class Span:
+    """An OpenTracing Span recording into the tracer's arena.
+
+    Created by `Tracer.start_span`; never instantiate directly.
+    """
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("spans are created by Tracer.start_span()")
+
+    def __dealloc__(self):
+        if self._instance_dict is not NULL:
+            Py_CLEAR(self._instance_dict)
+
+    # -- read-only identity ---------------------------------------------------------
+
+    @property
+    def trace_id(self):
+        return u128_to_int(self.trace_hi, self.trace_lo)
+
+    @property
+    def span_id(self):
+        return self._span_id
+
+    @property
+    def parent_id(self):
+        return self._parent_id if self._parent_id else None
+
+    @property
+    def operation_name(self):
+        return self._name
+
+    @property
+    def tracer(self):
+        return self._tracer
+
+    @property
+    def context(self):
+        if self._ctx is None:
+            self._ctx = SpanContext.make(self.trace_hi, self.trace_lo, self._span_id,
+                                         self.flags & _CONTEXT_FLAGS, self.baggage,
+                                         self.tracestate)
+        return self._ctx
+
+    @property
+    def sampled(self):
+        return bool(self.flags & FLAG_SAMPLED)
+
+    @property
+    def is_recording(self):
+        """True while the span owns an arena slot and is not finished."""
+        return self.slot >= 0 and not self.finished
+
+    @property
+    def start_time(self):
+        return self.start_ns / 1e9
+
+    # -- OpenTracing Span API -------------------------------------------------------
+
+    def set_operation_name(self, operation_name):
+        if type(operation_name) is not str:
+            operation_name = "" if operation_name is None else str(operation_name)
+        if not self.finished:
+            self._name = operation_name
+            if self.slot >= 0:
+                self.arena.set_name(self.slot, self.gen, operation_name)
+        return self
+
+    def set_tag(self, key, value):
+        if self.finished:
+            return self
+        if type(key) is str and len(<str>key) == 17 and key == _SAMPLING_PRIORITY:
+            if not self._set_priority(value):
+                return self
+        if self.slot >= 0:
+            self.arena.set_tag(self.slot, self.gen, key, value)
+        return self
+
+    def log_kv(self, key_values, timestamp=None):
+        cdef int64_t ts
+        cdef dict fields
+        cdef Arena arena
+        if self.slot < 0 or self.finished:
+            return self
+        arena = self.arena
+        ts = ft_now_ns() if timestamp is None else _seconds_to_ns(timestamp)
+        try:
+            items = key_values.items()
+        except Exception:
+            arena.n_unprintable += 1
+            return self
+        fields = {}
+        for k, v in items:
+            if type(k) is not str:
+                try:
+                    k = str(k)
+                except Exception:
+                    arena.n_unprintable += 1
+                    continue
+            fields[k] = arena.clean_value(v)
+        arena.add_log(self.slot, self.gen, ts, fields)
+        return self
+
+    def log_event(self, event, payload=None):
+        if payload is None:
+            return self.log_kv({"event": event})
+        return self.log_kv({"event": event, "payload": payload})
+
+    def log(self, **kwargs):
+        key_values = {}
+        if "event" in kwargs:
+            key_values["event"] = kwargs["event"]
+        if "payload" in kwargs:
+            key_values["payload"] = kwargs["payload"]
+        return self.log_kv(key_values, kwargs.get("timestamp"))
+
+    def set_baggage_item(self, key, value):
+        cdef dict items = dict(self.baggage) if self.baggage else {}
+        if type(key) is not str:
+            key = str(key)
+        if value is None:
+            items.pop(key, None)
+        else:
+            items[key] = value if type(value) is str else str(value)
+        self.baggage = items or None
+        self._ctx = None
+        return self
+
+    def get_baggage_item(self, key):
+        if self.baggage is None:
+            return None
+        return (<dict>self.baggage).get(key)
+
+    def finish(self, finish_time=None):
+        self._finish(0 if finish_time is None else _seconds_to_ns(finish_time))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        # instance attributes (a patched finish, as in the OpenTracing harness) win
+        if ft_has_instance_attrs(self):
+            opentracing.Span._on_error(self, exc_type, exc_val, exc_tb)
+            self.finish()
+            return
+        if exc_val is not None:
+            self._on_error(exc_type, exc_val, exc_tb)
+        self._finish(0)
+
+    def __repr__(self):
+        return (f"<fasttrace.Span {self._name!r} trace_id={self.trace_hi:016x}"
+                f"{self.trace_lo:016x} span_id={self._span_id:016x}"
+                f"{'' if self.slot >= 0 else ' not recording'}>")
+
+    # -- internals ------------------------------------------------------------------
+
+    cdef int _on_error(self, object exc_type, object exc_val, object exc_tb) except -1:
+        if self.slot < 0 or self.finished:
+            return 0
+        self.arena.set_tag(self.slot, self.gen, "error", True)
+        try:
+            message = str(exc_val)
+        except Exception:
+            message = "<unprintable exception>"
+        self.arena.add_log(self.slot, self.gen, ft_now_ns(), {
+            "event": "error",
+            "message": self.arena.clean_value(message),
+            "error.object": exc_val,
+            "error.kind": exc_type,
+            "stack": exc_tb,
+        })
+        return 0
+
+    cdef int _set_priority(self, object value) except -1:
+        """sampling.priority as jaeger-client reads it; True if the tag is to be recorded."""
+        cdef long long priority
+        if self.flags & FLAG_DEBUG and value:
+            return 0            # already forced; jaeger-client ignores a repeat
+        try:
+            priority = int(value)
+        except Exception:
+            return 0
+        if priority <= 0:
+            self.flags &= ~(FLAG_SAMPLED | FLAG_DEBUG)
+            self._ctx = None
+            if self.slot >= 0:
+                self.arena.discard(self.slot, self.gen)
+                self.arena.n_dropped_priority += 1
+                self.arena.n_sampled -= 1
+                self.arena.n_unsampled += 1
+                self.slot = -1
+            return 0
+        self.flags |= FLAG_SAMPLED | FLAG_DEBUG
+        self._ctx = None
+        if self.slot < 0:
+            self.arena.n_unsampled -= 1
+            if self.start_ns == 0:
+                self.start_ns = ft_now_ns()
+            self._tracer._record(self)
+        return 1
+
+    cdef int _finish(self, int64_t end_ns) except -1:
+        cdef TracerCore tracer
+        if self.finished:
+            return 0
+        self.finished = True
+        if self.slot < 0:
+            return 0
+        if self.arena.finish(self.slot, self.gen, end_ns if end_ns else ft_now_ns()):
+            tracer = self._tracer
+            if self.arena.finished_count >= tracer._notify_at:
+                tracer._batch_ready()
+        return 0
+
+
+@cython.final
+@cython.no_gc
+@cython.freelist(256)
+cdef class Scope:
+    """Activation of a span in a ScopeManager (opentracing.Scope's interface)."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("scopes are created by ScopeManager.activate()")
+
+    @property
+    def span(self):
+        return self._span
+
+    @property
+    def manager(self):
+        return self._manager
+
+    def close(self):
+        cdef ScopeManagerCore manager = self._manager
+        if self._closed or manager._active() is not self:
+            return          # only the active scope closes (OpenTracing harness)
+        self._closed = True
+        try:
+            PyContextVar_Reset(manager._var, self._token)
+        except ValueError:
+            # closed from another context (a scope handed to another task or thread):
+            # the token cannot be used there, so restore the previous scope by value.
+            PyContextVar_Set(manager._var, self._previous)
+        self._token = None
+        self._previous = None
+        if self._finish_on_close:
+            span = self._span
+            if type(span) is Span and not ft_has_instance_attrs(span):
+                (<Span>span)._finish(0)
+            else:
+                span.finish()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        span = self._span
+        if exc_val is not None:
+            if type(span) is Span and not ft_has_instance_attrs(span):
+                (<Span>span)._on_error(exc_type, exc_val, exc_tb)
+            else:
+                opentracing.Span._on_error(span, exc_type, exc_val, exc_tb)
+        self.close()
+
+
+cdef class ScopeManagerCore:
+    """contextvars-based active-scope tracking (threads and asyncio tasks)."""
+
+    def __init__(self):
+        self._var = contextvars.ContextVar("fasttrace_active_scope", default=None)
+
+    cdef object _active(self):
+        return get_value(self._var)
+
+    cdef Scope _activate(self, object span, bint finish_on_close):
+        cdef Scope scope = Scope.__new__(Scope)
+        scope._manager = self
+        scope._span = span
+        scope._finish_on_close = finish_on_close
+        scope._previous = self._active()
+        scope._token = PyContextVar_Set(self._var, scope)
+        return scope
+
+    def activate(self, span, finish_on_close):
+        return self._activate(span, finish_on_close)
+
+    @property
+    def active(self):
+        return self._active()
+
+
+cdef class TracerCore:
+    """The hot half of fasttrace.Tracer (which adds the readable, once-per-process parts)."""
+
+    def _setup(self, Arena arena, Sampler sampler, scope_manager, Propagation propagation,
+               service_name, Py_ssize_t notify_at):
+        self._arena = arena
+        self._sampler = sampler
+        self._scope_manager = scope_manager
+        self._fast_scopes = (scope_manager if isinstance(scope_manager, ScopeManagerCore)
+                             else None)
+        self._propagation = propagation
+        self._service_name = service_name
+        self._notify_at = notify_at
+
+    def _set_notify_at(self, Py_ssize_t notify_at):
+        """Calls _batch_ready() when this many finished spans wait in the arena."""
+        self._notify_at = notify_at
+
+    # -- start ----------------------------------------------------------------------
+
+    def start_span(self, operation_name=None, child_of=None, references=None, tags=None,
+                   start_time=None, ignore_active_span=False):
+        return self._start(operation_name, child_of, references, tags, start_time,
+                           ignore_active_span)
+
+    def start_active_span(self, operation_name, child_of=None, references=None, tags=None,
+                          start_time=None, ignore_active_span=False, finish_on_close=True):
+        cdef Span span = self._start(operation_name, child_of, references, tags, start_time,
+                                     ignore_active_span)
+        if self._fast_scopes is not None:
+            return self._fast_scopes._activate(span, finish_on_close)
+        return self._scope_manager.activate(span, finish_on_close)
+
+    @property
+    def scope_manager(self):
+        return self._scope_manager
+
+    @property
+    def active_span(self):
+        scope = (self._fast_scopes._active() if self._fast_scopes is not None
+                 else self._scope_manager.active)
+        return None if scope is None else scope.span
+
+    cdef Span _start(self, object name, object child_of, object references, object tags,
+                     object start_time, bint ignore_active):
+        cdef Arena arena = self._arena
+        cdef Span span = Span.__new__(Span)
+        cdef Span parent_span = None
+        cdef SpanContext parent_ctx = None
+        cdef list refs = None
+        cdef bint follows = False
+        cdef object scope
+        arena.check_fork()
+        if type(name) is not str:
+            name = "" if name is None else str(name)
+
+        # 1. the parent: child_of, else the first child_of reference, else the first
+        #    reference, else (unless ignored) the active span
+        if child_of is not None:
+            if type(child_of) is Span:
+                parent_span = <Span>child_of
+            else:
+                parent_ctx = _as_context(child_of)
+        if references:
+            refs = _collect_references(child_of, references)
+            if parent_span is None and parent_ctx is None and refs:
+                for ref in refs:
+                    if ref[0] == _CHILD_OF:
+                        parent_ctx = ref[3]
+                        break
+                else:
+                    parent_ctx = refs[0][3]
+                    follows = True
+            if refs is not None and len(refs) < 2 and not follows:
+                refs = None     # a single child_of reference is just the parent
+        elif child_of is None and not ignore_active:
+            if self._fast_scopes is not None:
+                scope = self._fast_scopes._active()
+                if scope is not None:
+                    active = (<Scope>scope)._span
+                    if type(active) is Span:
+                        parent_span = <Span>active
+                    else:
+                        parent_ctx = _as_context(active)
+            else:
+                active = self._scope_manager.active
+                if active is not None:
+                    active = active.span
+                    if type(active) is Span:
+                        parent_span = <Span>active
+                    else:
+                        parent_ctx = _as_context(active)
+
+        # 2. ids and the sampling decision
+        span._tracer = self
+        span.arena = arena
+        span._name = name
+        span.slot = -1
+        if parent_span is not None:
+            span.trace_hi = parent_span.trace_hi
+            span.trace_lo = parent_span.trace_lo
+            span._parent_id = parent_span._span_id
+            span.flags = parent_span.flags & _CONTEXT_FLAGS
+            span.baggage = parent_span.baggage
+            span.tracestate = parent_span.tracestate
+        elif parent_ctx is not None and (parent_ctx.trace_hi or parent_ctx.trace_lo):
+            span.trace_hi = parent_ctx.trace_hi
+            span.trace_lo = parent_ctx.trace_lo
+            span._parent_id = parent_ctx._span_id
+            span.baggage = parent_ctx._baggage
+            span.tracestate = parent_ctx.tracestate
+            if parent_ctx.flags & FLAG_DEFERRED:
+                span.flags = FLAG_SAMPLED if self._sampler.sample(
+                    span.trace_hi, span.trace_lo, name) else 0
+            else:
+                span.flags = parent_ctx.flags & _CONTEXT_FLAGS
+            if parent_ctx.debug_id is not None:
+                span.flags |= FLAG_SAMPLED | FLAG_DEBUG
+        else:
+            span.trace_hi = ft_rand64()
+            span.trace_lo = ft_rand_nonzero()
+            span._parent_id = 0
+            if parent_ctx is not None:
+                # a baggage / debug-id container from extract(): new trace, keep baggage
+                span.baggage = parent_ctx._baggage
+            if parent_ctx is not None and parent_ctx.debug_id is not None:
+                span.flags = FLAG_SAMPLED | FLAG_DEBUG
+            else:
+                span.flags = FLAG_SAMPLED if self._sampler.sample(
+                    span.trace_hi, span.trace_lo, name) else 0
+        span._span_id = ft_rand_nonzero()
+        # Unsampled spans never report a start time, so they skip the clock; one forced
+        # on later by sampling.priority starts its recording then (see _set_priority).
+        if start_time is not None:
+            span.start_ns = _seconds_to_ns(start_time)
+        elif span.flags & FLAG_SAMPLED:
+            span.start_ns = ft_now_ns()
+        arena.n_started += 1
+
+        # 3. a slot, for sampled spans only
+        if span.flags & FLAG_SAMPLED:
+            self._record(span)
+            if span.slot >= 0:
+                if follows:
+                    arena.flags[span.slot] |= SLOT_FIRST_REF_FOLLOWS
+                if refs is not None:
+                    arena.set_extra(span.slot, span.gen, "refs",
+                                    [(r[0], r[1], r[2]) for r in refs])
+        else:
+            arena.n_unsampled += 1
+        if parent_ctx is not None and parent_ctx.debug_id is not None and span.slot >= 0:
+            arena.set_tag(span.slot, span.gen, "jaeger-debug-id", parent_ctx.debug_id)
+        if tags:
+            try:
+                items = tags.items()
+            except Exception:
+                arena.n_unprintable += 1
+            else:
+                for key, value in items:
+                    span.set_tag(key, value)
+        return span
+
+    cdef int _record(self, Span span) except -1:
+        """Gives a sampled span an arena slot and writes its fixed fields."""
+        cdef Arena arena = self._arena
+        cdef int32_t slot = arena.alloc()
+        if slot < 0 and arena.finished_count > 0 and not self._draining:
+            self._drain_when_full()
+            slot = arena.alloc()
+        if slot < 0:
+            arena.n_dropped_arena_full += 1
+            return 0
+        arena.n_sampled += 1
+        span.slot = slot
+        span.gen = arena.generation[slot]
+        arena.trace_hi[slot] = span.trace_hi
+        arena.trace_lo[slot] = span.trace_lo
+        arena.span_id[slot] = span._span_id
+        arena.parent_id[slot] = span._parent_id
+        arena.start_ns[slot] = span.start_ns
+        arena.end_ns[slot] = 0
+        arena.flags[slot] = span.flags
+        arena.name_id[slot] = 0
+        arena.set_name(slot, span.gen, span._name)
+        return 0
+
+    def _drain_when_full(self):
+        self._draining = True
+        try:
+            self._drain_to_reporter()
+        except Exception:
+            log.exception("fasttrace: draining a full arena to the reporter failed")
+        finally:
+            self._draining = False
+
+    def _drain_to_reporter(self):
+        raise NotImplementedError
+
+    def _batch_ready(self):
+        pass
+
+    # -- propagation ----------------------------------------------------------------
+
+    def inject(self, span_context, format, carrier):
+        cdef SpanContext ctx
+        if type(span_context) is SpanContext:
+            ctx = <SpanContext>span_context
+        elif type(span_context) is Span:
+            ctx = (<Span>span_context).context
+        else:
+            raise opentracing.InvalidCarrierException(
+                f"inject() needs a fasttrace SpanContext, not {type(span_context).__name__}")
+        if format is _HTTP_HEADERS or format is _TEXT_MAP or format == _HTTP_HEADERS \
+                or format == _TEXT_MAP:
+            self._propagation.inject(ctx, carrier)
+        elif format is _BINARY or format == _BINARY:
+            inject_binary(ctx, carrier)
+        else:
+            raise UnsupportedFormatException(format)
+
+    def extract(self, format, carrier):
+        try:
+            if format is _HTTP_HEADERS or format is _TEXT_MAP or format == _HTTP_HEADERS \
+                    or format == _TEXT_MAP:
+                return self._propagation.extract(carrier)
+            if format is _BINARY or format == _BINARY:
+                return extract_binary(carrier)
+        except SpanContextCorruptedException:
+            raise
+        except Exception:
+            # the API allows only these two errors out of extract(); anything else is
+            # a carrier we cannot read, which is the same as no context
+            self._extract_errors += 1
+            return None
+        raise UnsupportedFormatException(format)
+
+
+cdef SpanContext _as_context(object parent):
+    """Our SpanContext for a parent given as a Span or SpanContext (ours or foreign)."""
+    if type(parent) is SpanContext:
+        return <SpanContext>parent
+    if type(parent) is Span:
+        return (<Span>parent).context
+    ctx = getattr(parent, "context", None)
+    if type(ctx) is SpanContext:
+        return <SpanContext>ctx
+    return None
+
+
+cdef list _collect_references(object child_of, object references):
+    """[(type, trace_id, span_id, SpanContext)] in order, child_of first."""
+    cdef list out = []
+    cdef SpanContext ctx
+    if child_of is not None:
+        ctx = _as_context(child_of)
+        if ctx is not None:
+            out.append((_CHILD_OF, u128_to_int(ctx.trace_hi, ctx.trace_lo), ctx._span_id, ctx))
+    try:
+        for ref in references:
+            ctx = _as_context(ref.referenced_context)
+            if ctx is None:
+                continue
+            kind = _FOLLOWS_FROM if ref.type == _FOLLOWS_FROM else _CHILD_OF
+            out.append((kind, u128_to_int(ctx.trace_hi, ctx.trace_lo), ctx._span_id, ctx))
+    except Exception:
+        log.warning("fasttrace: ignoring malformed references %r", references)
+    return out
+
+
+cdef extern from "Python.h":
+    void PyType_Modified(PyTypeObject *type)
+
+
+cdef _enable_instance_attributes():
+    """Gives Span a lazily created instance __dict__ (see Span._instance_dict).
+
+    CPython finds an instance dict through tp_dictoffset and creates it on the first
+    attribute assignment, so pointing tp_dictoffset at a NULL-initialised field gives
+    Span what a Python class has, at no cost to spans nobody patches.
+    """
+    cdef Span probe = Span.__new__(Span)
+    cdef Py_ssize_t offset = <char*>&probe._instance_dict - <char*><PyObject*>probe
+    (<PyTypeObject*>Span).tp_dictoffset = offset
+    PyType_Modified(<PyTypeObject*>Span)
+
+
+_enable_instance_attributes()

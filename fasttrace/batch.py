@@ -1,0 +1,190 @@
+# SPDX-License-Identifier: Apache-2.0
+"""SpanBatch (columnar, what reporters receive) and FinishedSpan (one span, readable).
+
+A SpanBatch is the arena's finished slots copied out as numpy columns:
+
+    trace_id_hi, trace_id_lo, span_id, parent_id   uint64[n]   (parent 0 = root)
+    start_ns, end_ns                               int64[n]
+    flags                                          uint8[n]    (1 sampled, 2 debug,
+                                                                64 first reference is follows_from)
+    name_id                                        uint32[n]   -> operation_names[name_id]
+    tag_offsets                                    int32[n+1]  span i's tags are
+                                                               [tag_offsets[i], tag_offsets[i+1])
+    tag_key uint32, tag_type uint8, tag_num int64, tag_obj list  (one entry per tag)
+    log_offsets int32[n+1], log_ts int64, log_fields list (dicts)
+    extras                                         list[n]     None, or {"refs": [...], "name": str}
+
+tag_type: 0 str (in tag_obj), 1 bool, 2 int (in tag_num), 3 float (tag_num's bits,
+see `tag_float`), 4 int beyond 64 bits (in tag_obj).  A key id of UNINTERNED (2**32-1)
+means the interning table was full: tag_obj then holds (key, value).
+Iterating yields FinishedSpan records, built on demand.
+"""
+import numpy as np
+from opentracing import ReferenceType
+
+TAG_STR, TAG_BOOL, TAG_INT, TAG_FLOAT, TAG_BIGINT = 0, 1, 2, 3, 4
+UNINTERNED = 0xFFFFFFFF
+FLAG_SAMPLED, FLAG_DEBUG, FLAG_FIRST_REF_FOLLOWS = 1, 2, 64
+
+__all__ = ["FinishedSpan", "SpanBatch"]
+
+
+class FinishedSpan:
+    """One finished span, as reporters and tests read it."""
+
+    __slots__ = ("trace_id", "span_id", "parent_id", "operation_name", "service_name",
+                 "start_ns", "end_ns", "tags", "logs", "references", "sampled", "debug")
+
+    def __init__(self, trace_id, span_id, parent_id, operation_name, service_name,
+                 start_ns, end_ns, tags, logs, references, sampled=True, debug=False):
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.operation_name = operation_name
+        self.service_name = service_name
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.tags = tags
+        self.logs = logs
+        self.references = references
+        self.sampled = sampled
+        self.debug = debug
+
+    @property
+    def duration_ns(self):
+        return self.end_ns - self.start_ns
+
+    @property
+    def trace_id_hex(self):
+        return f"{self.trace_id:032x}"
+
+    @property
+    def span_id_hex(self):
+        return f"{self.span_id:016x}"
+
+    def __repr__(self):
+        parent = "root" if self.parent_id is None else f"parent={self.parent_id:016x}"
+        return (f"<FinishedSpan {self.operation_name!r} trace={self.trace_id:032x} "
+                f"span={self.span_id:016x} {parent} {self.duration_ns / 1e3:.1f}us "
+                f"tags={self.tags!r}>")
+
+    def __eq__(self, other):
+        if not isinstance(other, FinishedSpan):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    __hash__ = None
+
+
+class SpanBatch:
+    """Finished spans drained from the arena, as numpy columns plus tag and log tables."""
+
+    def __init__(self, columns, service_name="", resource=None):
+        self.trace_id_hi = columns["trace_hi"]
+        self.trace_id_lo = columns["trace_lo"]
+        self.span_id = columns["span_id"]
+        self.parent_id = columns["parent_id"]
+        self.start_ns = columns["start_ns"]
+        self.end_ns = columns["end_ns"]
+        self.flags = columns["flags"]
+        self.name_id = columns["name_id"]
+        self.operation_names = columns["names"]
+        self.tag_offsets = columns["tag_offsets"]
+        self.tag_key = columns["tag_key"]
+        self.tag_type = columns["tag_type"]
+        self.tag_num = columns["tag_num"]
+        self.tag_obj = columns["tag_obj"]
+        self.tag_keys = columns["keys"]
+        self.log_offsets = columns["log_offsets"]
+        self.log_ts = columns["log_ts"]
+        self.log_fields = columns["log_fields"]
+        self.extras = columns["extras"]
+        self.service_name = service_name
+        self.resource = dict(resource or {})
+
+    @property
+    def tag_float(self):
+        """tag_num reinterpreted as float64 (meaningful where tag_type == 3)."""
+        return self.tag_num.view(np.float64)
+
+    def __len__(self):
+        return len(self.span_id)
+
+    def __iter__(self):
+        for i in range(len(self.span_id)):
+            yield self[i]
+
+    def operation_name(self, i):
+        name_id = int(self.name_id[i])
+        if name_id == UNINTERNED:
+            return self.extras[i]["name"]
+        return self.operation_names[name_id]
+
+    def tags(self, i):
+        """Span i's tags as a dict."""
+        out = {}
+        keys = self.tag_keys
+        floats = None
+        for t in range(int(self.tag_offsets[i]), int(self.tag_offsets[i + 1])):
+            kind = self.tag_type[t]
+            if kind == TAG_STR or kind == TAG_BIGINT:
+                value = self.tag_obj[t]
+            elif kind == TAG_BOOL:
+                value = bool(self.tag_num[t])
+            elif kind == TAG_INT:
+                value = int(self.tag_num[t])
+            else:
+                if floats is None:
+                    floats = self.tag_float
+                value = float(floats[t])
+            key_id = int(self.tag_key[t])
+            if key_id == UNINTERNED:
+                key, value = value
+            else:
+                key = keys[key_id]
+            out[key] = value
+        return out
+
+    def logs(self, i):
+        """Span i's logs as [(timestamp_ns, fields)] in the order they were logged."""
+        return [(int(self.log_ts[j]), self.log_fields[j])
+                for j in range(int(self.log_offsets[i]), int(self.log_offsets[i + 1]))]
+
+    def references(self, i):
+        extra = self.extras[i]
+        if extra is not None and "refs" in extra:
+            return list(extra["refs"])
+        parent = int(self.parent_id[i])
+        if not parent:
+            return []
+        kind = (ReferenceType.FOLLOWS_FROM if self.flags[i] & FLAG_FIRST_REF_FOLLOWS
+                else ReferenceType.CHILD_OF)
+        return [(kind, self.trace_id(i), parent)]
+
+    def trace_id(self, i):
+        return (int(self.trace_id_hi[i]) << 64) | int(self.trace_id_lo[i])
+
+    def __getitem__(self, i):
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        parent = int(self.parent_id[i])
+        flags = int(self.flags[i])
+        return FinishedSpan(
+            trace_id=self.trace_id(i),
+            span_id=int(self.span_id[i]),
+            parent_id=parent or None,
+            operation_name=self.operation_name(i),
+            service_name=self.service_name,
+            start_ns=int(self.start_ns[i]),
+            end_ns=int(self.end_ns[i]),
+            tags=self.tags(i),
+            logs=self.logs(i),
+            references=self.references(i),
+            sampled=bool(flags & FLAG_SAMPLED),
+            debug=bool(flags & FLAG_DEBUG),
+        )
+
+    def __repr__(self):
+        return f"<SpanBatch of {len(self)} spans from {self.service_name!r}>"

@@ -1,0 +1,196 @@
+# SPDX-License-Identifier: Apache-2.0
+"""fasttrace.Tracer: an opentracing.Tracer recording into a preallocated arena."""
+import logging
+import os
+import time
+import weakref
+
+import opentracing
+
+from fasttrace._arena import Arena
+from fasttrace._codec import make_propagation
+from fasttrace._sampling import ConstSampler, Sampler
+from fasttrace._span import TracerCore
+from fasttrace.batch import SpanBatch
+from fasttrace.reporting import InMemoryReporter
+from fasttrace.scope import ContextVarsScopeManager
+
+log = logging.getLogger("fasttrace")
+
+__all__ = ["Tracer"]
+
+# Spans handed to the reporter per SpanBatch when the tracer drains on its own.
+DRAIN_CHUNK = 4096
+# Finished spans that make the tracer drain to a reporter that has no thread of its own.
+DRAIN_THRESHOLD = 512
+
+_live_tracers = weakref.WeakSet()
+
+
+class _DuckSampler(Sampler):
+    """Wraps a jaeger-client-style sampler (anything with is_sampled)."""
+
+    def __init__(self, sampler):
+        self._inner = sampler
+
+    def is_sampled(self, trace_id, operation_name=None):
+        return self._inner.is_sampled(trace_id, operation_name)
+
+
+class Tracer(TracerCore, opentracing.Tracer):
+    """An OpenTracing tracer whose spans record into a preallocated Cython arena.
+
+    Args:
+        service_name: the service these spans belong to.
+        sampler: decides at each root span whether the trace is recorded
+            (default: ConstSampler(True)).
+        reporter: receives finished spans in batches (default: an InMemoryReporter
+            keeping at most 100,000 spans).
+        propagators: names of the formats inject() writes and extract() reads for
+            TEXT_MAP and HTTP_HEADERS, in order: tracecontext, baggage, jaeger, b3, b3multi.
+        scope_manager: default ContextVarsScopeManager (threads and asyncio).
+        tags: process (resource) tags, reported with every batch.
+        capacity: arena slots, i.e. spans open or finished-but-not-yet-drained.  When
+            every slot holds an open span, new spans are not recorded (counted in
+            stats()["dropped"]["arena_full"]); they still propagate their context.
+        max_tags, max_logs: per-span limits; extra ones are counted, not kept.
+        max_value_length: longer string values are truncated (and counted).
+    """
+
+    def __init__(self, service_name="unknown_service", sampler=None, reporter=None,
+                 propagators=("tracecontext", "baggage"), scope_manager=None, tags=None,
+                 capacity=65536, max_tags=128, max_logs=128, max_value_length=4096):
+        if sampler is None:
+            sampler = ConstSampler(True)
+        elif not isinstance(sampler, Sampler):
+            sampler = _DuckSampler(sampler)
+        if reporter is None:
+            reporter = InMemoryReporter(max_spans=100_000)
+        if scope_manager is None:
+            scope_manager = ContextVarsScopeManager()
+        self.service_name = str(service_name)
+        self.tags = dict(tags or {})
+        self.sampler = sampler
+        self.reporter = reporter
+        self._propagator_names = tuple(propagators)
+        self._setup(
+            Arena(capacity, max_tags=max_tags, max_logs=max_logs,
+                  max_value_length=max_value_length),
+            sampler, scope_manager, make_propagation(self._propagator_names),
+            self.service_name, self._drain_threshold(reporter, capacity))
+        self._reported = 0
+        self._report_failures = 0
+        self._lost_in_reporter = 0
+        self._last_failure_log = 0.0
+        self._closed = False
+        self._draining_inline = False
+        _live_tracers.add(self)
+        reporter._attach(self)
+
+    # -- reporting ------------------------------------------------------------------
+
+    @staticmethod
+    def _drain_threshold(reporter, capacity):
+        # Draining small batches often keeps the arena's working set in cache and keeps
+        # each inline drain short; reporters with a thread of their own say what they want.
+        wanted = getattr(reporter, "drain_threshold", None) or DRAIN_THRESHOLD
+        return max(1, min(int(wanted), capacity // 2 or 1))
+
+    def _batch_ready(self):
+        """Called from Span.finish when drain_threshold finished spans are waiting."""
+        notify = getattr(self.reporter, "batch_ready", None)
+        if notify is not None:
+            notify(self)
+        elif not self._draining_inline:
+            self._draining_inline = True
+            try:
+                self._drain_to_reporter()
+            finally:
+                self._draining_inline = False
+
+    def _drain_to_reporter(self, max_spans=-1):
+        """Moves finished spans out of the arena to the reporter; returns how many."""
+        arena = self._arena
+        if arena.pid != os.getpid():       # forked without libc's fork hooks
+            arena.reset_after_fork()
+        moved = 0
+        while max_spans < 0 or moved < max_spans:
+            chunk = DRAIN_CHUNK if max_spans < 0 else min(DRAIN_CHUNK, max_spans - moved)
+            columns = arena.drain(chunk)
+            if columns is None:
+                break
+            batch = SpanBatch(columns, self.service_name, self.tags)
+            moved += len(batch)
+            try:
+                self.reporter.report(batch)
+                self._reported += len(batch)
+            except Exception:
+                self._report_failures += 1
+                self._lost_in_reporter += len(batch)
+                now = time.monotonic()
+                if now - self._last_failure_log > 10.0:
+                    self._last_failure_log = now
+                    log.exception("fasttrace: reporter %r failed; %d spans lost so far",
+                                  self.reporter, self._lost_in_reporter)
+        return moved
+
+    def flush(self, timeout=None):
+        """Drains every finished span to the reporter and waits for it to deliver them.
+
+        Returns:
+            True when the reporter confirmed delivery within `timeout` seconds.
+        """
+        self._drain_to_reporter()
+        try:
+            return bool(self.reporter.flush(timeout))
+        except Exception:
+            log.exception("fasttrace: reporter flush failed")
+            return False
+
+    def close(self, timeout=None):
+        """Flushes, then closes the reporter.  Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._drain_to_reporter()
+        try:
+            self.reporter.close(timeout)
+        except Exception:
+            log.exception("fasttrace: reporter close failed")
+
+    def stats(self):
+        """Counters: started, finished, sampled, unsampled, dropped (by reason),
+        truncated (by kind), reported, and the arena's occupancy."""
+        counters = self._arena.counters()
+        counters["reported"] = self._reported
+        counters["report_failures"] = self._report_failures
+        counters["dropped"]["reporter_error"] = self._lost_in_reporter
+        counters["unsampled_by_priority"] = counters["dropped"].pop("sampling_priority")
+        counters["extract_errors"] = self._extract_errors
+        reporter_stats = getattr(self.reporter, "stats", None)
+        if callable(reporter_stats):
+            try:
+                counters["reporter"] = reporter_stats()
+            except Exception:
+                pass
+        return counters
+
+    def _after_fork_in_child(self):
+        self._arena.check_fork()
+        self._reported = self._report_failures = self._lost_in_reporter = 0
+        self.reporter._after_fork_in_child()
+
+    def __repr__(self):
+        return f"<fasttrace.Tracer {self.service_name!r} sampler={self.sampler!r}>"
+
+
+def _reinit_after_fork():
+    for tracer in list(_live_tracers):
+        try:
+            tracer._after_fork_in_child()
+        except Exception:
+            log.exception("fasttrace: resetting a tracer after fork failed")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
