@@ -30,7 +30,7 @@ from libc.string cimport memcpy
 from cpython.object cimport PyObject
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 
-from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init
+from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_get, ft_list_set
 from fasttrace._context cimport FLAG_SAMPLED
 
 # registers this module's pthread_atfork hook (each extension has its own copy of the
@@ -339,7 +339,7 @@ cdef class Arena:
                                            or (<tuple>self.tag_obj[i])[0] == key):
                 self.tag_type[i] = vtype
                 self.tag_num[i] = num
-                self.tag_obj[i] = obj
+                ft_list_set(self.tag_obj, i, obj)
                 return 0
             last = i
             i = self.tag_next[i]
@@ -354,7 +354,7 @@ cdef class Arena:
         self.tag_key[i] = kid
         self.tag_type[i] = vtype
         self.tag_num[i] = num
-        self.tag_obj[i] = obj
+        ft_list_set(self.tag_obj, i, obj)
         self.tag_next[i] = NO_ENTRY
         if last == NO_ENTRY:
             self.tag_head[slot] = i
@@ -377,7 +377,7 @@ cdef class Arena:
             return 0
         self.log_free = self.log_next[i]
         self.log_ts[i] = ts
-        self.log_fields[i] = fields
+        ft_list_set(self.log_fields, i, fields)
         self.log_next[i] = self.log_head[slot]
         self.log_head[slot] = i
         self.log_count[slot] += 1
@@ -402,14 +402,14 @@ cdef class Arena:
         i = self.tag_head[slot]
         while i != NO_ENTRY:
             nxt = self.tag_next[i]
-            self.tag_obj[i] = None
+            ft_list_set(self.tag_obj, i, None)
             self.tag_next[i] = self.tag_free
             self.tag_free = i
             i = nxt
         i = self.log_head[slot]
         while i != NO_ENTRY:
             nxt = self.log_next[i]
-            self.log_fields[i] = None
+            ft_list_set(self.log_fields, i, None)
             self.log_next[i] = self.log_free
             self.log_free = i
             i = nxt
@@ -417,7 +417,7 @@ cdef class Arena:
         self.log_head[slot] = NO_ENTRY
         self.tag_count[slot] = 0
         self.log_count[slot] = 0
-        self.extras[slot] = None
+        ft_list_set(self.extras, slot, None)
         self.generation[slot] += 1
         self.state[slot] = SLOT_FREE
         self.free_stack[self.free_top] = slot
@@ -452,7 +452,7 @@ cdef class Arena:
         if n == 0:
             return None
         slots_arr = np.empty(n, dtype=np.int32)
-        cdef int32_t[::1] slots = slots_arr
+        cdef int32_t[::1] slots = slots_arr     # so the copy loop needs no Python calls
         for k in range(n):
             slot = self.finished_ring[(self.finished_head + k) % self.capacity]
             slots[k] = slot
@@ -461,10 +461,27 @@ cdef class Arena:
         self.finished_head = (self.finished_head + n) % self.capacity
         self.finished_count -= n
 
-        cols = {}
-        for name in ("trace_hi", "trace_lo", "span_id", "parent_id", "start_ns", "end_ns",
-                     "flags", "name_id"):
-            cols[name] = self._columns[name].take(slots_arr)
+        # fixed columns: copied in the loop below (numpy's take() per column costs more
+        # in call overhead than the copy itself at these batch sizes)
+        trace_hi_arr = np.empty(n, dtype=np.uint64)
+        trace_lo_arr = np.empty(n, dtype=np.uint64)
+        span_id_arr = np.empty(n, dtype=np.uint64)
+        parent_id_arr = np.empty(n, dtype=np.uint64)
+        start_arr = np.empty(n, dtype=np.int64)
+        end_arr = np.empty(n, dtype=np.int64)
+        flags_arr = np.empty(n, dtype=np.uint8)
+        name_id_arr = np.empty(n, dtype=np.uint32)
+        cdef uint64_t[::1] out_trace_hi = trace_hi_arr
+        cdef uint64_t[::1] out_trace_lo = trace_lo_arr
+        cdef uint64_t[::1] out_span_id = span_id_arr
+        cdef uint64_t[::1] out_parent_id = parent_id_arr
+        cdef int64_t[::1] out_start = start_arr
+        cdef int64_t[::1] out_end = end_arr
+        cdef uint8_t[::1] out_flags = flags_arr
+        cdef uint32_t[::1] out_name_id = name_id_arr
+        cols = {"trace_hi": trace_hi_arr, "trace_lo": trace_lo_arr, "span_id": span_id_arr,
+                "parent_id": parent_id_arr, "start_ns": start_arr, "end_ns": end_arr,
+                "flags": flags_arr, "name_id": name_id_arr}
 
         tag_offsets_arr = np.empty(n + 1, dtype=np.int32)
         tag_key_arr = np.empty(nt, dtype=np.uint32)
@@ -486,13 +503,21 @@ cdef class Arena:
         l = 0
         for k in range(n):
             slot = slots[k]
+            out_trace_hi[k] = self.trace_hi[slot]
+            out_trace_lo[k] = self.trace_lo[slot]
+            out_span_id[k] = self.span_id[slot]
+            out_parent_id[k] = self.parent_id[slot]
+            out_start[k] = self.start_ns[slot]
+            out_end[k] = self.end_ns[slot]
+            out_flags[k] = self.flags[slot]
+            out_name_id[k] = self.name_id[slot]
             tag_offsets[k] = <int32_t>t
             i = self.tag_head[slot]
             while i != NO_ENTRY:
                 tag_key[t] = self.tag_key[i]
                 tag_type[t] = self.tag_type[i]
                 tag_num[t] = self.tag_num[i]
-                tag_obj[t] = self.tag_obj[i]
+                ft_list_set(tag_obj, t, ft_list_get(self.tag_obj, i))
                 t += 1
                 i = self.tag_next[i]
             # log chains are newest-first: fill this span's range from its end
@@ -502,10 +527,10 @@ cdef class Arena:
             while i != NO_ENTRY:
                 count -= 1
                 log_ts[l + count] = self.log_ts[i]
-                log_fields[l + count] = self.log_fields[i]
+                ft_list_set(log_fields, l + count, ft_list_get(self.log_fields, i))
                 i = self.log_next[i]
             l += self.log_count[slot]
-            extras[k] = self.extras[slot]
+            ft_list_set(extras, k, ft_list_get(self.extras, slot))
             self._release(slot)
         tag_offsets[n] = <int32_t>t
         log_offsets[n] = <int32_t>l

@@ -19,3 +19,5 @@ cdef extern from "ft_hex.h" nogil:
 
 cdef extern from "ft_pyutil.h":
     bint ft_has_instance_attrs(object o) noexcept
+    void ft_list_set(list lst, Py_ssize_t i, object value) noexcept
+    object ft_list_get(list lst, Py_ssize_t i)

@@ -521,8 +521,9 @@ cdef class TracerCore:
         arena.start_ns[slot] = span.start_ns
         arena.end_ns[slot] = 0
         arena.flags[slot] = span.flags
-        arena.name_id[slot] = 0
-        arena.set_name(slot, span.gen, span._name)
+        arena.name_id[slot] = arena.intern_name(span._name)
+        if arena.name_id[slot] == UNINTERNED:
+            arena.set_name(slot, span.gen, span._name)
         return 0
 
     def _drain_when_full(self):
