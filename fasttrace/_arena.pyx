@@ -172,6 +172,10 @@ cdef class Arena:
         self.reset_after_fork()
         return 0
 
+    def reset_if_forked(self):
+        """check_fork() for Python callers (os.register_at_fork hooks)."""
+        self.check_fork()
+
     def reset_after_fork(self):
         cdef Py_ssize_t i
         for i in range(self.capacity):

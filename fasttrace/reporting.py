@@ -95,6 +95,14 @@ class InMemoryReporter(Reporter):
                 self._batches.clear()
             return list(self._spans)
 
+    def _after_fork_in_child(self):
+        # the parent reports what it had; this process starts empty
+        self._lock = threading.Lock()
+        self._spans = []
+        self._batches = []
+        self._kept = 0
+        self.dropped = 0
+
     def clear(self):
         with self._lock:
             self._spans.clear()

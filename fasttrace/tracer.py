@@ -176,7 +176,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         return counters
 
     def _after_fork_in_child(self):
-        self._arena.check_fork()
+        self._arena.reset_if_forked()
         self._reported = self._report_failures = self._lost_in_reporter = 0
         self.reporter._after_fork_in_child()
 
