@@ -3,8 +3,11 @@
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 
 cdef extern from "ft_clock.h" nogil:
+    void ft_clock_init()
     int64_t ft_now_ns()
+    int64_t ft_system_now_ns()
     int64_t ft_monotonic_ns()
+    int ft_clock_uses_tsc()
 
 cdef extern from "ft_rand.h" nogil:
     void ft_rng_init()

@@ -21,6 +21,7 @@ from opentracing import UnsupportedFormatException, SpanContextCorruptedExceptio
 
 from fasttrace._arena cimport (Arena, SLOT_FIRST_REF_FOLLOWS, UNINTERNED)
 from fasttrace._cdefs cimport (ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_init,
+                               ft_clock_init, ft_clock_uses_tsc, ft_system_now_ns,
                                ft_has_instance_attrs)
 from fasttrace._codec cimport Propagation, inject_binary, extract_binary
 from fasttrace._context cimport (SpanContext, FLAG_SAMPLED, FLAG_DEBUG, FLAG_DEFERRED,
@@ -31,6 +32,14 @@ log = logging.getLogger("fasttrace")
 
 # seeds the id generator and registers its pthread_atfork hook
 ft_rng_init()
+# the span clock (see src/ft_clock.h); only this module reads it
+ft_clock_init()
+
+
+def clock_info():
+    """Which clock spans are timed with, and its current reading next to the system's."""
+    return {"source": "tsc" if ft_clock_uses_tsc() else "system",
+            "now_ns": ft_now_ns(), "system_now_ns": ft_system_now_ns()}
 
 cdef str _CHILD_OF = ReferenceType.CHILD_OF
 cdef str _FOLLOWS_FROM = ReferenceType.FOLLOWS_FROM

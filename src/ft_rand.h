@@ -42,7 +42,7 @@ static inline uint64_t ft_splitmix64(uint64_t *x) {
 }
 
 /* Fills buf from the OS; returns 0 on success. */
-static int ft_os_random(void *buf, size_t n) {
+static inline int ft_os_random(void *buf, size_t n) {
 #if defined(_WIN32)
     return BCryptGenRandom(NULL, (PUCHAR)buf, (ULONG)n, BCRYPT_USE_SYSTEM_PREFERRED_RNG) == 0 ? 0 : -1;
 #else
@@ -57,7 +57,7 @@ static int ft_os_random(void *buf, size_t n) {
 #endif
 }
 
-static void ft_rng_seed(void) {
+static inline void ft_rng_seed(void) {
     uint64_t seed[4] = {0, 0, 0, 0};
     if (ft_os_random(seed, sizeof seed) != 0) {
         /* No OS entropy: mix clock, pid and an address so forks still diverge. */
@@ -75,11 +75,11 @@ static void ft_rng_seed(void) {
 }
 
 #if !defined(_WIN32)
-static void ft_atfork_child(void) { ft_fork_generation++; }
+static inline void ft_atfork_child(void) { ft_fork_generation++; }
 #endif
 
 /* Called once at module import. */
-static void ft_rng_init(void) {
+static inline void ft_rng_init(void) {
 #if !defined(_WIN32)
     static int registered = 0;
     if (!registered) { pthread_atfork(NULL, NULL, ft_atfork_child); registered = 1; }
