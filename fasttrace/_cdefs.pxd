@@ -21,6 +21,50 @@ cdef extern from "ft_hex.h" nogil:
     int ft_hex_value(uint32_t c, int lower_only)
 
 cdef extern from "ft_pyutil.h":
-    bint ft_has_instance_attrs(object o) noexcept
     void ft_list_set(list lst, Py_ssize_t i, object value) noexcept
     object ft_list_get(list lst, Py_ssize_t i)
+
+# Propagation codecs (fasttrace/_codec.pyx); see src/ft_codec.h.
+from libc.stddef cimport ptrdiff_t
+
+cdef extern from "ft_codec.h" nogil:
+    enum:
+        FT_OK
+        FT_INVALID
+        FT_DUPLICATE
+        FT_TOO_MANY
+        FT_B3_DEFERRED
+        FT_B3_DENY
+        FT_B3_ACCEPT
+        FT_B3_DEBUG
+        FT_CC_TCHAR
+        FT_CC_BAGGAGE
+        FT_CC_UNRESERVED
+    void ft_codec_init()
+    void ft_trim_ows(const char **s, ptrdiff_t *n)
+    int ft_parse_hex64(const char *s, ptrdiff_t n, int lower_only, uint64_t *out)
+    int ft_parse_hex128(const char *s, ptrdiff_t n, int lower_only, uint64_t *hi, uint64_t *lo)
+    int ft_traceparent_parse(const char *s, ptrdiff_t n, uint64_t *hi, uint64_t *lo,
+                             uint64_t *span, unsigned char *flags)
+    void ft_traceparent_format(char *out, uint64_t hi, uint64_t lo, uint64_t span,
+                               unsigned char flags)
+    int ft_tracestate_parse(const char *s, ptrdiff_t n, char *out, ptrdiff_t *out_len)
+    int ft_b3_parse(const char *s, ptrdiff_t n, uint64_t *hi, uint64_t *lo, uint64_t *span,
+                    int *state)
+    int ft_b3_trace_id(const char *s, ptrdiff_t n, uint64_t *hi, uint64_t *lo)
+    int ft_b3_span_id(const char *s, ptrdiff_t n, uint64_t *out)
+    int ft_b3_sampled(const char *s, ptrdiff_t n)
+    int ft_uber_parse(const char *s, ptrdiff_t n, uint64_t *hi, uint64_t *lo, uint64_t *span,
+                      uint64_t *parent, unsigned char *flags)
+    ptrdiff_t ft_uber_format(char *out, uint64_t hi, uint64_t lo, uint64_t span,
+                              unsigned char flags)
+    unsigned ft_char_class(unsigned char c)
+    int ft_all_in_class(const char *s, ptrdiff_t n, unsigned cls)
+    ptrdiff_t ft_pct_encoded_len(const char *s, ptrdiff_t n, unsigned cls)
+    ptrdiff_t ft_pct_encode(const char *s, ptrdiff_t n, unsigned cls, char *out)
+    ptrdiff_t ft_pct_decode(const char *s, ptrdiff_t n, char *out)
+    int ft_has_upper(const char *s, ptrdiff_t n)
+    void ft_ascii_lower(const char *s, ptrdiff_t n, char *out)
+    int ft_has_prefix_ci(const char *s, ptrdiff_t n, const char *prefix, ptrdiff_t pn)
+    void ft_put_u64be(unsigned char *p, uint64_t v)
+    uint64_t ft_get_u64be(const unsigned char *p)

@@ -7,8 +7,6 @@ valid), plus (slot, generation) pointing at the arena row it records into.
 """
 cimport cython
 from cpython.contextvars cimport PyContextVar_Set, PyContextVar_Reset, get_value
-from cpython.object cimport PyObject, PyTypeObject
-from cpython.ref cimport Py_CLEAR
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 import contextvars
@@ -21,8 +19,7 @@ from opentracing import UnsupportedFormatException, SpanContextCorruptedExceptio
 
 from fasttrace._arena cimport (Arena, SLOT_FIRST_REF_FOLLOWS, UNINTERNED)
 from fasttrace._cdefs cimport (ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_init,
-                               ft_clock_init, ft_clock_uses_tsc, ft_system_now_ns,
-                               ft_has_instance_attrs)
+                               ft_clock_init, ft_clock_uses_tsc, ft_system_now_ns)
 from fasttrace._codec cimport Propagation, inject_binary, extract_binary
 from fasttrace._context cimport (SpanContext, FLAG_SAMPLED, FLAG_DEBUG, FLAG_DEFERRED,
                                  u128_to_int)
@@ -50,6 +47,31 @@ cdef str _SAMPLING_PRIORITY = "sampling.priority"
 cdef uint8_t _CONTEXT_FLAGS = FLAG_SAMPLED | FLAG_DEBUG
 
 
+# Span methods an instance may override (see Span.__setattr__).
+cdef frozenset _PATCHABLE = frozenset((
+    "finish", "set_tag", "log_kv", "log_event", "log", "set_baggage_item",
+    "get_baggage_item", "set_operation_name"))
+
+
+cdef object _method(Span span, str name):
+    """span.<name>, preferring a method overridden on the instance."""
+    if span._patched:
+        override = span._patched.get(name)
+        if override is not None:
+            return override
+    return getattr(span, name)
+
+
+cdef dict _error_fields(object exc_type, object exc_val, object exc_tb):
+    """The log of an exception leaving a span's or scope's `with` block (OpenTracing)."""
+    try:
+        message = str(exc_val)
+    except Exception:
+        message = "<unprintable exception>"
+    return {"event": "error", "message": message, "error.object": exc_val,
+            "error.kind": exc_type, "stack": exc_tb}
+
+
 cdef inline int64_t _seconds_to_ns(object seconds) except? -1:
     """OpenTracing timestamps are float seconds since the epoch."""
     return <int64_t>(float(seconds) * 1e9)
@@ -67,9 +89,20 @@ cdef class Span:
     def __init__(self, *args, **kwargs):
         raise TypeError("spans are created by Tracer.start_span()")
 
-    def __dealloc__(self):
-        if self._instance_dict is not NULL:
-            Py_CLEAR(self._instance_dict)
+    def __setattr__(self, name, value):
+        # Spans have no attributes of their own; overriding one of their methods on an
+        # instance (as mock.patch.object does) is allowed, and the scope and
+        # context-manager paths that call finish/set_tag/log_kv honour it.
+        if name not in _PATCHABLE:
+            raise AttributeError(f"'Span' object attribute {name!r} is read-only")
+        if self._patched is None:
+            self._patched = {}
+        self._patched[name] = value
+
+    def __delattr__(self, name):
+        if self._patched is None or name not in self._patched:
+            raise AttributeError(name)
+        del self._patched[name]
 
     # -- read-only identity ---------------------------------------------------------
 
@@ -126,13 +159,7 @@ cdef class Span:
         return self
 
     def set_tag(self, key, value):
-        if self.finished:
-            return self
-        if type(key) is str and len(<str>key) == 17 and key == _SAMPLING_PRIORITY:
-            if not self._set_priority(value):
-                return self
-        if self.slot >= 0:
-            self.arena.set_tag(self.slot, self.gen, key, value)
+        self._set_tag(key, value)
         return self
 
     def log_kv(self, key_values, timestamp=None):
@@ -143,11 +170,14 @@ cdef class Span:
             return self
         arena = self.arena
         ts = ft_now_ns() if timestamp is None else _seconds_to_ns(timestamp)
-        try:
-            items = key_values.items()
-        except Exception:
-            arena.n_unprintable += 1
-            return self
+        if type(key_values) is dict:
+            items = (<dict>key_values).items()
+        else:
+            try:
+                items = list(key_values.items())
+            except Exception:
+                arena.n_unprintable += 1
+                return self
         fields = {}
         for k, v in items:
             if type(k) is not str:
@@ -197,10 +227,12 @@ cdef class Span:
         return self
 
     def __exit__(self, exc_type, exc_val, exc_tb):
-        # instance attributes (a patched finish, as in the OpenTracing harness) win
-        if ft_has_instance_attrs(self):
-            opentracing.Span._on_error(self, exc_type, exc_val, exc_tb)
-            self.finish()
+        # methods overridden on the instance (as in the OpenTracing harness) win
+        if self._patched:
+            if exc_val is not None:
+                _method(self, "set_tag")("error", True)
+                _method(self, "log_kv")(_error_fields(exc_type, exc_val, exc_tb))
+            _method(self, "finish")()
             return
         if exc_val is not None:
             self._on_error(exc_type, exc_val, exc_tb)
@@ -213,21 +245,23 @@ cdef class Span:
 
     # -- internals ------------------------------------------------------------------
 
+    cdef int _set_tag(self, object key, object value) except -1:
+        if self.finished:
+            return 0
+        if type(key) is str and len(<str>key) == 17 and key == _SAMPLING_PRIORITY:
+            if not self._set_priority(value):
+                return 0
+        if self.slot >= 0:
+            self.arena.set_tag(self.slot, self.gen, key, value)
+        return 0
+
     cdef int _on_error(self, object exc_type, object exc_val, object exc_tb) except -1:
         if self.slot < 0 or self.finished:
             return 0
+        cdef dict fields = _error_fields(exc_type, exc_val, exc_tb)
+        fields["message"] = self.arena.clean_value(fields["message"])
         self.arena.set_tag(self.slot, self.gen, "error", True)
-        try:
-            message = str(exc_val)
-        except Exception:
-            message = "<unprintable exception>"
-        self.arena.add_log(self.slot, self.gen, ft_now_ns(), {
-            "event": "error",
-            "message": self.arena.clean_value(message),
-            "error.object": exc_val,
-            "error.kind": exc_type,
-            "stack": exc_tb,
-        })
+        self.arena.add_log(self.slot, self.gen, ft_now_ns(), fields)
         return 0
 
     cdef int _set_priority(self, object value) except -1:
@@ -304,8 +338,11 @@ cdef class Scope:
         self._previous = None
         if self._finish_on_close:
             span = self._span
-            if type(span) is Span and not ft_has_instance_attrs(span):
-                (<Span>span)._finish(0)
+            if type(span) is Span:
+                if (<Span>span)._patched:
+                    _method(<Span>span, "finish")()
+                else:
+                    (<Span>span)._finish(0)
             else:
                 span.finish()
 
@@ -315,8 +352,11 @@ cdef class Scope:
     def __exit__(self, exc_type, exc_val, exc_tb):
         span = self._span
         if exc_val is not None:
-            if type(span) is Span and not ft_has_instance_attrs(span):
+            if type(span) is Span and not (<Span>span)._patched:
                 (<Span>span)._on_error(exc_type, exc_val, exc_tb)
+            elif type(span) is Span:
+                _method(<Span>span, "set_tag")("error", True)
+                _method(<Span>span, "log_kv")(_error_fields(exc_type, exc_val, exc_tb))
             else:
                 opentracing.Span._on_error(span, exc_type, exc_val, exc_tb)
         self.close()
@@ -501,13 +541,17 @@ cdef class TracerCore:
         if parent_ctx is not None and parent_ctx.debug_id is not None and span.slot >= 0:
             arena.set_tag(span.slot, span.gen, "jaeger-debug-id", parent_ctx.debug_id)
         if tags:
-            try:
-                items = tags.items()
-            except Exception:
-                arena.n_unprintable += 1
+            if type(tags) is dict:
+                for key, value in (<dict>tags).items():
+                    span._set_tag(key, value)
             else:
-                for key, value in items:
-                    span.set_tag(key, value)
+                try:
+                    items = list(tags.items())
+                except Exception:
+                    arena.n_unprintable += 1
+                else:
+                    for key, value in items:
+                        span._set_tag(key, value)
         return span
 
     cdef int _record(self, Span span) except -1:
@@ -617,22 +661,3 @@ cdef list _collect_references(object child_of, object references):
         log.warning("fasttrace: ignoring malformed references %r", references)
     return out
 
-
-cdef extern from "Python.h":
-    void PyType_Modified(PyTypeObject *type)
-
-
-cdef _enable_instance_attributes():
-    """Gives Span a lazily created instance __dict__ (see Span._instance_dict).
-
-    CPython finds an instance dict through tp_dictoffset and creates it on the first
-    attribute assignment, so pointing tp_dictoffset at a NULL-initialised field gives
-    Span what a Python class has, at no cost to spans nobody patches.
-    """
-    cdef Span probe = Span.__new__(Span)
-    cdef Py_ssize_t offset = <char*>&probe._instance_dict - <char*><PyObject*>probe
-    (<PyTypeObject*>Span).tp_dictoffset = offset
-    PyType_Modified(<PyTypeObject*>Span)
-
-
-_enable_instance_attributes()
