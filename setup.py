@@ -21,7 +21,7 @@ directives = {
 if DEBUG:
     directives["linetrace"] = True
 
-MODULES = ["_context", "_sampling", "_arena", "_span", "_codec"]
+MODULES = ["_context", "_sampling", "_arena", "_span", "_codec", "_otlp", "_thrift"]
 
 extensions = [
     Extension(

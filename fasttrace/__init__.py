@@ -18,7 +18,8 @@ except ImportError as exc:  # pragma: no cover - only without a build
     ) from exc
 
 from fasttrace.batch import FinishedSpan, SpanBatch
-from fasttrace.reporting import Exporter, InMemoryReporter, Reporter
+from fasttrace.config import init_tracer
+from fasttrace.reporting import BatchReporter, Exporter, InMemoryReporter, Reporter
 from fasttrace.sampling import ConstSampler, ProbabilisticSampler, RateLimitingSampler, Sampler
 from fasttrace.span import Span, SpanContext
 from fasttrace.tracer import Tracer
@@ -27,6 +28,7 @@ from fasttrace.tracer import Tracer
 IMPLEMENTATION = "cython"
 
 __all__ = [
+    "BatchReporter",
     "ConstSampler",
     "Exporter",
     "FinishedSpan",
@@ -41,4 +43,5 @@ __all__ = [
     "SpanContext",
     "Tracer",
     "__version__",
+    "init_tracer",
 ]

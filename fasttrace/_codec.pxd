@@ -14,9 +14,17 @@ cdef class Extracted:
     cdef object baggage        # dict str -> str, or None
     cdef object tracestate     # str or None
     cdef object debug_id       # str or None (jaeger-debug-id)
+    # -- added by the codec owner (private to _codec.pyx) --
+    cdef object carrier        # the mapping being read
+    cdef bint is_dict          # type(carrier) is dict: exact-name fast path first
+    cdef bint indexed          # index built (or found empty)
+    cdef dict index            # ASCII-lowercased header name -> str | list[str], or None
+    cdef bint decided          # a sampling decision without ids was found (b3: 0/1/d)
+    cdef object error          # the first SpanContextCorruptedException, kept until the end
 
 
 cdef class Propagator:
+    cdef readonly str name     # "tracecontext", "baggage", "jaeger", "b3", "b3multi"
     # Writes ctx into a mapping carrier (dict-like: carrier[key] = value).
     cdef int inject(self, SpanContext ctx, object carrier) except -1
     # Reads from a mapping carrier into acc.  Ids only if acc.found is still false
@@ -29,12 +37,16 @@ cdef class Propagator:
 cdef class Propagation:
     """The ordered propagators a tracer was configured with."""
     cdef tuple propagators
+    cdef readonly tuple names  # the propagators' names, in order
+    cdef readonly bint text_map  # built for Format.TEXT_MAP (Jaeger baggage not URL-encoded)
     cdef int inject(self, SpanContext ctx, object carrier) except -1
     # None when the carrier holds nothing; a SpanContext with ids when a valid
     # context was found; a "container" SpanContext with trace_hi == trace_lo ==
     # span_id == 0 when only baggage and/or a jaeger-debug-id were found (as
     # jaeger-client does), so a span started from it begins a new trace that
-    # keeps the baggage (and is forced sampled+debug for a debug id).
+    # keeps the baggage (and is forced sampled+debug for a debug id).  A bare B3
+    # sampling decision ("b3: 0", "b3: d", X-B3-Sampled alone) also gives a container:
+    # its flags carry that decision; every other container has flags == FLAG_DEFERRED.
     cdef SpanContext extract(self, object carrier)
 
 

@@ -186,5 +186,24 @@ class SpanBatch:
             debug=bool(flags & FLAG_DEBUG),
         )
 
+    def slice(self, start, stop):
+        """Spans [start, stop) as a SpanBatch sharing this one's arrays (no copy).
+
+        The span columns and offsets are views; the tag and log tables are shared whole,
+        which the offsets index absolutely, so every accessor works unchanged.
+        """
+        n = len(self)
+        start, stop, _ = slice(start, stop).indices(n)
+        stop = max(start, stop)
+        part = SpanBatch.__new__(SpanBatch)
+        part.__dict__.update(self.__dict__)
+        for name in ("trace_id_hi", "trace_id_lo", "span_id", "parent_id", "start_ns",
+                     "end_ns", "flags", "name_id"):
+            setattr(part, name, getattr(self, name)[start:stop])
+        part.tag_offsets = self.tag_offsets[start:stop + 1]
+        part.log_offsets = self.log_offsets[start:stop + 1]
+        part.extras = self.extras[start:stop]
+        return part
+
     def __repr__(self):
         return f"<SpanBatch of {len(self)} spans from {self.service_name!r}>"

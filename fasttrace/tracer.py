@@ -167,12 +167,19 @@ class Tracer(TracerCore, opentracing.Tracer):
         counters["dropped"]["reporter_error"] = self._lost_in_reporter
         counters["unsampled_by_priority"] = counters["dropped"].pop("sampling_priority")
         counters["extract_errors"] = self._extract_errors
+        counters["exported"] = counters["export_failures"] = 0
         reporter_stats = getattr(self.reporter, "stats", None)
         if callable(reporter_stats):
             try:
-                counters["reporter"] = reporter_stats()
+                reported = counters["reporter"] = reporter_stats()
             except Exception:
-                pass
+                log.debug("fasttrace: reporter.stats() failed", exc_info=True)
+            else:
+                # what left the process, as DESIGN.md lists it at the top level
+                counters["exported"] = reported.get("exported", 0)
+                counters["export_failures"] = reported.get("export_failures", 0)
+                for reason, count in (reported.get("dropped") or {}).items():
+                    counters["dropped"][f"reporter_{reason}"] = count
         return counters
 
     def _after_fork_in_child(self):

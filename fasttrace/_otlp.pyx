@@ -1,0 +1,603 @@
+# SPDX-License-Identifier: Apache-2.0
+"""OTLP protobuf, encoded by hand straight from SpanBatch columns.
+
+No generated code and no message objects: each batch is written field by field into
+one growing C buffer.  Nested messages reserve a length prefix, are written in place,
+and are shifted with one ``memmove`` only when the final length needs a different
+number of varint bytes than was reserved (rare: the reservations below fit the usual
+sizes).  Strings are written from the UTF-8 that CPython keeps on the ``str`` itself
+(``PyUnicode_AsUTF8AndSize``: the string's own buffer for ASCII, a cached copy
+otherwise), so each interned operation name and tag key is UTF-8-encoded at most once
+however many spans use it.
+
+Wire format (opentelemetry-proto, collector/trace/v1 and trace/v1; field numbers)::
+
+    ExportTraceServiceRequest { 1: repeated ResourceSpans }        one per SpanBatch
+    ResourceSpans   { 1: Resource { 1: repeated KeyValue }          service.name + tracer tags
+                      2: repeated ScopeSpans }
+    ScopeSpans      { 1: InstrumentationScope { 1: name "fasttrace", 2: version }
+                      2: repeated Span }
+    Span            { 1: trace_id bytes(16, big-endian)   2: span_id bytes(8)
+                      4: parent_span_id bytes(8), absent for a root
+                      5: name   6: kind (enum)   7: start_time_unix_nano fixed64
+                      8: end_time_unix_nano fixed64   9: repeated attributes KeyValue
+                      11: repeated Event { 1: time_unix_nano fixed64, 2: name,
+                                           3: repeated attributes }
+                      13: repeated Link { 1: trace_id, 2: span_id, 4: attributes }
+                      15: Status { 2: message, 3: code (2 = ERROR) }
+                      16: flags fixed32 (W3C trace flags: 0x01 sampled) }
+    KeyValue        { 1: key   2: AnyValue }
+    AnyValue        { 1: string_value | 2: bool_value | 3: int_value (int64 varint)
+                      | 4: double_value (fixed64) }
+    ExportTraceServiceResponse { 1: partial_success { 1: rejected_spans int64,
+                                                      2: error_message } }
+
+Mapping from OpenTracing (decisions, see also fasttrace/exporters/otlp.py):
+
+- kind: the ``span.kind`` tag ``server``/``client``/``producer``/``consumer`` becomes
+  SERVER/CLIENT/PRODUCER/CONSUMER and is not repeated as an attribute; any other value
+  (or none) gives INTERNAL, and an unrecognised value is kept as the attribute.
+- tags are typed attributes: str, bool, int (int64), float (double); an int beyond
+  64 bits is sent as its decimal string.
+- status: ERROR when the ``error`` tag is True (the tag is kept as an attribute too); the
+  message is the ``message`` (else ``str(error.object)``) field of the first log whose
+  ``event`` is ``"error"``, as opentracing's ``Span.__exit__`` writes it.
+- logs become events: the name is the ``event`` field (else ``"log"``), the other fields
+  attributes; values that are not str/bool/int/float are sent as ``str(value)``.
+- references: the parent is ``parent_span_id``; every other reference (``follows_from``,
+  extra ``child_of``) is a link with attribute ``opentracing.ref_type``.  A span whose
+  first reference is ``follows_from`` has that span as parent *and* a link, so the
+  reference type is not lost.
+"""
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, int32_t
+from libc.string cimport memcpy, memmove
+
+import numpy as np
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+    object PyBytes_FromStringAndSize(const char *s, Py_ssize_t n)
+
+__all__ = ["decode_export_response", "encode_export_request"]
+
+cdef enum:
+    # tag_type codes (fasttrace/batch.py)
+    TAG_STR = 0
+    TAG_BOOL = 1
+    TAG_INT = 2
+    TAG_FLOAT = 3
+    TAG_BIGINT = 4
+    FLAG_SAMPLED = 1
+    FLAG_FIRST_REF_FOLLOWS = 64
+    # Span.SpanKind
+    KIND_INTERNAL = 1
+    KIND_SERVER = 2
+    KIND_CLIENT = 3
+    KIND_PRODUCER = 4
+    KIND_CONSUMER = 5
+    STATUS_ERROR = 2
+
+cdef const uint32_t UNINTERNED = 0xFFFFFFFF
+
+# Field keys: (field_number << 3) | wire_type; 0 varint, 1 fixed64, 2 length, 5 fixed32.
+cdef enum:
+    K_REQ_RESOURCE_SPANS = 0x0A
+    K_RS_RESOURCE = 0x0A
+    K_RS_SCOPE_SPANS = 0x12
+    K_RES_ATTRIBUTES = 0x0A
+    K_SS_SCOPE = 0x0A
+    K_SS_SPANS = 0x12
+    K_SCOPE_NAME = 0x0A
+    K_SCOPE_VERSION = 0x12
+    K_SPAN_TRACE_ID = 0x0A
+    K_SPAN_SPAN_ID = 0x12
+    K_SPAN_PARENT = 0x22
+    K_SPAN_NAME = 0x2A
+    K_SPAN_KIND = 0x30
+    K_SPAN_START = 0x39
+    K_SPAN_END = 0x41
+    K_SPAN_ATTRIBUTES = 0x4A
+    K_SPAN_EVENTS = 0x5A
+    K_SPAN_LINKS = 0x6A
+    K_SPAN_STATUS = 0x7A
+    K_EVENT_TIME = 0x09
+    K_EVENT_NAME = 0x12
+    K_EVENT_ATTRIBUTES = 0x1A
+    K_LINK_TRACE_ID = 0x0A
+    K_LINK_SPAN_ID = 0x12
+    K_LINK_ATTRIBUTES = 0x22
+    K_STATUS_MESSAGE = 0x12
+    K_STATUS_CODE = 0x18
+    K_KV_KEY = 0x0A
+    K_KV_VALUE = 0x12
+    K_AV_STRING = 0x0A
+    K_AV_BOOL = 0x10
+    K_AV_INT = 0x18
+    K_AV_DOUBLE = 0x21
+
+# Span.flags is field 16, fixed32: its key 0x85 needs two varint bytes.
+cdef const uint32_t K_SPAN_FLAGS = (16 << 3) | 5
+
+cdef object _KIND_NAMES = {"server": KIND_SERVER, "client": KIND_CLIENT,
+                           "producer": KIND_PRODUCER, "consumer": KIND_CONSUMER}
+
+
+cdef struct Buf:
+    unsigned char *p
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+cdef int _grow(Buf *b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t cap = b.cap * 2 if b.cap else 1 << 16
+    cdef unsigned char *p
+    while cap < b.n + extra:
+        cap *= 2
+    p = <unsigned char *>PyMem_Realloc(b.p, cap)
+    if p == NULL:
+        raise MemoryError()
+    b.p = p
+    b.cap = cap
+    return 0
+
+
+cdef inline int _room(Buf *b, Py_ssize_t extra) except -1:
+    if b.n + extra > b.cap:
+        return _grow(b, extra)
+    return 0
+
+
+cdef inline int _varint_size(uint64_t v) noexcept:
+    cdef int n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
+cdef inline void _varint(Buf *b, uint64_t v) noexcept:
+    # capacity for 10 bytes is the caller's business
+    while v >= 0x80:
+        b.p[b.n] = <unsigned char>((v & 0x7F) | 0x80)
+        b.n += 1
+        v >>= 7
+    b.p[b.n] = <unsigned char>v
+    b.n += 1
+
+
+cdef inline void _fixed64(Buf *b, uint64_t v) noexcept:
+    cdef int k
+    for k in range(8):
+        b.p[b.n + k] = <unsigned char>(v >> (8 * k))
+    b.n += 8
+
+
+cdef inline void _be64(Buf *b, uint64_t v) noexcept:
+    cdef int k
+    for k in range(8):
+        b.p[b.n + k] = <unsigned char>(v >> (56 - 8 * k))
+    b.n += 8
+
+
+cdef inline int _key_varint(Buf *b, uint32_t key, uint64_t v) except -1:
+    _room(b, 12)
+    _varint(b, key)
+    _varint(b, v)
+    return 0
+
+
+cdef inline int _key_bytes(Buf *b, uint32_t key, const char *s, Py_ssize_t n) except -1:
+    _room(b, n + 12)
+    _varint(b, key)
+    _varint(b, <uint64_t>n)
+    memcpy(b.p + b.n, s, n)
+    b.n += n
+    return 0
+
+
+cdef int _key_str(Buf *b, uint32_t key, object s) except -1:
+    """A string field from a str (anything else is str()-ed first)."""
+    cdef Py_ssize_t n
+    cdef const char *u
+    if type(s) is not str:
+        s = _text(s)
+    try:
+        u = PyUnicode_AsUTF8AndSize(s, &n)
+    except UnicodeError:
+        # lone surrogates: protobuf strings must be valid UTF-8
+        data = (<str>s).encode("utf-8", "replace")
+        return _key_bytes(b, key, data, len(data))
+    return _key_bytes(b, key, u, n)
+
+
+cdef inline int _id_field(Buf *b, uint32_t key, uint64_t hi, uint64_t lo, bint wide) except -1:
+    _room(b, 18)
+    b.p[b.n] = <unsigned char>key
+    b.p[b.n + 1] = 16 if wide else 8
+    b.n += 2
+    if wide:
+        _be64(b, hi)
+    _be64(b, lo)
+    return 0
+
+
+cdef inline Py_ssize_t _begin(Buf *b, uint32_t key, int reserve) except -1:
+    """Starts a nested message: writes its key, reserves `reserve` length bytes."""
+    _room(b, reserve + 2)
+    _varint(b, key)
+    b.n += reserve
+    return b.n
+
+
+cdef int _end(Buf *b, Py_ssize_t body, int reserve) except -1:
+    """Writes the length of the message begun at `body`, moving it if need be."""
+    cdef Py_ssize_t length = b.n - body
+    cdef int need = _varint_size(<uint64_t>length)
+    cdef Py_ssize_t save
+    if need != reserve:
+        if need > reserve:
+            _room(b, need - reserve)
+        memmove(b.p + body + (need - reserve), b.p + body, length)
+        b.n += need - reserve
+    save = b.n
+    b.n = body - reserve
+    _varint(b, <uint64_t>length)
+    b.n = save
+    return 0
+
+
+cdef object _text(object value):
+    try:
+        return str(value)
+    except Exception:
+        return "<unprintable %s>" % type(value).__name__
+
+
+cdef int _any_value(Buf *b, object value) except -1:
+    """The AnyValue for a Python value (str/bool/int/float; else its str())."""
+    cdef Py_ssize_t body = _begin(b, K_KV_VALUE, 1)
+    cdef double d
+    cdef uint64_t bits
+    t = type(value)
+    if t is str:
+        _key_str(b, K_AV_STRING, value)
+    elif t is bool:
+        _key_varint(b, K_AV_BOOL, 1 if value else 0)
+    elif t is int:
+        if -(1 << 63) <= value < (1 << 63):
+            _key_varint(b, K_AV_INT, <uint64_t><int64_t>value)
+        else:
+            _key_str(b, K_AV_STRING, str(value))
+    elif t is float:
+        d = value
+        memcpy(&bits, &d, 8)
+        _room(b, 9)
+        b.p[b.n] = K_AV_DOUBLE
+        b.n += 1
+        _fixed64(b, bits)
+    elif isinstance(value, bool):
+        _key_varint(b, K_AV_BOOL, 1 if value else 0)
+    elif isinstance(value, int):
+        return _any_value_reset(b, body, int(value))
+    elif isinstance(value, float):
+        return _any_value_reset(b, body, float(value))
+    else:
+        _key_str(b, K_AV_STRING, _text(value))
+    _end(b, body, 1)
+    return 0
+
+
+cdef int _any_value_reset(Buf *b, Py_ssize_t body, object value) except -1:
+    # an int/float subclass: rewind and write it as the plain type
+    b.n = body - 2
+    return _any_value(b, value)
+
+
+cdef int _kv_obj(Buf *b, uint32_t key, object name, object value) except -1:
+    cdef Py_ssize_t body = _begin(b, key, 1)
+    _key_str(b, K_KV_KEY, name)
+    _any_value(b, value)
+    _end(b, body, 1)
+    return 0
+
+
+cdef int _resource(Buf *b, str service_name, dict resource) except -1:
+    cdef Py_ssize_t body = _begin(b, K_RS_RESOURCE, 2)
+    _kv_obj(b, K_RES_ATTRIBUTES, "service.name", service_name)
+    for key, value in resource.items():
+        if key == "service.name":
+            continue
+        _kv_obj(b, K_RES_ATTRIBUTES, key, value)
+    _end(b, body, 2)
+    return 0
+
+
+cdef int _link(Buf *b, object ref) except -1:
+    cdef Py_ssize_t body = _begin(b, K_SPAN_LINKS, 1)
+    ref_type, trace_id, span_id = ref
+    trace_id = int(trace_id)
+    _id_field(b, K_LINK_TRACE_ID, <uint64_t>(trace_id >> 64), <uint64_t>(trace_id & 0xFFFFFFFFFFFFFFFF), True)
+    _id_field(b, K_LINK_SPAN_ID, 0, <uint64_t>int(span_id), False)
+    _kv_obj(b, K_LINK_ATTRIBUTES, "opentracing.ref_type", ref_type)
+    _end(b, body, 1)
+    return 0
+
+
+cdef class _Encoder:
+    """One request's buffer (reused between calls on the same encoder)."""
+    cdef Buf buf
+    cdef public str scope_version
+
+    def __cinit__(self):
+        self.buf.p = NULL
+        self.buf.n = 0
+        self.buf.cap = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.buf.p)
+
+    cdef int _batch(self, batch) except -1:
+        cdef Buf *b = &self.buf
+        cdef const uint64_t[:] trace_hi = batch.trace_id_hi
+        cdef const uint64_t[:] trace_lo = batch.trace_id_lo
+        cdef const uint64_t[:] span_id = batch.span_id
+        cdef const uint64_t[:] parent_id = batch.parent_id
+        cdef const int64_t[:] start_ns = batch.start_ns
+        cdef const int64_t[:] end_ns = batch.end_ns
+        cdef const uint8_t[:] flags = batch.flags
+        cdef const uint32_t[:] name_id = batch.name_id
+        cdef const int32_t[:] tag_offsets = batch.tag_offsets
+        cdef const uint32_t[:] tag_key = batch.tag_key
+        cdef const uint8_t[:] tag_type = batch.tag_type
+        cdef const int64_t[:] tag_num = batch.tag_num
+        cdef const int32_t[:] log_offsets = batch.log_offsets
+        cdef const int64_t[:] log_ts = batch.log_ts
+        cdef list names = batch.operation_names
+        cdef list keys = batch.tag_keys
+        cdef list tag_obj = batch.tag_obj
+        cdef list log_fields = batch.log_fields
+        cdef list extras = batch.extras
+        cdef Py_ssize_t n = span_id.shape[0], i, t, j
+        cdef Py_ssize_t rs_body, ss_body, sc_body, sp_body, kv_body, av_body, ev_body, st_body
+        cdef uint32_t kid, nid
+        cdef uint8_t ty
+        cdef int kind
+        cdef bint error, parent_seen
+        cdef uint64_t parent
+        cdef int64_t kind_key = -1, error_key = -1
+        cdef dict fields
+        if n == 0:
+            return 0
+        # the key ids of the two tags with a meaning of their own, once per batch
+        try:
+            kind_key = keys.index("span.kind")
+        except ValueError:
+            pass
+        try:
+            error_key = keys.index("error")
+        except ValueError:
+            pass
+
+        rs_body = _begin(b, K_REQ_RESOURCE_SPANS, 4)
+        _resource(b, batch.service_name, batch.resource)
+        ss_body = _begin(b, K_RS_SCOPE_SPANS, 4)
+        sc_body = _begin(b, K_SS_SCOPE, 1)
+        _key_str(b, K_SCOPE_NAME, "fasttrace")
+        if self.scope_version:
+            _key_str(b, K_SCOPE_VERSION, self.scope_version)
+        _end(b, sc_body, 1)
+
+        for i in range(n):
+            sp_body = _begin(b, K_SS_SPANS, 2)
+            _id_field(b, K_SPAN_TRACE_ID, trace_hi[i], trace_lo[i], True)
+            _id_field(b, K_SPAN_SPAN_ID, 0, span_id[i], False)
+            parent = parent_id[i]
+            if parent:
+                _id_field(b, K_SPAN_PARENT, 0, parent, False)
+            nid = name_id[i]
+            if nid == UNINTERNED:
+                _key_str(b, K_SPAN_NAME, extras[i]["name"])
+            else:
+                _key_str(b, K_SPAN_NAME, names[nid])
+            _room(b, 18)
+            b.p[b.n] = K_SPAN_START
+            b.n += 1
+            _fixed64(b, <uint64_t>start_ns[i])
+            b.p[b.n] = K_SPAN_END
+            b.n += 1
+            _fixed64(b, <uint64_t>end_ns[i])
+
+            kind = KIND_INTERNAL
+            error = False
+            for t in range(tag_offsets[i], tag_offsets[i + 1]):
+                kid = tag_key[t]
+                ty = tag_type[t]
+                if kid == UNINTERNED:
+                    key, value = tag_obj[t]
+                    if key == "span.kind" and value in _KIND_NAMES:
+                        kind = _KIND_NAMES[value]
+                        continue
+                    if key == "error" and value is True:
+                        error = True
+                    _kv_obj(b, K_SPAN_ATTRIBUTES, key, value)
+                    continue
+                if kid == kind_key and ty == TAG_STR:
+                    value = tag_obj[t]
+                    if value in _KIND_NAMES:
+                        kind = _KIND_NAMES[value]
+                        continue
+                elif kid == error_key and ty == TAG_BOOL and tag_num[t]:
+                    error = True
+                kv_body = _begin(b, K_SPAN_ATTRIBUTES, 1)
+                _key_str(b, K_KV_KEY, keys[kid])
+                av_body = _begin(b, K_KV_VALUE, 1)
+                if ty == TAG_STR or ty == TAG_BIGINT:
+                    _key_str(b, K_AV_STRING, tag_obj[t])
+                elif ty == TAG_BOOL:
+                    _key_varint(b, K_AV_BOOL, 1 if tag_num[t] else 0)
+                elif ty == TAG_INT:
+                    _key_varint(b, K_AV_INT, <uint64_t>tag_num[t])
+                else:
+                    _room(b, 9)
+                    b.p[b.n] = K_AV_DOUBLE
+                    b.n += 1
+                    _fixed64(b, <uint64_t>tag_num[t])
+                _end(b, av_body, 1)
+                _end(b, kv_body, 1)
+            _key_varint(b, K_SPAN_KIND, <uint64_t>kind)
+
+            status_message = None
+            for j in range(log_offsets[i], log_offsets[i + 1]):
+                fields = log_fields[j]
+                ev_body = _begin(b, K_SPAN_EVENTS, 1)
+                _room(b, 9)
+                b.p[b.n] = K_EVENT_TIME
+                b.n += 1
+                _fixed64(b, <uint64_t>log_ts[j])
+                event = fields.get("event", "log")
+                _key_str(b, K_EVENT_NAME, event)
+                for key, value in fields.items():
+                    if key == "event":
+                        continue
+                    _kv_obj(b, K_EVENT_ATTRIBUTES, key, value)
+                _end(b, ev_body, 1)
+                if error and status_message is None and event == "error":
+                    status_message = fields.get("message")
+                    if status_message is None and "error.object" in fields:
+                        status_message = fields["error.object"]
+
+            extra = extras[i]
+            if extra is not None and "refs" in extra:
+                parent_seen = False
+                for ref in extra["refs"]:
+                    if (not parent_seen and parent and ref[0] == "child_of"
+                            and ref[2] == parent):
+                        parent_seen = True
+                        continue
+                    _link(b, ref)
+            elif parent and flags[i] & FLAG_FIRST_REF_FOLLOWS:
+                _link(b, ("follows_from",
+                          (<object>trace_hi[i] << 64) | <object>trace_lo[i], parent))
+
+            if error:
+                st_body = _begin(b, K_SPAN_STATUS, 1)
+                if status_message is not None:
+                    _key_str(b, K_STATUS_MESSAGE, status_message)
+                _key_varint(b, K_STATUS_CODE, STATUS_ERROR)
+                _end(b, st_body, 1)
+            if flags[i] & FLAG_SAMPLED:
+                _room(b, 6)
+                _varint(b, K_SPAN_FLAGS)
+                b.p[b.n] = 1
+                b.p[b.n + 1] = b.p[b.n + 2] = b.p[b.n + 3] = 0
+                b.n += 4
+            _end(b, sp_body, 2)
+        _end(b, ss_body, 4)
+        _end(b, rs_body, 4)
+        return 0
+
+    def encode(self, batches):
+        """Returns the serialized ExportTraceServiceRequest for a SpanBatch or a list of them."""
+        self.buf.n = 0
+        if not isinstance(batches, (list, tuple)):
+            batches = (batches,)
+        for batch in batches:
+            self._batch(batch)
+        out = PyBytes_FromStringAndSize(<const char *>self.buf.p, self.buf.n)
+        if self.buf.cap > (1 << 24):
+            # do not keep a huge buffer around after one exceptional request
+            PyMem_Free(self.buf.p)
+            self.buf.p = NULL
+            self.buf.cap = 0
+        self.buf.n = 0
+        return out
+
+
+def encode_export_request(batches, str scope_version=""):
+    """Encodes SpanBatches as an OTLP ``ExportTraceServiceRequest``.
+
+    Args:
+        batches: a SpanBatch, or a list of them (one ResourceSpans each).
+        scope_version: the instrumentation scope's version (fasttrace's).
+
+    Returns:
+        The protobuf bytes.
+    """
+    cdef _Encoder enc = _Encoder()
+    enc.scope_version = scope_version
+    return enc.encode(batches)
+
+
+# -- response ---------------------------------------------------------------------
+
+cdef uint64_t _read_varint(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos) except? 0xFFFFFFFFFFFFFFFF:
+    cdef uint64_t v = 0
+    cdef int shift = 0
+    while True:
+        if pos[0] >= n or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        c = p[pos[0]]
+        pos[0] += 1
+        v |= (<uint64_t>(c & 0x7F)) << shift
+        if not (c & 0x80):
+            return v
+        shift += 7
+
+
+cdef Py_ssize_t _skip(const unsigned char *p, Py_ssize_t n, Py_ssize_t pos, int wire) except -1:
+    cdef uint64_t length
+    if wire == 0:
+        _read_varint(p, n, &pos)
+    elif wire == 1:
+        pos += 8
+    elif wire == 5:
+        pos += 4
+    elif wire == 2:
+        length = _read_varint(p, n, &pos)
+        if length > <uint64_t>(n - pos):
+            raise ValueError("truncated field")
+        pos += <Py_ssize_t>length
+    else:
+        raise ValueError("unsupported wire type %d" % wire)
+    if pos > n:
+        raise ValueError("truncated field")
+    return pos
+
+
+def decode_export_response(const unsigned char[:] data):
+    """Reads an ``ExportTraceServiceResponse``.
+
+    Returns:
+        ``(rejected_spans, error_message)``; ``(0, "")`` for an empty response.
+
+    Raises:
+        ValueError: the bytes are not a valid response.
+    """
+    cdef Py_ssize_t n = data.shape[0], pos = 0, end, length
+    cdef const unsigned char *p = &data[0] if n else NULL
+    cdef uint64_t key
+    cdef int64_t rejected = 0
+    message = ""
+    while pos < n:
+        key = _read_varint(p, n, &pos)
+        if key == 0x0A:                       # partial_success
+            length = <Py_ssize_t>_read_varint(p, n, &pos)
+            if length < 0 or length > n - pos:
+                raise ValueError("truncated partial_success")
+            end = pos + length
+            while pos < end:
+                key = _read_varint(p, end, &pos)
+                if key == 0x08:
+                    rejected = <int64_t>_read_varint(p, end, &pos)
+                elif key == 0x12:
+                    length = <Py_ssize_t>_read_varint(p, end, &pos)
+                    if length < 0 or length > end - pos:
+                        raise ValueError("truncated error_message")
+                    message = bytes(data[pos:pos + length]).decode("utf-8", "replace")
+                    pos += length
+                else:
+                    pos = _skip(p, end, pos, key & 7)
+        else:
+            pos = _skip(p, n, pos, key & 7)
+    return int(rejected), message

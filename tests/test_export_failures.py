@@ -1,0 +1,260 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A backend that is down, slow, failing or throttling must not hurt the application:
+span calls keep recording, memory stays bounded, failures and drops are counted,
+flush/close return within their timeouts, and retries follow the OTLP spec."""
+import logging
+import socket
+import threading
+import time
+
+import pytest
+
+import fasttrace
+from fasttrace.exporters import OTLPExporter
+from fasttrace.reporting import BatchReporter, Exporter
+
+from test_export_otlp import Sink, make_batch, pb
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sinks():
+    made = []
+
+    def make(respond):
+        s = Sink(respond)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.close()
+
+
+def scripted(*responses):
+    """Answers the i-th request with responses[i] (the last one repeats)."""
+    calls = []
+
+    def respond(handler):
+        r = responses[min(len(calls), len(responses) - 1)]
+        calls.append(time.monotonic())
+        if callable(r):
+            return r()
+        return r
+    respond.calls = calls
+    return respond
+
+
+def test_backend_down_counts_failures_and_keeps_recording():
+    exporter = OTLPExporter(f"http://127.0.0.1:{free_port()}/v1/traces", timeout=0.5)
+    tracer = fasttrace.Tracer("svc", reporter=BatchReporter(exporter, flush_interval=0.05,
+                                                            max_batch_size=64))
+    for i in range(1000):
+        tracer.start_span("op", tags={"i": i}).finish()
+    assert tracer.flush(5) is False
+    stats = tracer.stats()
+    assert stats["finished"] == 1000
+    rep = stats["reporter"]
+    assert rep["exported"] == 0
+    assert rep["export_failures"] >= 1
+    assert rep["dropped"]["export_failed"] + rep["dropped"]["queue_full"] == 1000
+    assert rep["exporter"]["retries"] >= 1            # connection errors are retried
+    assert "ConnectionRefused" in rep["exporter"]["last_error"]
+    t0 = time.monotonic()
+    tracer.close(2)
+    assert time.monotonic() - t0 < 4
+
+
+def test_slow_backend_neither_blocks_spans_nor_flush_nor_close(sinks):
+    release = threading.Event()
+
+    def slow():
+        release.wait(10)
+        return 200, {}, b""
+    sink = sinks(scripted(slow))
+    exporter = OTLPExporter(sink.url, timeout=0.5)
+    reporter = BatchReporter(exporter, flush_interval=0.05, max_batch_size=100,
+                             max_queue_size=1000)
+    tracer = fasttrace.Tracer("svc", reporter=reporter, capacity=4096)
+    # while the exporter is stuck on the first request, the application keeps recording
+    tracer.start_span("first").finish()
+    assert not tracer.flush(0.2)
+    deadline = time.monotonic() + 5
+    while not sink.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sink.requests, "the export never started"
+    for i in range(20000):
+        with tracer.start_active_span("op") as scope:
+            scope.span.set_tag("i", i)
+    stats = tracer.stats()
+    assert stats["started"] == 20001 and stats["finished"] == 20001
+    # bounded: neither the queue nor the arena grew past their limits
+    assert stats["reporter"]["queue_length"] <= 1000
+    t0 = time.monotonic()
+    assert tracer.flush(0.3) is False
+    assert time.monotonic() - t0 < 2.0
+    t0 = time.monotonic()
+    tracer.close(0.5)
+    assert time.monotonic() - t0 < 3.0
+    release.set()
+    rep = tracer.stats()["reporter"]
+    dropped = sum(rep["dropped"].values())
+    assert dropped > 0
+    assert rep["exporter"]["failed_exports"] >= 1      # the slow request timed out
+
+
+def test_queue_limit_is_honoured_and_drops_counted():
+    gate = threading.Event()
+
+    class Stuck(Exporter):
+        def __init__(self):
+            self.spans = 0
+
+        def export(self, batch):
+            gate.wait(10)
+            self.spans += len(batch)
+            return True
+
+        def shutdown(self):
+            gate.set()
+    exporter = Stuck()
+    reporter = BatchReporter(exporter, flush_interval=0.02, max_batch_size=50,
+                             max_queue_size=300)
+    tracer = fasttrace.Tracer("svc", reporter=reporter)
+    peak = 0
+    for i in range(5000):
+        tracer.start_span("op").finish()
+        if i % 100 == 0:
+            peak = max(peak, reporter.stats()["queue_length"])
+            tracer._drain_to_reporter()       # as an arena-full drain would
+    tracer._drain_to_reporter()
+    peak = max(peak, reporter.stats()["queue_length"])
+    assert peak <= 300
+    gate.set()
+    assert tracer.flush(5) is False           # spans were dropped, so not everything got out
+    rep = tracer.stats()["reporter"]
+    assert rep["dropped"]["queue_full"] > 0
+    assert rep["exported"] == exporter.spans
+    assert rep["exported"] + rep["dropped"]["queue_full"] == 5000
+    tracer.close(2)
+
+
+def test_500_is_not_retried(sinks):
+    sink = sinks(scripted((500, {}, b"oops")))
+    exporter = OTLPExporter(sink.url, timeout=5)
+    assert exporter.export(make_batch()) is False
+    assert len(sink.requests) == 1
+    assert exporter.stats()["last_error"].startswith("HTTP 500")
+
+
+def test_400_is_never_retried(sinks):
+    sink = sinks(scripted((400, {}, b"bad request")))
+    exporter = OTLPExporter(sink.url, timeout=5)
+    t0 = time.monotonic()
+    assert exporter.export(make_batch()) is False
+    assert time.monotonic() - t0 < 2
+    assert len(sink.requests) == 1
+    assert exporter.stats()["retries"] == 0
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_retryable_statuses_are_retried(sinks, status):
+    respond = scripted((status, {}, b""), (200, {}, b""))
+    sink = sinks(respond)
+    exporter = OTLPExporter(sink.url, timeout=5)
+    assert exporter.export(make_batch()) is True
+    assert len(sink.requests) == 2
+    assert exporter.stats()["retries"] == 1
+
+
+def test_429_retry_after_is_honoured(sinks):
+    respond = scripted((429, {"Retry-After": "1"}, b""), (200, {}, b""))
+    sink = sinks(respond)
+    exporter = OTLPExporter(sink.url, timeout=5)
+    assert exporter.export(make_batch()) is True
+    assert len(sink.requests) == 2
+    assert respond.calls[1] - respond.calls[0] >= 0.9
+
+
+def test_retry_after_beyond_the_timeout_gives_up_at_once(sinks):
+    sink = sinks(scripted((503, {"Retry-After": "30"}, b"")))
+    exporter = OTLPExporter(sink.url, timeout=1)
+    t0 = time.monotonic()
+    assert exporter.export(make_batch()) is False
+    assert time.monotonic() - t0 < 1
+    assert len(sink.requests) == 1
+    assert "no time left" in exporter.stats()["last_error"]
+
+
+def test_backoff_stops_at_the_timeout(sinks):
+    sink = sinks(scripted((503, {}, b"")))
+    exporter = OTLPExporter(sink.url, timeout=1.5)
+    t0 = time.monotonic()
+    assert exporter.export(make_batch()) is False
+    assert time.monotonic() - t0 < 2.0
+    assert len(sink.requests) >= 2
+
+
+def test_partial_success_is_logged_counted_not_retried(sinks, caplog):
+    body = pb.ExportTraceServiceResponse(
+        partial_success={"rejected_spans": 2, "error_message": "spans too old"}
+    ).SerializeToString()
+    sink = sinks(scripted((200, {"Content-Type": "application/x-protobuf"}, body)))
+    exporter = OTLPExporter(sink.url, timeout=5)
+    with caplog.at_level(logging.WARNING, logger="fasttrace"):
+        assert exporter.export(make_batch()) is True
+    assert len(sink.requests) == 1
+    stats = exporter.stats()
+    assert stats["rejected_spans"] == 2 and stats["partial_successes"] == 1
+    assert any("rejected 2 spans" in r.getMessage() and "spans too old" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_exporter_exceptions_never_reach_the_application(caplog):
+    class Broken(Exporter):
+        calls = 0
+
+        def export(self, batch):
+            Broken.calls += 1
+            raise RuntimeError("kaput")
+
+    reporter = BatchReporter(Broken(), flush_interval=10, max_batch_size=10)
+    tracer = fasttrace.Tracer("svc", reporter=reporter)
+    with caplog.at_level(logging.WARNING, logger="fasttrace"):
+        for _ in range(100):
+            tracer.start_span("op").finish()
+        assert tracer.flush(5) is False
+    rep = tracer.stats()["reporter"]
+    assert rep["export_failures"] == Broken.calls >= 10
+    assert rep["dropped"]["export_failed"] == 100
+    # logged at most once per flush interval, not once per failure
+    assert 1 <= len([r for r in caplog.records if "kaput" in (r.exc_text or "")
+                     or "raised" in r.getMessage()]) <= 2
+    tracer.close(1)
+
+
+def test_close_with_stuck_exporter_returns_in_time_and_shuts_it_down():
+    entered = threading.Event()
+
+    class Stuck(Exporter):
+        shut = threading.Event()
+
+        def export(self, batch):
+            entered.set()
+            Stuck.shut.wait(30)
+            return False
+
+        def shutdown(self):
+            Stuck.shut.set()
+    tracer = fasttrace.Tracer("svc", reporter=BatchReporter(Stuck(), flush_interval=0.01))
+    tracer.start_span("op").finish()
+    tracer._drain_to_reporter()
+    assert entered.wait(5)
+    t0 = time.monotonic()
+    tracer.close(0.3)
+    assert time.monotonic() - t0 < 2
+    assert Stuck.shut.is_set()
