@@ -55,7 +55,8 @@ cdef class TracerCore:
     cdef Sampler _sampler
     cdef object _scope_manager
     cdef ScopeManagerCore _fast_scopes   # the scope manager when it is ours, else None
-    cdef Propagation _propagation
+    cdef Propagation _propagation        # HTTP_HEADERS
+    cdef Propagation _text_propagation   # TEXT_MAP (Jaeger's uberctx- values are not URL-encoded there)
     cdef readonly object _service_name
     cdef Py_ssize_t _notify_at
     cdef bint _draining

@@ -392,13 +392,14 @@ cdef class TracerCore:
     """The hot half of fasttrace.Tracer (which adds the readable, once-per-process parts)."""
 
     def _setup(self, Arena arena, Sampler sampler, scope_manager, Propagation propagation,
-               service_name, Py_ssize_t notify_at):
+               Propagation text_propagation, service_name, Py_ssize_t notify_at):
         self._arena = arena
         self._sampler = sampler
         self._scope_manager = scope_manager
         self._fast_scopes = (scope_manager if isinstance(scope_manager, ScopeManagerCore)
                              else None)
         self._propagation = propagation
+        self._text_propagation = text_propagation
         self._service_name = service_name
         self._notify_at = notify_at
 
@@ -515,6 +516,9 @@ cdef class TracerCore:
                 span.baggage = parent_ctx._baggage
             if parent_ctx is not None and parent_ctx.debug_id is not None:
                 span.flags = FLAG_SAMPLED | FLAG_DEBUG
+            elif parent_ctx is not None and not (parent_ctx.flags & FLAG_DEFERRED):
+                # a propagated decision without ids (b3: 0, b3: d, X-B3-Sampled alone)
+                span.flags = parent_ctx.flags & _CONTEXT_FLAGS
             else:
                 span.flags = FLAG_SAMPLED if self._sampler.sample(
                     span.trace_hi, span.trace_lo, name) else 0
@@ -605,9 +609,10 @@ cdef class TracerCore:
         else:
             raise opentracing.InvalidCarrierException(
                 f"inject() needs a fasttrace SpanContext, not {type(span_context).__name__}")
-        if format is _HTTP_HEADERS or format is _TEXT_MAP or format == _HTTP_HEADERS \
-                or format == _TEXT_MAP:
+        if format is _HTTP_HEADERS or format == _HTTP_HEADERS:
             self._propagation.inject(ctx, carrier)
+        elif format is _TEXT_MAP or format == _TEXT_MAP:
+            self._text_propagation.inject(ctx, carrier)
         elif format is _BINARY or format == _BINARY:
             inject_binary(ctx, carrier)
         else:
@@ -615,9 +620,10 @@ cdef class TracerCore:
 
     def extract(self, format, carrier):
         try:
-            if format is _HTTP_HEADERS or format is _TEXT_MAP or format == _HTTP_HEADERS \
-                    or format == _TEXT_MAP:
+            if format is _HTTP_HEADERS or format == _HTTP_HEADERS:
                 return self._propagation.extract(carrier)
+            if format is _TEXT_MAP or format == _TEXT_MAP:
+                return self._text_propagation.extract(carrier)
             if format is _BINARY or format == _BINARY:
                 return extract_binary(carrier)
         except SpanContextCorruptedException:

@@ -8,7 +8,7 @@ import weakref
 import opentracing
 
 from fasttrace._arena import Arena
-from fasttrace._codec import make_propagation
+from fasttrace._codec import KNOWN_PROPAGATORS, make_propagation
 from fasttrace._sampling import ConstSampler, Sampler
 from fasttrace._span import TracerCore
 from fasttrace.batch import SpanBatch
@@ -25,6 +25,23 @@ DRAIN_CHUNK = 4096
 DRAIN_THRESHOLD = 512
 
 _live_tracers = weakref.WeakSet()
+
+
+def _propagator_names(propagators):
+    """The known names among `propagators` (a sequence or "a,b" string); unknown ones
+    are skipped with a warning, so a typo in configuration never stops the service."""
+    if isinstance(propagators, str):
+        propagators = propagators.split(",")
+    names = []
+    for name in propagators:
+        try:
+            make_propagation((name,))
+        except (ValueError, TypeError):
+            log.warning("fasttrace: unknown propagator %r ignored (known: %s)",
+                        name, ", ".join(KNOWN_PROPAGATORS))
+            continue
+        names.append(name)
+    return tuple(names)
 
 
 class _DuckSampler(Sampler):
@@ -72,11 +89,13 @@ class Tracer(TracerCore, opentracing.Tracer):
         self.tags = dict(tags or {})
         self.sampler = sampler
         self.reporter = reporter
-        self._propagator_names = tuple(propagators)
+        self._propagator_names = _propagator_names(propagators)
         self._setup(
             Arena(capacity, max_tags=max_tags, max_logs=max_logs,
                   max_value_length=max_value_length),
-            sampler, scope_manager, make_propagation(self._propagator_names),
+            sampler, scope_manager,
+            make_propagation(self._propagator_names),
+            make_propagation(self._propagator_names, text_map=True),
             self.service_name, self._drain_threshold(reporter, capacity))
         self._reported = 0
         self._report_failures = 0
