@@ -28,6 +28,9 @@ import numpy as np
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cpython.object cimport PyObject
+
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(object op)
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 
 from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_get, ft_list_set
@@ -36,6 +39,18 @@ from fasttrace._context cimport FLAG_SAMPLED
 # registers this module's pthread_atfork hook (each extension has its own copy of the
 # header's static state)
 ft_rng_init()
+
+
+cdef list _object_column(Py_ssize_t n):
+    """A list of n Nones that the garbage collector does not traverse.
+
+    The arena's object columns hold hundreds of thousands of entries (strings, ints,
+    log dicts) that are released explicitly when a slot is drained, so letting every
+    full collection walk them would only add latency to the application's GC pauses.
+    """
+    cdef list column = [None] * n
+    PyObject_GC_UnTrack(column)
+    return column
 
 
 cdef object _unprintable(object value):
@@ -106,7 +121,7 @@ cdef class Arena:
         u16 = self._column("log_count", np.uint16, n); self.log_count = &u16[0]
         i32 = self._column("free_stack", np.int32, n); self.free_stack = &i32[0]
         i32 = self._column("finished_ring", np.int32, n); self.finished_ring = &i32[0]
-        self.extras = [None] * n
+        self.extras = _object_column(n)
         # the free stack pops the lowest slot first, which keeps hot slots in cache
         for i in range(n):
             self.free_stack[i] = <int32_t>(n - 1 - i)
@@ -119,7 +134,7 @@ cdef class Arena:
         u8 = self._column("tag_type", np.uint8, n); self.tag_type = &u8[0]
         i64 = self._column("tag_num", np.int64, n); self.tag_num = &i64[0]
         i32 = self._column("tag_next", np.int32, n); self.tag_next = &i32[0]
-        self.tag_obj = [None] * n
+        self.tag_obj = _object_column(n)
         for i in range(n - 1):
             self.tag_next[i] = <int32_t>(i + 1)
         self.tag_next[n - 1] = NO_ENTRY
@@ -128,7 +143,7 @@ cdef class Arena:
         n = self.log_capacity
         i64 = self._column("log_ts", np.int64, n); self.log_ts = &i64[0]
         i32 = self._column("log_next", np.int32, n); self.log_next = &i32[0]
-        self.log_fields = [None] * n
+        self.log_fields = _object_column(n)
         for i in range(n - 1):
             self.log_next[i] = <int32_t>(i + 1)
         self.log_next[n - 1] = NO_ENTRY
@@ -189,17 +204,17 @@ cdef class Arena:
         self.free_top = self.capacity
         self.finished_head = 0
         self.finished_count = 0
-        self.extras = [None] * self.capacity
+        self.extras = _object_column(self.capacity)
         for i in range(self.tag_capacity - 1):
             self.tag_next[i] = <int32_t>(i + 1)
         self.tag_next[self.tag_capacity - 1] = NO_ENTRY
         self.tag_free = 0
-        self.tag_obj = [None] * self.tag_capacity
+        self.tag_obj = _object_column(self.tag_capacity)
         for i in range(self.log_capacity - 1):
             self.log_next[i] = <int32_t>(i + 1)
         self.log_next[self.log_capacity - 1] = NO_ENTRY
         self.log_free = 0
-        self.log_fields = [None] * self.log_capacity
+        self.log_fields = _object_column(self.log_capacity)
         # counters describe this process only
         self.n_started = self.n_sampled = self.n_unsampled = self.n_finished = 0
         self.n_dropped_arena_full = self.n_dropped_priority = 0
