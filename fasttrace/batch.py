@@ -127,8 +127,14 @@ class SpanBatch:
         floats = None
         for t in range(int(self.tag_offsets[i]), int(self.tag_offsets[i + 1])):
             kind = self.tag_type[t]
+            key_id = int(self.tag_key[t])
+            if key_id == UNINTERNED:
+                # the key table was full: tag_obj holds (key, object value or None)
+                key, obj = self.tag_obj[t]
+            else:
+                key, obj = keys[key_id], self.tag_obj[t]
             if kind == TAG_STR or kind == TAG_BIGINT:
-                value = self.tag_obj[t]
+                value = obj
             elif kind == TAG_BOOL:
                 value = bool(self.tag_num[t])
             elif kind == TAG_INT:
@@ -137,11 +143,6 @@ class SpanBatch:
                 if floats is None:
                     floats = self.tag_float
                 value = float(floats[t])
-            key_id = int(self.tag_key[t])
-            if key_id == UNINTERNED:
-                key, value = value
-            else:
-                key = keys[key_id]
             out[key] = value
         return out
 

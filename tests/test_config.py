@@ -135,7 +135,7 @@ def test_otlp_variables(make):
     })
     e = tracer.reporter.exporter
     assert e.endpoint == "https://collector:4318/v1/traces"
-    assert e._headers["api-key"] == "s ecret" and e._headers["x-tenant"] == "t1"
+    assert e.headers["api-key"] == "s ecret" and e.headers["x-tenant"] == "t1"
     assert e.timeout == 2.5 and e.compression == "gzip"
     tracer = make({
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://ignored:4318",
@@ -149,7 +149,7 @@ def test_otlp_variables(make):
     })
     e = tracer.reporter.exporter
     assert e.endpoint == "http://tempo:4318/custom/path"
-    assert "b" in e._headers and "a" not in e._headers
+    assert "b" in e.headers and "a" not in e.headers
     assert e.timeout == 3.0 and e.compression is None
     tracer = make({"OTEL_BSP_EXPORT_TIMEOUT": "4000"})
     assert tracer.reporter.exporter.timeout == 4.0
@@ -170,7 +170,7 @@ def test_otlp_variables(make):
     ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL",
      lambda e: isinstance(e, OTLPExporter)),
     ({"OTEL_EXPORTER_OTLP_HEADERS": "novalue,k=v"}, "OTEL_EXPORTER_OTLP_HEADERS",
-     lambda e: e._headers["k"] == "v" and "novalue" not in e._headers),
+     lambda e: e.headers["k"] == "v" and "novalue" not in e.headers),
     ({"OTEL_TRACES_EXPORTER": "carrier-pigeon"}, "carrier-pigeon",
      lambda e: isinstance(e, OTLPExporter)),
 ])

@@ -18,17 +18,13 @@ never 4xx or other errors, all within `timeout` seconds.
 The process carries the service name, `jaeger.version` ("Python-fasttrace-<version>"),
 `hostname` and `ip` (as jaeger-client reports them), then the tracer's tags, which win.
 """
-import email.utils
-import http.client
 import logging
-import random
 import socket
 import threading
-import time
-import urllib.parse
 
 from fasttrace import _thrift
 from fasttrace._version import __version__
+from fasttrace.exporters._http import HttpSender, RateLimitedLog
 from fasttrace.reporting import Exporter
 
 log = logging.getLogger("fasttrace")
@@ -43,15 +39,6 @@ THRIFT_BINARY = "application/vnd.apache.thrift.binary"
 # Room left for the `fasttrace.trimmed` tag when planning what to trim.
 _TRIM_TAG_ROOM = 48
 
-# HTTP statuses worth retrying (as OTLP/HTTP specifies); everything else fails at once.
-RETRYABLE_STATUS = frozenset((429, 502, 503, 504))
-# Backoff before retry k (k = 0, 1, ...): _BACKOFF_BASE * 2**k, capped, times a jitter
-# in [0.5, 1.5) so that many processes do not retry in lockstep (as fasttrace's OTLP exporter).
-_BACKOFF_BASE = 0.25
-_BACKOFF_MAX = 8.0
-# Answers are tiny; a bigger one is not read (and its connection is not reused).
-_MAX_RESPONSE_BYTES = 1 << 20
-_LOG_INTERVAL = 10.0
 
 _host_info = None
 
@@ -83,166 +70,6 @@ def _local_ip(hostname):
             return s.getsockname()[0]
     except OSError:
         return ip
-
-
-class _RateLimitedLog:
-    def __init__(self, interval=_LOG_INTERVAL):
-        self.interval = interval
-        self._last = float("-inf")
-
-    def warning(self, msg, *args):
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            log.warning(msg, *args)
-
-
-class HttpSender:
-    """POSTs bodies to one URL over a kept-alive `http.client` connection, with retries.
-
-    Retry policy (the OTLP/HTTP one, as fasttrace's OTLP exporter): connection errors and
-    429/502/503/504 are retried with exponential backoff and jitter, waiting at least what
-    `Retry-After` asks (seconds or an HTTP date), as long as the retry can start before
-    `timeout` seconds have passed since the first attempt; any other status (400 in
-    particular) fails at once.  Never raises.
-
-    Args:
-        endpoint: http:// or https:// URL.
-        content_type: the body's media type.
-        headers: extra request headers.
-        timeout: seconds one `post` may take, retries included.
-    """
-
-    def __init__(self, endpoint, content_type, headers=None, timeout=10.0, ssl_context=None):
-        parts = urllib.parse.urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {endpoint!r}")
-        self.endpoint = endpoint
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
-        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._headers = {"Content-Type": content_type,
-                         "User-Agent": f"fasttrace/{__version__}"}
-        self._headers.update(headers or {})
-        self.timeout = float(timeout)
-        self._ssl_context = ssl_context
-        self._conn = None
-        self._stop = threading.Event()
-        self.requests = 0
-        self.retries = 0
-        self.failures = 0
-        self.last_status = None
-        self.last_error = None
-
-    def post(self, body):
-        """Sends `body`; returns True on a 2xx answer within the timeout."""
-        deadline = time.monotonic() + self.timeout
-        attempt = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stop.is_set():
-                return self._fail("timed out" if remaining <= 0 else "shut down")
-            status, retry_after, error, stale = self._attempt(body, remaining)
-            if status is not None and 200 <= status < 300:
-                self.last_error = None
-                return True
-            if status is not None and status not in RETRYABLE_STATUS:
-                return self._fail(f"HTTP {status}")
-            if self._stop.is_set():
-                return self._fail("shut down")
-            if stale and attempt == 0:
-                # the server closed the idle kept-alive connection: reconnect now
-                attempt += 1
-                self.retries += 1
-                continue
-            delay = min(_BACKOFF_MAX, _BACKOFF_BASE * (2 ** attempt)) * random.uniform(0.5, 1.5)
-            if retry_after is not None:
-                delay = max(delay, retry_after)
-            attempt += 1
-            if time.monotonic() + delay >= deadline:
-                return self._fail(f"{error or f'HTTP {status}'}; no time left to retry "
-                                  f"(after {attempt} attempts, next in {delay:.1f}s)")
-            self.retries += 1
-            if self._stop.wait(delay):
-                return self._fail("shut down")
-
-    def _attempt(self, body, remaining):
-        """One request: (status, retry_after, error, stale_connection)."""
-        reused = self._conn is not None
-        try:
-            if not reused:
-                if self._https:
-                    self._conn = http.client.HTTPSConnection(
-                        self._host, self._port, timeout=remaining, context=self._ssl_context)
-                else:
-                    self._conn = http.client.HTTPConnection(self._host, self._port,
-                                                            timeout=remaining)
-            conn = self._conn
-            conn.timeout = remaining
-            if conn.sock is not None:
-                conn.sock.settimeout(remaining)
-            self.requests += 1
-            conn.request("POST", self._path, body=body, headers=self._headers)
-            resp = conn.getresponse()
-            resp.read(_MAX_RESPONSE_BYTES)
-            status = resp.status
-            self.last_status = status
-            retry_after = _parse_retry_after(resp.getheader("Retry-After"))
-            if not resp.isclosed() or resp.will_close:
-                self._close_conn()
-            return status, retry_after, None, False
-        except (OSError, http.client.HTTPException) as exc:
-            self._close_conn()
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            stale = reused and isinstance(exc, (http.client.RemoteDisconnected,
-                                                ConnectionResetError, BrokenPipeError))
-            return None, None, self.last_error, stale
-
-    def _fail(self, reason):
-        self.failures += 1
-        self.last_error = reason
-        return False
-
-    def _close_conn(self):
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
-
-    def close(self):
-        """Stops any backoff wait, wakes a request blocked on the socket, closes it."""
-        self._stop.set()
-        sock = getattr(self._conn, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def after_fork_in_child(self):
-        # the kept-alive socket belongs to the parent: forget it without shutting it down
-        self._conn = None
-        self._stop = threading.Event()
-
-
-def _parse_retry_after(value):
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class JaegerExporter(Exporter):
@@ -277,7 +104,7 @@ class JaegerExporter(Exporter):
         self._process_key = None
         self._process = None
         self._closed = False
-        self._log = _RateLimitedLog()
+        self._log = RateLimitedLog()
         self._stats = dict(spans_sent=0, packets_sent=0, requests_sent=0, spans_trimmed=0,
                            spans_dropped_too_large=0, spans_failed=0, send_errors=0,
                            encode_errors=0)
@@ -317,8 +144,6 @@ class JaegerExporter(Exporter):
             self._http.close()
         if self._lock.acquire(timeout=1.0):
             try:
-                if self._http is not None:
-                    self._http._close_conn()
                 if self._sock is not None:
                     self._sock.close()
                     self._sock = None

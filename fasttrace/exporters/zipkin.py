@@ -18,7 +18,7 @@ Mapping from OpenTracing (https://zipkin.io/zipkin-api/#/default/post_spans):
   the only one, else the fields as compact JSON (so nothing logged is lost).
 - debug: true for debug spans; shared is omitted.
 
-Retries are the Jaeger collector's (`fasttrace.exporters.jaeger.HttpSender`): connection
+Retries are the Jaeger collector's (`fasttrace.exporters._http.HttpSender`): connection
 errors and 429/502/503/504 with backoff and `Retry-After`, nothing else, within `timeout`.
 """
 import ipaddress
@@ -28,7 +28,8 @@ import threading
 
 from fasttrace import _thrift
 from fasttrace.batch import TAG_BIGINT, TAG_BOOL, TAG_FLOAT, TAG_INT, TAG_STR, UNINTERNED
-from fasttrace.exporters.jaeger import HttpSender, _RateLimitedLog, host_info
+from fasttrace.exporters._http import HttpSender, RateLimitedLog
+from fasttrace.exporters.jaeger import host_info
 from fasttrace.reporting import Exporter
 
 log = logging.getLogger("fasttrace")
@@ -252,7 +253,7 @@ class ZipkinExporter(Exporter):
         self._closed = False
         self._endpoint_key = None
         self._endpoint = None
-        self._log = _RateLimitedLog()
+        self._log = RateLimitedLog()
         self._stats = dict(spans_sent=0, requests_sent=0, spans_failed=0, send_errors=0,
                            encode_errors=0)
 
@@ -296,11 +297,6 @@ class ZipkinExporter(Exporter):
         """Aborts an export in progress and closes the connection."""
         self._closed = True
         self._http.close()
-        if self._lock.acquire(timeout=1.0):
-            try:
-                self._http._close_conn()
-            finally:
-                self._lock.release()
 
     def _after_fork_in_child(self):
         self._lock = threading.Lock()
