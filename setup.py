@@ -13,6 +13,9 @@ directives = {
     # plain method descriptors: CPython 3.11+ specialises calls to them, not to
     # Cython's binding functions (~100 instructions a call)
     "binding": False,
+    # the core's state (ids, clock, arena) relies on the GIL: on free-threaded CPython
+    # importing fasttrace keeps the GIL enabled (Py_mod_gil = USED)
+    "freethreading_compatible": False,
     "boundscheck": DEBUG,
     "wraparound": DEBUG,
     "initializedcheck": DEBUG,

@@ -19,6 +19,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
 
 from fasttrace.batch import FinishedSpan, SpanBatch
 from fasttrace.config import init_tracer
+from fasttrace.decorators import traced
 from fasttrace.reporting import BatchReporter, Exporter, InMemoryReporter, Reporter
 from fasttrace.sampling import ConstSampler, ProbabilisticSampler, RateLimitingSampler, Sampler
 from fasttrace.span import Span, SpanContext
@@ -44,4 +45,5 @@ __all__ = [
     "Tracer",
     "__version__",
     "init_tracer",
+    "traced",
 ]

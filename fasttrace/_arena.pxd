@@ -56,6 +56,7 @@ cdef class Arena:
     cdef int32_t *finished_ring
     cdef Py_ssize_t finished_head
     cdef readonly Py_ssize_t finished_count
+    cdef bint drain_busy
     cdef list extras            # per slot: None, or a dict of rare things (references, uninterned name)
 
     # tag pool: singly linked chains per slot, free entries chained through tag_next
@@ -110,7 +111,9 @@ cdef class Arena:
     cdef int set_name(self, int32_t slot, uint32_t gen, object name) except -1
     cdef int set_tag(self, int32_t slot, uint32_t gen, object key, object value) except -1
     cdef int add_log(self, int32_t slot, uint32_t gen, int64_t ts, object fields) except -1
+    cdef int set_flags(self, int32_t slot, uint32_t gen, uint8_t bits) except -1
     cdef bint finish(self, int32_t slot, uint32_t gen, int64_t end_ns) noexcept
     cdef int discard(self, int32_t slot, uint32_t gen) except -1
     cdef int check_fork(self) except -1
     cdef object clean_value(self, object value)
+    cdef object _drain(self, Py_ssize_t n)

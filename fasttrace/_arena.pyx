@@ -449,6 +449,11 @@ cdef class Arena:
         self._release(slot)
         return 0
 
+    cdef int set_flags(self, int32_t slot, uint32_t gen, uint8_t bits) except -1:
+        if self.generation[slot] == gen and self.state[slot] == SLOT_OPEN:
+            self.flags[slot] |= bits
+        return 0
+
     def set_extra(self, int32_t slot, uint32_t gen, str key, object value):
         if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
             return
@@ -468,8 +473,21 @@ cdef class Arena:
         cdef int32_t slot, i
         if max_spans >= 0 and max_spans < n:
             n = max_spans
-        if n == 0:
+        if n == 0 or self.drain_busy:
             return None
+        # Nothing leaves the ring until every output array exists: allocating may run a
+        # garbage collection, whose finalizers may let another thread run, and that thread
+        # must then still see the finished slots (and drain or wait for them) rather than
+        # a full arena with nothing finished.  drain_busy keeps a second drain out.
+        self.drain_busy = True
+        try:
+            return self._drain(n)
+        finally:
+            self.drain_busy = False
+
+    cdef object _drain(self, Py_ssize_t n):
+        cdef Py_ssize_t k, t, l, nt = 0, nl = 0
+        cdef int32_t slot, i
         slots_arr = np.empty(n, dtype=np.int32)
         cdef int32_t[::1] slots = slots_arr     # so the copy loop needs no Python calls
         for k in range(n):
@@ -477,8 +495,6 @@ cdef class Arena:
             slots[k] = slot
             nt += self.tag_count[slot]
             nl += self.log_count[slot]
-        self.finished_head = (self.finished_head + n) % self.capacity
-        self.finished_count -= n
 
         # fixed columns: copied in the loop below (numpy's take() per column costs more
         # in call overhead than the copy itself at these batch sizes)
@@ -553,6 +569,8 @@ cdef class Arena:
             self._release(slot)
         tag_offsets[n] = <int32_t>t
         log_offsets[n] = <int32_t>l
+        self.finished_head = (self.finished_head + n) % self.capacity
+        self.finished_count -= n
         self.n_drained += n
         cols["tag_offsets"] = tag_offsets_arr
         cols["tag_key"] = tag_key_arr

@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-from typing import Any, Dict, Iterable, Mapping, MutableMapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, MutableMapping, Optional, Tuple, Union, final
+
+from typing_extensions import Self
 
 from fasttrace._context import SpanContext
 
@@ -11,18 +13,24 @@ class Propagator:
     @property
     def name(self) -> str: ...
 
+@final
 class TraceContextPropagator(Propagator):
     def __init__(self) -> None: ...
 
+@final
 class W3CBaggagePropagator(Propagator):
     def __init__(self) -> None: ...
 
+@final
 class JaegerPropagator(Propagator):
-    def __init__(self, url_encoding: bool = True) -> None: ...
+    # arguments go to __cinit__ (tp_new), as for every cdef class here
+    def __new__(cls, url_encoding: bool = True) -> Self: ...
 
+@final
 class B3SinglePropagator(Propagator):
     def __init__(self) -> None: ...
 
+@final
 class B3MultiPropagator(Propagator):
     def __init__(self) -> None: ...
 

@@ -1,15 +1,24 @@
 # SPDX-License-Identifier: Apache-2.0
-from typing import Any, Dict, Optional
+"""Stub for the compiled fasttrace._context (see _context.pyx)."""
+from typing import Dict, Optional, final
 
-class SpanContext:
+import opentracing
+
+# DEV: a cdef class cannot derive from the pure-Python opentracing.SpanContext, so at
+# runtime it does not (isinstance() is False); it implements the whole API, and the stub
+# declares the base so fasttrace contexts type-check wherever opentracing ones are expected.
+@final
+class SpanContext(opentracing.SpanContext):
+    """Trace id (128-bit), span id (64-bit), sampling flags and baggage of a span."""
+
     trace_hi: int
     trace_lo: int
     flags: int
     tracestate: Optional[str]
     debug_id: Optional[str]
-    def __init__(self, trace_id: int, span_id: int, sampled: bool = ...,
-                 baggage: Optional[Dict[str, str]] = ..., debug: bool = ...,
-                 tracestate: Optional[str] = ...) -> None: ...
+    def __init__(self, trace_id: int, span_id: int, sampled: bool = True,
+                 baggage: Optional[Dict[str, str]] = None, debug: bool = False,
+                 tracestate: Optional[str] = None) -> None: ...
     @property
     def trace_id(self) -> int: ...
     @property

@@ -13,6 +13,7 @@ cdef class Span:
     # type with one loses the interpreter's method-call specialisation (~200
     # instructions a span).
     cdef dict _patched
+    cdef bint _in_override
     cdef TracerCore _tracer
     cdef Arena arena
     cdef int32_t slot           # -1: not recording (unsampled or dropped)
@@ -29,6 +30,8 @@ cdef class Span:
     cdef object tracestate
     cdef SpanContext _ctx       # built on first use of .context
 
+    cdef object _override(self, str name)
+    cdef object _call_override(self, object override, tuple args, dict kwargs=*)
     cdef int _set_tag(self, object key, object value) except -1
     cdef int _set_priority(self, object value) except -1
     cdef int _finish(self, int64_t end_ns) except -1
@@ -59,7 +62,6 @@ cdef class TracerCore:
     cdef Propagation _text_propagation   # TEXT_MAP (Jaeger's uberctx- values are not URL-encoded there)
     cdef readonly object _service_name
     cdef Py_ssize_t _notify_at
-    cdef bint _draining
     cdef public uint64_t _extract_errors
 
     cdef Span _start(self, object name, object child_of, object references, object tags,

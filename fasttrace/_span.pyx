@@ -7,6 +7,7 @@ valid), plus (slot, generation) pointing at the arena row it records into.
 """
 cimport cython
 from cpython.contextvars cimport PyContextVar_Set, PyContextVar_Reset, get_value
+from libc.math cimport fabs, floor, isfinite, llround
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 import contextvars
@@ -53,15 +54,6 @@ cdef frozenset _PATCHABLE = frozenset((
     "get_baggage_item", "set_operation_name"))
 
 
-cdef object _method(Span span, str name):
-    """span.<name>, preferring a method overridden on the instance."""
-    if span._patched:
-        override = span._patched.get(name)
-        if override is not None:
-            return override
-    return getattr(span, name)
-
-
 cdef dict _error_fields(object exc_type, object exc_val, object exc_tb):
     """The log of an exception leaving a span's or scope's `with` block (OpenTracing)."""
     try:
@@ -72,9 +64,21 @@ cdef dict _error_fields(object exc_type, object exc_val, object exc_tb):
             "error.kind": exc_type, "stack": exc_tb}
 
 
-cdef inline int64_t _seconds_to_ns(object seconds) except? -1:
-    """OpenTracing timestamps are float seconds since the epoch."""
-    return <int64_t>(float(seconds) * 1e9)
+cdef int64_t _seconds_to_ns(object seconds) except? -1:
+    """OpenTracing timestamps (float seconds since the epoch) as integer nanoseconds.
+
+    `seconds * 1e9` would lose up to ~256 ns (an epoch time in ns needs 61 bits, a
+    double has 53) and truncate; whole and fractional seconds are converted apart, so
+    the result is the float's exact value rounded to the nearest nanosecond.
+    """
+    cdef double x, whole
+    if type(seconds) is int:
+        return <int64_t>seconds * 1000000000
+    x = float(seconds)
+    if not isfinite(x) or fabs(x) > 9.2e9:
+        raise ValueError(f"timestamp out of range: {seconds!r}")
+    whole = floor(x)
+    return <int64_t>whole * 1000000000 + llround((x - whole) * 1e9)
 
 
 @cython.final
@@ -91,8 +95,8 @@ cdef class Span:
 
     def __setattr__(self, name, value):
         # Spans have no attributes of their own; overriding one of their methods on an
-        # instance (as mock.patch.object does) is allowed, and the scope and
-        # context-manager paths that call finish/set_tag/log_kv honour it.
+        # instance (as mock.patch.object does) is allowed: the method then calls the
+        # override (which may call the original: inside it, the original runs).
         if name not in _PATCHABLE:
             raise AttributeError(f"'Span' object attribute {name!r} is read-only")
         if self._patched is None:
@@ -103,6 +107,21 @@ cdef class Span:
         if self._patched is None or name not in self._patched:
             raise AttributeError(name)
         del self._patched[name]
+        if not self._patched:
+            self._patched = None
+
+    cdef object _override(self, str name):
+        """The instance's override of a method, unless we are running inside it."""
+        if self._in_override:
+            return None
+        return self._patched.get(name)
+
+    cdef object _call_override(self, object override, tuple args, dict kwargs=None):
+        self._in_override = True
+        try:
+            return override(*args, **(kwargs or {}))
+        finally:
+            self._in_override = False
 
     # -- read-only identity ---------------------------------------------------------
 
@@ -150,6 +169,10 @@ cdef class Span:
     # -- OpenTracing Span API -------------------------------------------------------
 
     def set_operation_name(self, operation_name):
+        if self._patched is not None:
+            override = self._override("set_operation_name")
+            if override is not None:
+                return self._call_override(override, (operation_name,))
         if type(operation_name) is not str:
             operation_name = "" if operation_name is None else str(operation_name)
         if not self.finished:
@@ -159,6 +182,10 @@ cdef class Span:
         return self
 
     def set_tag(self, key, value):
+        if self._patched is not None:
+            override = self._override("set_tag")
+            if override is not None:
+                return self._call_override(override, (key, value))
         self._set_tag(key, value)
         return self
 
@@ -166,6 +193,10 @@ cdef class Span:
         cdef int64_t ts
         cdef dict fields
         cdef Arena arena
+        if self._patched is not None:
+            override = self._override("log_kv")
+            if override is not None:
+                return self._call_override(override, (key_values, timestamp))
         if self.slot < 0 or self.finished:
             return self
         arena = self.arena
@@ -191,11 +222,19 @@ cdef class Span:
         return self
 
     def log_event(self, event, payload=None):
+        if self._patched is not None:
+            override = self._override("log_event")
+            if override is not None:
+                return self._call_override(override, (event, payload))
         if payload is None:
             return self.log_kv({"event": event})
         return self.log_kv({"event": event, "payload": payload})
 
     def log(self, **kwargs):
+        if self._patched is not None:
+            override = self._override("log")
+            if override is not None:
+                return self._call_override(override, (), kwargs)
         key_values = {}
         if "event" in kwargs:
             key_values["event"] = kwargs["event"]
@@ -204,7 +243,12 @@ cdef class Span:
         return self.log_kv(key_values, kwargs.get("timestamp"))
 
     def set_baggage_item(self, key, value):
-        cdef dict items = dict(self.baggage) if self.baggage else {}
+        cdef dict items
+        if self._patched is not None:
+            override = self._override("set_baggage_item")
+            if override is not None:
+                return self._call_override(override, (key, value))
+        items = dict(self.baggage) if self.baggage else {}
         if type(key) is not str:
             key = str(key)
         if value is None:
@@ -216,23 +260,29 @@ cdef class Span:
         return self
 
     def get_baggage_item(self, key):
+        if self._patched is not None:
+            override = self._override("get_baggage_item")
+            if override is not None:
+                return self._call_override(override, (key,))
         if self.baggage is None:
             return None
         return (<dict>self.baggage).get(key)
 
     def finish(self, finish_time=None):
+        if self._patched is not None:
+            override = self._override("finish")
+            if override is not None:
+                return self._call_override(override, () if finish_time is None else (finish_time,))
         self._finish(0 if finish_time is None else _seconds_to_ns(finish_time))
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc_val, exc_tb):
-        # methods overridden on the instance (as in the OpenTracing harness) win
-        if self._patched:
-            if exc_val is not None:
-                _method(self, "set_tag")("error", True)
-                _method(self, "log_kv")(_error_fields(exc_type, exc_val, exc_tb))
-            _method(self, "finish")()
+        if self._patched is not None:
+            # through the methods, which call what was overridden on the instance
+            opentracing.Span._on_error(self, exc_type, exc_val, exc_tb)
+            self.finish()
             return
         if exc_val is not None:
             self._on_error(exc_type, exc_val, exc_tb)
@@ -285,7 +335,9 @@ cdef class Span:
             return 0
         self.flags |= FLAG_SAMPLED | FLAG_DEBUG
         self._ctx = None
-        if self.slot < 0:
+        if self.slot >= 0:
+            self.arena.set_flags(self.slot, self.gen, FLAG_SAMPLED | FLAG_DEBUG)
+        else:
             self.arena.n_unsampled -= 1
             if self.start_ns == 0:
                 self.start_ns = ft_now_ns()
@@ -338,11 +390,8 @@ cdef class Scope:
         self._previous = None
         if self._finish_on_close:
             span = self._span
-            if type(span) is Span:
-                if (<Span>span)._patched:
-                    _method(<Span>span, "finish")()
-                else:
-                    (<Span>span)._finish(0)
+            if type(span) is Span and (<Span>span)._patched is None:
+                (<Span>span)._finish(0)
             else:
                 span.finish()
 
@@ -352,11 +401,8 @@ cdef class Scope:
     def __exit__(self, exc_type, exc_val, exc_tb):
         span = self._span
         if exc_val is not None:
-            if type(span) is Span and not (<Span>span)._patched:
+            if type(span) is Span and (<Span>span)._patched is None:
                 (<Span>span)._on_error(exc_type, exc_val, exc_tb)
-            elif type(span) is Span:
-                _method(<Span>span, "set_tag")("error", True)
-                _method(<Span>span, "log_kv")(_error_fields(exc_type, exc_val, exc_tb))
             else:
                 opentracing.Span._on_error(span, exc_type, exc_val, exc_tb)
         self.close()
@@ -562,9 +608,14 @@ cdef class TracerCore:
         """Gives a sampled span an arena slot and writes its fixed fields."""
         cdef Arena arena = self._arena
         cdef int32_t slot = arena.alloc()
-        if slot < 0 and arena.finished_count > 0 and not self._draining:
-            self._drain_when_full()
+        cdef object drained = None
+        if slot < 0 and arena.finished_count > 0:
+            # full, but partly with finished spans: free them now (in C, atomically, so
+            # no other thread can see the arena full meanwhile), report them after
+            drained = arena.drain(-1)
             slot = arena.alloc()
+        if drained is not None:
+            self._report_drained(drained)
         if slot < 0:
             arena.n_dropped_arena_full += 1
             return 0
@@ -583,14 +634,8 @@ cdef class TracerCore:
             arena.set_name(slot, span.gen, span._name)
         return 0
 
-    def _drain_when_full(self):
-        self._draining = True
-        try:
-            self._drain_to_reporter()
-        except Exception:
-            log.exception("fasttrace: draining a full arena to the reporter failed")
-        finally:
-            self._draining = False
+    def _report_drained(self, columns):
+        raise NotImplementedError
 
     def _drain_to_reporter(self):
         raise NotImplementedError

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Jaeger Thrift (compact and binary) and Zipkin v2 JSON encoders over SpanBatch columns."""
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set,
+                    Tuple, Union)
 
 import numpy as np
+from typing_extensions import Self
 
 from fasttrace.batch import SpanBatch
 
@@ -11,8 +13,8 @@ PROTOCOL_BINARY: int
 UNINTERNED: int
 
 # {span index: (tag indices to drop, log indices to drop, (key, value) tag to add or None)}
-TrimPlan = Dict[int, Tuple[Set[int], Set[int], Optional[Tuple[str, Any]]]]
-Packets = Tuple[List[bytes], List[int], List[int]]
+_TrimPlan = Dict[int, Tuple[Set[int], Set[int], Optional[Tuple[str, Any]]]]
+_Packets = Tuple[List[bytes], List[int], List[int]]
 
 class SpanEncoder:
     """Encodes SpanBatches as jaeger.Span structs into a buffer kept between calls.
@@ -22,27 +24,28 @@ class SpanEncoder:
     """
     count: int
     protocol: int
-    def __init__(self, protocol: int = ...) -> None: ...
-    def encode(self, batch: SpanBatch, trimmed: Optional[TrimPlan] = ...,
+    def __new__(cls, protocol: int = ...) -> Self: ...  # __cinit__
+    def encode(self, batch: SpanBatch, trimmed: Optional[_TrimPlan] = ...,
                only: Optional[Sequence[int]] = ...) -> int:
         """Encodes the batch's spans (replacing what was held); returns how many."""
     def span_size(self, k: int) -> int: ...
     def data(self) -> Tuple[bytes, np.ndarray]:
         """(spans, int64 offsets of count + 1)."""
-    def agent_packets(self, process: bytes, max_packet_size: int, seqid: int = ...) -> Packets:
+    def agent_packets(self, process: bytes, max_packet_size: int, seqid: int = ...) -> _Packets:
         """(datagrams, spans per datagram, indices of spans too large for any)."""
     def collector_body(self, process: bytes) -> bytes:
         """One jaeger.Batch struct."""
 
-def encode_spans(batch: SpanBatch, protocol: int = ..., trimmed: Optional[TrimPlan] = ...,
+def encode_spans(batch: SpanBatch, protocol: int = ..., trimmed: Optional[_TrimPlan] = ...,
                  only: Optional[Sequence[int]] = ...) -> Tuple[bytes, np.ndarray]: ...
 def encode_process(service_name: str,
                    tags: Union[Mapping[str, Any], Iterable[Tuple[str, Any]], None] = ...,
                    protocol: int = ...) -> bytes: ...
-def span_parts_sizes(batch: SpanBatch, i: int, protocol: int = ...) -> Tuple[List[int], List[int]]: ...
+def span_parts_sizes(batch: SpanBatch, i: int,
+                     protocol: int = ...) -> Tuple[List[int], List[int]]: ...
 def emit_batch_overhead(process_len: int, nspans: int = ..., seqid: int = ...) -> int: ...
 def agent_packets(process: bytes, spans: bytes, offsets: np.ndarray, max_packet_size: int,
-                  seqid: int = ...) -> Packets: ...
+                  seqid: int = ...) -> _Packets: ...
 def collector_body(process: bytes, spans: bytes, offsets: np.ndarray,
                    protocol: int = ...) -> bytes: ...
 def encode_zipkin(batch: SpanBatch, local_endpoint: bytes, resource_tags: Dict[str, str],

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Jaeger Thrift encoders over SpanBatch columns: compact (agent, UDP) and binary (collector, HTTP).
+"""Wire encoders over SpanBatch columns: Jaeger Thrift compact (agent, UDP) and binary
+(collector, HTTP), and Zipkin v2 JSON (at the end of this file).
 
 The structs are jaeger-idl's `jaeger.thrift` (field ids as in jaeger-client's generated
 `thrift_gen/jaeger/ttypes.py`); the agent call is `agent.thrift`'s oneway `emitBatch`:
@@ -91,6 +92,7 @@ cdef enum:
 cdef uint32_t _UNINTERNED = 0xFFFFFFFF
 cdef bytes _EMIT_BATCH = b"emitBatch"
 cdef str _FOLLOWS_FROM = "follows_from"
+cdef object _MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
 # -- a growable byte buffer --------------------------------------------------------------
@@ -482,9 +484,9 @@ cdef class _Columns:
                 lastref = 0
                 tid = int(ref[1])
                 w_i32(b, binary, &lastref, 1, 1 if ref[0] == _FOLLOWS_FROM else 0)
-                w_i64(b, binary, &lastref, 2, <int64_t><uint64_t>(tid & 0xFFFFFFFFFFFFFFFF))
-                w_i64(b, binary, &lastref, 3, <int64_t><uint64_t>((tid >> 64) & 0xFFFFFFFFFFFFFFFF))
-                w_i64(b, binary, &lastref, 4, <int64_t><uint64_t>(int(ref[2]) & 0xFFFFFFFFFFFFFFFF))
+                w_i64(b, binary, &lastref, 2, <int64_t><uint64_t>(tid & _MASK64))
+                w_i64(b, binary, &lastref, 3, <int64_t><uint64_t>((tid >> 64) & _MASK64))
+                w_i64(b, binary, &lastref, 4, <int64_t><uint64_t>(int(ref[2]) & _MASK64))
                 w_byte(b, 0)
         w_i32(b, binary, &last, 7, self.flags[i] & JAEGER_FLAGS)
         w_i64(b, binary, &last, 8, self.start[i] // 1000)

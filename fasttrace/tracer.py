@@ -103,6 +103,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         self._last_failure_log = 0.0
         self._closed = False
         self._draining_inline = False
+        self._pid = os.getpid()
         _live_tracers.add(self)
         reporter._attach(self)
 
@@ -129,29 +130,34 @@ class Tracer(TracerCore, opentracing.Tracer):
 
     def _drain_to_reporter(self, max_spans=-1):
         """Moves finished spans out of the arena to the reporter; returns how many."""
-        arena = self._arena
-        if arena.pid != os.getpid():       # forked without libc's fork hooks
-            arena.reset_after_fork()
+        if self._pid != os.getpid():
+            # forked by C code that skips Python's fork hooks (uwsgi): the arena reset
+            # itself through pthread_atfork; the reporter learns it here
+            self._after_fork_in_child()
         moved = 0
         while max_spans < 0 or moved < max_spans:
             chunk = DRAIN_CHUNK if max_spans < 0 else min(DRAIN_CHUNK, max_spans - moved)
-            columns = arena.drain(chunk)
+            columns = self._arena.drain(chunk)
             if columns is None:
                 break
-            batch = SpanBatch(columns, self.service_name, self.tags)
-            moved += len(batch)
-            try:
-                self.reporter.report(batch)
-                self._reported += len(batch)
-            except Exception:
-                self._report_failures += 1
-                self._lost_in_reporter += len(batch)
-                now = time.monotonic()
-                if now - self._last_failure_log > 10.0:
-                    self._last_failure_log = now
-                    log.exception("fasttrace: reporter %r failed; %d spans lost so far",
-                                  self.reporter, self._lost_in_reporter)
+            moved += self._report_drained(columns)
         return moved
+
+    def _report_drained(self, columns):
+        """Hands drained columns to the reporter as a SpanBatch; returns how many spans."""
+        batch = SpanBatch(columns, self.service_name, self.tags)
+        try:
+            self.reporter.report(batch)
+            self._reported += len(batch)
+        except Exception:
+            self._report_failures += 1
+            self._lost_in_reporter += len(batch)
+            now = time.monotonic()
+            if now - self._last_failure_log > 10.0:
+                self._last_failure_log = now
+                log.exception("fasttrace: reporter %r failed; %d spans lost so far",
+                              self.reporter, self._lost_in_reporter)
+        return len(batch)
 
     def flush(self, timeout=None):
         """Drains every finished span to the reporter and waits for it to deliver them.
@@ -202,6 +208,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         return counters
 
     def _after_fork_in_child(self):
+        self._pid = os.getpid()
         self._arena.reset_if_forked()
         self._reported = self._report_failures = self._lost_in_reporter = 0
         self.reporter._after_fork_in_child()

@@ -12,9 +12,22 @@
  * Callers hold the GIL, so the calibration state needs no lock. */
 #ifndef FT_CLOCK_H
 #define FT_CLOCK_H
+/* Portability (issue 6): Python.h, which every Cython module includes first, already
+ * defines _GNU_SOURCE on Linux; defining it here too lets the header compile on its own
+ * under -std=c99 (clock_gettime, CLOCK_MONOTONIC are POSIX, hidden by strict ISO modes).
+ * macOS and the BSDs expose them by default; Windows uses its own API below. */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE 1
+#endif
 #include <stdint.h>
 
 #if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN   /* no winsock/rpc macros leaking into the Cython module */
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
 #include <windows.h>
 static inline int64_t ft_system_now_ns(void) {
     FILETIME ft;

@@ -11,20 +11,42 @@
  * itself free-threading safe). */
 #ifndef FT_RAND_H
 #define FT_RAND_H
+/* Portability (issue 6): as in ft_clock.h, _GNU_SOURCE (which Python.h defines first in
+ * every Cython module) makes syscall() visible when the header is compiled on its own. */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE 1
+#endif
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
 
 #if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
 #include <windows.h>
 #include <bcrypt.h>
-#pragma comment(lib, "bcrypt.lib")
+#if defined(_MSC_VER)
+#pragma comment(lib, "bcrypt.lib")   /* MSVC links bcrypt from this; MinGW needs -lbcrypt */
+#endif
 #else
 #include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
+#elif defined(__APPLE__)
+/* getentropy: macOS >= 10.12 (wheels target >= 10.13 on x86_64, 11.0 on arm64);
+ * no file descriptor to open, and no failure under sandboxing without /dev. */
+#include <sys/random.h>
+#define FT_HAVE_GETENTROPY 1
+#elif defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || defined(__DragonFly__)
+#include <stdlib.h>
+#define FT_HAVE_ARC4RANDOM 1
 #endif
 #endif
 
@@ -48,12 +70,19 @@ static inline int ft_os_random(void *buf, size_t n) {
 #else
 #if defined(__linux__) && defined(SYS_getrandom)
     if (syscall(SYS_getrandom, buf, n, 0) == (long)n) return 0;
+#elif defined(FT_HAVE_GETENTROPY)
+    if (n <= 256 && getentropy(buf, n) == 0) return 0;   /* 256: getentropy's limit */
 #endif
+#if defined(FT_HAVE_ARC4RANDOM)
+    arc4random_buf(buf, n);   /* cannot fail */
+    return 0;
+#else
     int fd = open("/dev/urandom", O_RDONLY);
     if (fd < 0) return -1;
     ssize_t got = read(fd, buf, n);
     close(fd);
     return got == (ssize_t)n ? 0 : -1;
+#endif
 #endif
 }
 

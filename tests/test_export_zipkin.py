@@ -190,7 +190,8 @@ def check_json(spans, records):
     assert "annotations" not in odd and "parentId" not in odd
 
     debug = by_name["debug"]
-    assert debug["debug"] is True and debug["traceId"] == f"{0xFEDCBA9876543210FEDCBA9876543210:032x}"
+    assert debug["debug"] is True
+    assert debug["traceId"] == "fedcba9876543210fedcba9876543210"
 
 
 def test_zipkin_json_field_by_field(http_sink):

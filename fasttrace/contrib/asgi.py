@@ -1,0 +1,227 @@
+# SPDX-License-Identifier: Apache-2.0
+"""ASGI server spans (HTTP); websocket and lifespan scopes pass through untraced.
+
+    from fasttrace.contrib.asgi import TracingMiddleware
+    app = TracingMiddleware(app, excluded_paths=("/healthz",))
+    # Starlette: Starlette(routes=..., middleware=[Middleware(TracingMiddleware)])
+
+One ``span.kind=server`` span per HTTP request, child of the context in the request
+headers (a corrupted header starts a new trace), active while the application runs --
+across ``await`` and in tasks it creates -- and finished as soon as the last chunk of the
+response body has been sent (``more_body`` false), or when the application raises or
+returns without completing the response.
+
+Operation name: ``"<METHOD> <route>"`` where the framework records the matched route in
+the scope (Starlette and FastAPI: ``scope["route"].path_format``, e.g. ``/users/{id}``;
+a plain string in ``scope["route"]`` is used as it is), else ``"<METHOD> <path>"``;
+``operation_name`` (a str, or a callable taking the scope) overrides it.
+
+Tags as for WSGI: ``span.kind``, ``component="asgi"``, ``http.method``, ``http.url``,
+``http.status_code`` (from ``http.response.start``), ``peer.*`` from ``scope["client"]``.
+An exception or a 5xx status sets ``error=true`` with an error log; for a 5xx the span
+stays open until the application returns, so the exception that caused it (Starlette
+sends the 500 before re-raising) is logged too, with the span's end time still the end
+of the response.
+"""
+import time
+
+from opentracing import Format
+from opentracing.ext import tags as ext_tags
+
+from fasttrace.contrib import (extract, get_tracer, internal_error, mark_error,
+                               normalize_excluded, path_excluded, peer_tags)
+
+__all__ = ["TracingMiddleware"]
+
+_COMPONENT = "asgi"
+
+
+def _headers(raw):
+    """The carrier extract() reads: ASGI's [(bytes, bytes)] headers as an exact dict of
+    lowercase str names (a header received several times: a list of its values)."""
+    out = {}
+    for item in raw:
+        try:
+            name, value = item
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+        except Exception:
+            continue
+        previous = out.get(key)
+        if previous is None:
+            out[key] = text
+        elif type(previous) is list:
+            previous.append(text)
+        else:
+            out[key] = [previous, text]
+    return out
+
+
+def _host(scope):
+    for name, value in scope.get("headers") or ():
+        if name == b"host":
+            try:
+                return value.decode("latin-1")
+            except Exception:
+                return None
+    server = scope.get("server")
+    if server and server[0]:
+        host, port = server[0], server[1]
+        default = 443 if scope.get("scheme") in ("https", "wss") else 80
+        return host if port in (None, default) else f"{host}:{port}"
+    return None
+
+
+def _url(scope, path):
+    query = scope.get("query_string") or b""
+    url = f"{scope.get('scheme', 'http')}://{_host(scope) or 'localhost'}{path}"
+    if query:
+        try:
+            return f"{url}?{query.decode('latin-1')}"
+        except Exception:
+            return url
+    return url
+
+
+def _route(scope, root_path):
+    route = scope.get("route")
+    if route is None:
+        return None
+    if isinstance(route, str):
+        template = route
+    else:
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        if not isinstance(template, str):
+            return None
+    # Starlette mounts add to root_path; the part they added prefixes the route
+    inner_root = scope.get("root_path", "") or ""
+    if inner_root != root_path and inner_root.startswith(root_path):
+        template = inner_root[len(root_path):] + template
+    return template
+
+
+class _Request:
+    __slots__ = ("span", "scope", "root_path", "named", "status", "failed",
+                 "finished", "end_time")
+
+    def __init__(self, span, scope, named):
+        self.span = span
+        self.scope = scope
+        self.root_path = scope.get("root_path", "") or ""
+        self.named = named
+        self.status = None
+        self.failed = False
+        self.finished = False
+        self.end_time = None
+
+    def fail(self, exc):
+        if not self.failed:
+            self.failed = True
+            mark_error(self.span, exc)
+
+    def response_started(self, status):
+        try:
+            self.status = code = int(status)
+            span = self.span
+            span.set_tag(ext_tags.HTTP_STATUS_CODE, code)
+            if not self.named:
+                route = _route(self.scope, self.root_path)
+                if route is not None:
+                    span.set_operation_name(f"{self.scope.get('method', 'GET')} {route}")
+        except Exception:
+            internal_error(_COMPONENT, "reading the response status")
+
+    def response_done(self):
+        """The last body chunk is out: finish now, or (5xx) when the app returns."""
+        if self.status is not None and self.status >= 500:
+            self.end_time = time.time()
+        else:
+            self.finish()
+
+    def finish(self):
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            span = self.span
+            if self.status is not None and self.status >= 500 and not self.failed:
+                mark_error(span, message=f"HTTP {self.status}")
+            span.finish(self.end_time)
+        except Exception:
+            internal_error(_COMPONENT, "finishing a span")
+
+
+class TracingMiddleware:
+    """ASGI middleware tracing each HTTP request as a server span (see the module doc).
+
+    Args:
+        app: the ASGI application.
+        tracer: an OpenTracing tracer; None means ``opentracing.global_tracer()`` at
+            request time.
+        excluded_paths: paths not traced (exact, ``prefix*`` or compiled regexes),
+            matched against ``scope["path"]``.
+        operation_name: a fixed name, or a callable ``scope -> str``.
+    """
+
+    def __init__(self, app, tracer=None, excluded_paths=(), operation_name=None):
+        self.app = app
+        self.tracer = tracer
+        self.excluded_paths = normalize_excluded(excluded_paths)
+        self.operation_name = operation_name
+
+    def _start(self, scope, tracer):
+        method = scope.get("method", "GET")
+        path = scope.get("path", "") or ""
+        named = self.operation_name is not None
+        if not named:
+            name = f"{method} {path}"
+        elif callable(self.operation_name):
+            name = str(self.operation_name(scope))
+        else:
+            name = str(self.operation_name)
+        tags = {
+            ext_tags.SPAN_KIND: ext_tags.SPAN_KIND_RPC_SERVER,
+            ext_tags.COMPONENT: _COMPONENT,
+            ext_tags.HTTP_METHOD: method,
+            ext_tags.HTTP_URL: _url(scope, path),
+        }
+        client = scope.get("client")
+        if client:
+            peer_tags(client[0], client[1], tags)
+        parent = extract(tracer, Format.HTTP_HEADERS, _headers(scope.get("headers") or ()),
+                         _COMPONENT)
+        span = tracer.start_span(name, child_of=parent, tags=tags, ignore_active_span=True)
+        return _Request(span, scope, named)
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") != "http" or (
+                self.excluded_paths and path_excluded(scope.get("path", ""), self.excluded_paths)):
+            return await self.app(scope, receive, send)
+        try:
+            tracer = get_tracer(self.tracer)
+            request = self._start(scope, tracer)
+            active = tracer.scope_manager.activate(request.span, False)
+        except Exception:
+            internal_error(_COMPONENT, "starting a span")
+            return await self.app(scope, receive, send)
+
+        async def traced_send(message):
+            kind = message.get("type") if type(message) is dict else None
+            if kind == "http.response.start":
+                request.response_started(message.get("status"))
+            elif (kind == "http.response.body" or kind == "http.response.zerocopysend") \
+                    and not message.get("more_body", False) or kind == "http.response.pathsend":
+                await send(message)
+                request.response_done()
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, traced_send)
+        except Exception as exc:
+            request.fail(exc)
+            raise
+        finally:
+            # (cancellation is not an error of the request; the span just ends)
+            active.close()
+            request.finish()

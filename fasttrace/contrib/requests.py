@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Client spans for `requests`.
+
+    from fasttrace.contrib import requests as ft_requests
+    ft_requests.instrument()          # every requests.Session (and requests.get & co.)
+    ...
+    ft_requests.uninstrument()        # the original Session.send again
+
+Patches ``requests.Session.send``: one ``span.kind=client`` span per request, named
+``"HTTP <METHOD>"``, child of the active span, its context injected into the outgoing
+headers.  The span is active while requests runs, so the requests of a followed redirect
+are its children.  Tags: ``component="requests"``, ``http.method``, ``http.url`` (without
+credentials), ``http.status_code``, ``peer.hostname``/``peer.ipv4``/``peer.ipv6``,
+``peer.port``.  An exception (connection refused, timeout) or a 5xx status sets
+``error=true`` with an error log; the exception is re-raised unchanged.  With
+``stream=True`` the span ends when the response headers have arrived.
+
+``instrument()`` twice patches once (the second call only changes the tracer).
+"""
+from typing import Optional
+from urllib.parse import urlsplit
+
+import opentracing
+
+from fasttrace.contrib import (Patches, _http_client_span_active, client_span_tags,
+                               finish_http_client_span, get_tracer, inject, internal_error,
+                               mark_error)
+
+__all__ = ["instrument", "uninstrument", "is_instrumented"]
+
+_COMPONENT = "requests"
+_patches = Patches()
+
+
+def _make_send(original, generation):
+    def send(self, request, **kwargs):
+        if not generation.on:
+            return original(self, request, **kwargs)
+        try:
+            tracer = get_tracer(generation.tracer)
+            method = (request.method or "GET").upper()
+            url = request.url or ""
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            span = tracer.start_span(
+                f"HTTP {method}",
+                tags=client_span_tags(_COMPONENT, method, url, parts.hostname, port))
+            inject(tracer, span, request.headers, _COMPONENT)
+            scope = tracer.scope_manager.activate(span, False)
+        except Exception:
+            internal_error(_COMPONENT, "starting a span")
+            return original(self, request, **kwargs)
+        token = _http_client_span_active.set(True)
+        try:
+            response = original(self, request, **kwargs)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                mark_error(span, exc)
+            finish_http_client_span(span, None, _COMPONENT)
+            raise
+        finally:
+            _http_client_span_active.reset(token)
+            scope.close()
+        finish_http_client_span(span, getattr(response, "status_code", None), _COMPONENT)
+        return response
+
+    return send
+
+
+def instrument(tracer: Optional[opentracing.Tracer] = None) -> None:
+    """Traces every ``requests`` call from now on (``tracer=None``: the global tracer
+    at call time).  Idempotent."""
+    import requests
+    _patches.instrument(tracer, [(requests.Session, "send", _make_send)])
+
+
+def uninstrument() -> None:
+    """Restores ``requests.Session.send``."""
+    _patches.uninstrument()
+
+
+def is_instrumented() -> bool:
+    return _patches.instrumented

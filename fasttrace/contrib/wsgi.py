@@ -1,0 +1,271 @@
+# SPDX-License-Identifier: Apache-2.0
+"""WSGI server spans.
+
+    from fasttrace.contrib.wsgi import TracingMiddleware
+    app.wsgi_app = TracingMiddleware(app.wsgi_app, excluded_paths=("/healthz",))   # Flask
+    application = TracingMiddleware(application)                                  # any WSGI app
+
+One ``span.kind=server`` span per request, child of the context found in the request
+headers (a corrupted header starts a new trace), active while the application runs and
+while each chunk of the response body is produced, finished when the server closes the
+response iterable (PEP 3333 requires servers to call ``close()``).
+
+Operation name: ``operation_name`` if given (a str, or a callable taking the environ);
+else ``"<METHOD> <route>"`` where the framework exposes the route template -- Flask /
+Werkzeug (``/users/<int:id>`` is reported as ``/users/{id}``), or any framework that sets
+``environ["fasttrace.route"]`` -- else ``"<METHOD> <path>"``.
+
+Tags: ``span.kind``, ``component="wsgi"``, ``http.method``, ``http.url`` (with the query
+string), ``http.status_code``, ``peer.ipv4``/``peer.ipv6`` and ``peer.port`` (from
+``REMOTE_ADDR``/``REMOTE_PORT``).  An exception from the application, or from producing
+the body, and any 5xx status set ``error=true`` with an error log.
+
+``excluded_paths``: exact paths, prefixes ending in ``*`` (``"/static/*"``) or compiled
+regexes, matched against ``SCRIPT_NAME + PATH_INFO``; such requests are not traced.
+"""
+import re
+from urllib.parse import quote
+
+from opentracing.ext import tags as ext_tags
+
+from fasttrace.contrib import (extract, get_tracer, internal_error, mark_error,
+                               normalize_excluded, path_excluded, peer_tags)
+from opentracing import Format
+
+__all__ = ["TracingMiddleware"]
+
+_COMPONENT = "wsgi"
+_WERKZEUG_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+
+
+def _headers(environ):
+    """The request headers of a WSGI environ as the carrier extract() reads
+    (HTTP_X_FOO -> x-foo): an exact dict with lowercase names, which the codecs look
+    names up in directly."""
+    return {key[5:].replace("_", "-").lower(): value
+            for key, value in environ.items() if key[:5] == "HTTP_"}
+
+
+# characters that need no percent-encoding in a path (RFC 3986 pchar and "/")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~!$&'()*+,;=:@-]*\Z")
+
+
+_templates = {}
+
+
+def _route_template(environ):
+    """The route template of the request, if the framework has told.  Read while the
+    request is being handled: Flask forgets it (environ["werkzeug.request"] = None)
+    when the request context ends, before the server reads the body."""
+    route = environ.get("fasttrace.route")
+    if isinstance(route, str) and route:
+        return route
+    request = environ.get("werkzeug.request")
+    if request is not None:
+        rule = getattr(request, "url_rule", None)
+        if rule is not None:
+            text = getattr(rule, "rule", None)
+            if isinstance(text, str):
+                template = _templates.get(text)
+                if template is None:
+                    template = _WERKZEUG_PARAM.sub(r"{\1}", text)
+                    if len(_templates) < 4096:
+                        _templates[text] = template
+                return environ.get("SCRIPT_NAME", "") + template
+    return None
+
+
+def _url(environ, path):
+    host = environ.get("HTTP_HOST")
+    if not host:
+        host = environ.get("SERVER_NAME", "")
+        port = environ.get("SERVER_PORT", "")
+        scheme = environ.get("wsgi.url_scheme", "http")
+        if port and not ((scheme == "http" and port == "80")
+                         or (scheme == "https" and port == "443")):
+            host = f"{host}:{port}"
+    if _PLAIN_PATH.match(path) is None:
+        path = quote(path, safe="/;=,", encoding="latin1")
+    url = f"{environ.get('wsgi.url_scheme', 'http')}://{host}{path}"
+    query = environ.get("QUERY_STRING")
+    return f"{url}?{query}" if query else url
+
+
+class _Request:
+    """The span of one request and what is known about its response."""
+
+    __slots__ = ("tracer", "span", "environ", "status", "failed", "finished", "named",
+                 "route")
+
+    def __init__(self, tracer, span, environ, named):
+        self.tracer = tracer
+        self.span = span
+        self.environ = environ
+        self.status = None
+        self.failed = False
+        self.finished = False
+        self.named = named
+        self.route = None
+
+    def response_started(self, status):
+        self.status = status
+        if not self.named:
+            try:
+                route = _route_template(self.environ)
+                if route is not None:
+                    self.route = route
+            except Exception:
+                internal_error(_COMPONENT, "reading the route")
+
+    def fail(self, exc):
+        if not self.failed:
+            self.failed = True
+            mark_error(self.span, exc)
+
+    def finish(self):
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            span = self.span
+            if not self.named:
+                route = self.route or _route_template(self.environ)
+                if route is not None:
+                    span.set_operation_name(f"{self.environ.get('REQUEST_METHOD', 'GET')} {route}")
+            status = self.status
+            if status is not None:
+                try:
+                    code = int(status[:3])
+                except (TypeError, ValueError):
+                    code = None
+                if code is not None:
+                    span.set_tag(ext_tags.HTTP_STATUS_CODE, code)
+                    if code >= 500 and not self.failed:
+                        mark_error(span, message=f"HTTP {code}")
+            span.finish()
+        except Exception:
+            internal_error(_COMPONENT, "finishing a span")
+
+
+class _TracedBody:
+    """The response iterable, with the span active while each chunk is produced and
+    finished on close()."""
+
+    __slots__ = ("_body", "_request", "__weakref__")
+
+    def __init__(self, body, request):
+        self._body = body
+        self._request = request
+
+    def __iter__(self):
+        request = self._request
+        manager = request.tracer.scope_manager
+        scope = manager.activate(request.span, False)
+        try:
+            iterator = iter(self._body)
+        except BaseException as exc:
+            request.fail(exc)
+            raise
+        finally:
+            scope.close()
+        while True:
+            scope = manager.activate(request.span, False)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            except BaseException as exc:
+                request.fail(exc)
+                raise
+            finally:
+                scope.close()
+            yield chunk
+
+    def close(self):
+        request = self._request
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                scope = request.tracer.scope_manager.activate(request.span, False)
+                try:
+                    close()
+                except BaseException as exc:
+                    request.fail(exc)
+                    raise
+                finally:
+                    scope.close()
+        finally:
+            request.finish()
+
+    def __del__(self):
+        # a server that never calls close() must not keep the span open forever
+        request = self._request
+        if not request.finished:
+            request.finish()
+
+
+class TracingMiddleware:
+    """WSGI middleware tracing each request as a server span (see the module doc).
+
+    Args:
+        app: the WSGI application.
+        tracer: an OpenTracing tracer; None means ``opentracing.global_tracer()`` at
+            request time.
+        excluded_paths: paths not traced (exact, ``prefix*`` or compiled regexes).
+        operation_name: a fixed operation name, or a callable ``environ -> str``;
+            None names spans ``"<METHOD> <route or path>"``.
+    """
+
+    def __init__(self, app, tracer=None, excluded_paths=(), operation_name=None):
+        self.app = app
+        self.tracer = tracer
+        self.excluded_paths = normalize_excluded(excluded_paths)
+        self.operation_name = operation_name
+
+    def _start(self, environ, path):
+        tracer = get_tracer(self.tracer)
+        method = environ.get("REQUEST_METHOD", "GET")
+        named = self.operation_name is not None
+        if not named:
+            name = f"{method} {path}"
+        elif callable(self.operation_name):
+            name = str(self.operation_name(environ))
+        else:
+            name = str(self.operation_name)
+        tags = {
+            ext_tags.SPAN_KIND: ext_tags.SPAN_KIND_RPC_SERVER,
+            ext_tags.COMPONENT: _COMPONENT,
+            ext_tags.HTTP_METHOD: method,
+            ext_tags.HTTP_URL: _url(environ, path),
+        }
+        peer_tags(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"), tags)
+        parent = extract(tracer, Format.HTTP_HEADERS, _headers(environ), _COMPONENT)
+        span = tracer.start_span(name, child_of=parent, tags=tags, ignore_active_span=True)
+        return _Request(tracer, span, environ, named)
+
+    def __call__(self, environ, start_response):
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        if self.excluded_paths and path_excluded(path, self.excluded_paths):
+            return self.app(environ, start_response)
+        try:
+            request = self._start(environ, path)
+            scope = request.tracer.scope_manager.activate(request.span, False)
+        except Exception:
+            internal_error(_COMPONENT, "starting a span")
+            return self.app(environ, start_response)
+
+        def traced_start_response(status, headers, exc_info=None):
+            request.response_started(status)
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.app(environ, traced_start_response)
+        except BaseException as exc:
+            scope.close()
+            request.fail(exc)
+            request.finish()
+            raise
+        scope.close()
+        return _TracedBody(body, request)

@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Stub for fasttrace.tracer: the public Tracer (an opentracing.Tracer)."""
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
+
+import opentracing
+
+from fasttrace._sampling import Sampler
+from fasttrace._span import TracerCore
+from fasttrace.reporting import Reporter
+
+DRAIN_CHUNK: int
+DRAIN_THRESHOLD: int
+
+class Tracer(TracerCore, opentracing.Tracer):
+    service_name: str
+    tags: Dict[str, Any]
+    sampler: Sampler
+    reporter: Reporter
+    def __init__(self, service_name: str = "unknown_service",
+                 sampler: Optional[Any] = None,
+                 reporter: Optional[Reporter] = None,
+                 propagators: Union[str, Iterable[str]] = ("tracecontext", "baggage"),
+                 scope_manager: Optional[opentracing.ScopeManager] = None,
+                 tags: Optional[Mapping[str, Any]] = None,
+                 capacity: int = 65536, max_tags: int = 128, max_logs: int = 128,
+                 max_value_length: int = 4096) -> None: ...
+    def flush(self, timeout: Optional[float] = None) -> bool: ...
+    def close(self, timeout: Optional[float] = None) -> None: ...
+    def stats(self) -> Dict[str, Any]: ...

@@ -1,0 +1,62 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared fixtures for the core tests (tracer, reporter, a tracer factory)."""
+import asyncio
+
+import pytest
+
+import fasttrace
+
+
+@pytest.fixture
+def make_tracer():
+    """Builds fasttrace.Tracer instances (always sampling, in-memory reporter by default)
+    and closes them at the end of the test."""
+    made = []
+
+    def make(**kwargs):
+        kwargs.setdefault("service_name", "test-svc")
+        kwargs.setdefault("sampler", fasttrace.ConstSampler(True))
+        kwargs.setdefault("reporter", fasttrace.InMemoryReporter())
+        tracer = fasttrace.Tracer(**kwargs)
+        made.append(tracer)
+        return tracer
+
+    yield make
+    for tracer in made:
+        tracer.close()
+
+
+@pytest.fixture
+def reporter():
+    return fasttrace.InMemoryReporter()
+
+
+@pytest.fixture
+def tracer(make_tracer, reporter):
+    return make_tracer(reporter=reporter)
+
+
+@pytest.fixture
+def finished(reporter):
+    """finished() -> the reporter's spans; finished(name) -> the one span with that name."""
+
+    def get(name=None):
+        spans = reporter.spans
+        if name is None:
+            return spans
+        matching = [s for s in spans if s.operation_name == name]
+        assert len(matching) == 1, (name, [s.operation_name for s in spans])
+        return matching[0]
+
+    return get
+
+
+@pytest.fixture
+def fresh_asyncio_policy():
+    """For tests that call asyncio.run(): it leaves the main thread with "no current
+    event loop" set explicitly, which breaks later tests whose libraries call
+    asyncio.get_event_loop() (tornado in jaeger-client).  A fresh default policy
+    restores the state from before."""
+    yield
+    if type(asyncio.get_event_loop_policy()) is asyncio.DefaultEventLoopPolicy:
+        asyncio.set_event_loop_policy(None)

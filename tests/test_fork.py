@@ -1,0 +1,221 @@
+# SPDX-License-Identifier: Apache-2.0
+"""After os.fork(): new ids in the child, an empty arena, the parent's spans reported
+once (by the parent)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import traceback
+
+import pytest
+
+import fasttrace
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+
+
+def _in_child(fn):
+    """Runs fn() in a forked child; returns (what it returned, JSON-decoded, and the
+    parent's own continuation result of `after_fork_parent`)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # child
+        os.close(r)
+        try:
+            payload = {"ok": fn()}
+        except BaseException:
+            payload = {"error": traceback.format_exc()}
+        try:
+            os.write(w, json.dumps(payload).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    return pid, r
+
+
+def _collect(pid, r):
+    chunks = []
+    while True:
+        data = os.read(r, 65536)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    payload = json.loads(b"".join(chunks) or b'{"error": "child wrote nothing"}')
+    if "error" in payload:
+        pytest.fail("in the forked child:\n" + payload["error"])
+    return payload["ok"]
+
+
+def _draw_ids(tracer, n=200):
+    ids = []
+    for _ in range(n):
+        s = tracer.start_span("id")
+        ids.append([s.trace_id, s.span_id])
+        s.finish()
+    return ids
+
+
+def test_fork_child_has_new_ids_and_empty_arena(make_tracer, reporter):
+    tracer = make_tracer(reporter=reporter)
+    reported_before = tracer.start_span("reported-before-fork")
+    reported_before.finish()
+    assert [s.operation_name for s in reporter.spans] == ["reported-before-fork"]
+    undrained = tracer.start_span("undrained-at-fork")
+    undrained.finish()                  # finished, still in the arena
+    open_at_fork = tracer.start_span("open-at-fork")
+
+    def child():
+        ids = _draw_ids(tracer)
+        new = tracer.start_span("child-span", tags={"who": "child"})
+        # a handle from the parent is stale here: it must not write into the child's
+        # arena (the new span may well occupy the same slot)
+        open_at_fork.set_tag("leak", True)
+        open_at_fork.log_kv({"leak": True})
+        open_at_fork.set_operation_name("leaked")
+        open_at_fork.finish()
+        new.finish()
+        spans = reporter.spans
+        return {
+            "ids": ids,
+            "names": [s.operation_name for s in spans],
+            "child_span": [[s.tags, len(s.logs)] for s in spans
+                           if s.operation_name == "child-span"],
+        }
+
+    pid, r = _in_child(child)
+    parent_ids = _draw_ids(tracer)
+    result = _collect(pid, r)
+
+    child_ids = result["ids"]
+    assert not {t for t, _ in parent_ids} & {t for t, _ in child_ids}
+    assert not {s for _, s in parent_ids} & {s for _, s in child_ids}
+    # the child reports only what it recorded itself
+    names = result["names"]
+    assert "undrained-at-fork" not in names
+    assert "open-at-fork" not in names and "leaked" not in names
+    assert "reported-before-fork" not in names
+    assert sorted(set(names)) == ["child-span", "id"]
+    assert names.count("id") == 200
+    assert result["child_span"] == [[{"who": "child"}, 0]]
+
+    # the parent still reports its own spans, exactly once
+    open_at_fork.set_tag("still-mine", True)
+    open_at_fork.finish()
+    names = [s.operation_name for s in reporter.spans]
+    assert names.count("undrained-at-fork") == 1
+    assert names.count("open-at-fork") == 1
+    assert names.count("reported-before-fork") == 1
+    assert "child-span" not in names
+    assert [s.tags for s in reporter.spans if s.operation_name == "open-at-fork"] == [
+        {"still-mine": True}]
+
+
+def test_fork_child_records_after_parent_filled_the_arena(make_tracer, reporter):
+    tracer = make_tracer(reporter=reporter, capacity=4)
+    held = [tracer.start_span(f"held{i}") for i in range(4)]     # parent's arena full
+    tracer.start_span("dropped-in-parent")
+    assert tracer.stats()["dropped"]["arena_full"] == 1
+
+    def child():
+        for i in range(4):
+            tracer.start_span(f"child{i}").finish()
+        return {"names": [s.operation_name for s in reporter.spans],
+                "dropped": tracer.stats()["dropped"]["arena_full"]}
+
+    pid, r = _in_child(child)
+    result = _collect(pid, r)
+    assert sorted(result["names"]) == [f"child{i}" for i in range(4)]
+    assert result["dropped"] == 0
+    for s in held:
+        s.finish()
+    assert sorted(s.operation_name for s in reporter.spans) == [f"held{i}"
+                                                                for i in range(4)]
+
+
+def test_fork_active_scope_in_child(make_tracer, reporter):
+    tracer = make_tracer(reporter=reporter)
+    with tracer.start_active_span("parent-request") as scope:
+        def child():
+            # the child inherits the active span as a context (same trace) but records
+            # its own spans only
+            with tracer.start_active_span("child-work") as cs:
+                ids = [cs.span.trace_id, cs.span.parent_id, cs.span.span_id]
+            return {"ids": ids, "names": [s.operation_name for s in reporter.spans]}
+
+        pid, r = _in_child(child)
+        result = _collect(pid, r)
+        assert result["ids"][0] == scope.span.trace_id
+        assert result["ids"][1] == scope.span.span_id
+        assert result["names"] == ["child-work"]
+    assert [s.operation_name for s in reporter.spans] == ["parent-request"]
+
+
+def test_fork_twice_gives_different_ids(make_tracer):
+    tracer = make_tracer(sampler=fasttrace.ConstSampler(False))
+    pids = [_in_child(lambda: _draw_ids(tracer, 50)) for _ in range(2)]
+    a, b = (_collect(pid, r) for pid, r in pids)
+    assert not {s for _, s in a} & {s for _, s in b}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs glibc fork()")
+def test_fork_from_c_without_python_hooks():
+    # servers such as uwsgi fork from C: os.register_at_fork hooks do not run
+    script = textwrap.dedent("""
+        import ctypes, json, os
+        import fasttrace
+        reporter = fasttrace.InMemoryReporter()
+        tracer = fasttrace.Tracer(reporter=reporter)
+        tracer.start_span("undrained-at-fork").finish()
+        held = tracer.start_span("open-at-fork")
+        r, w = os.pipe()
+        libc = ctypes.PyDLL(None)          # keeps the GIL across the call
+        pid = libc.fork()
+        if pid == 0:
+            try:
+                ids = []
+                for _ in range(100):
+                    s = tracer.start_span("id")
+                    ids.append(s.span_id)
+                    s.finish()
+                held.set_tag("leak", True)
+                held.finish()
+                out = {"ids": ids, "names": [s.operation_name for s in reporter.spans]}
+            except BaseException as exc:
+                out = {"error": repr(exc)}
+            os.write(w, json.dumps(out).encode())
+            os._exit(0)
+        os.close(w)
+        parent_ids = []
+        for _ in range(100):
+            s = tracer.start_span("id")
+            parent_ids.append(s.span_id)
+        data = b""
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            data += chunk
+        os.waitpid(pid, 0)
+        child = json.loads(data)
+        held.finish()
+        print(json.dumps({"child": child, "parent_ids": parent_ids,
+                          "parent_names": [s.operation_name for s in reporter.spans]}))
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fasttrace.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=root, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    child = out["child"]
+    assert "error" not in child, child
+    assert not set(child["ids"]) & set(out["parent_ids"])
+    assert set(child["names"]) == {"id"}
+    assert len(child["names"]) == 100
+    assert out["parent_names"].count("undrained-at-fork") == 1
+    assert out["parent_names"].count("open-at-fork") == 1

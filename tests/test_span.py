@@ -1,0 +1,534 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The Span API: identity, tags of every type, logs, timestamps, finish semantics."""
+import enum
+import math
+import time
+from fractions import Fraction
+
+import pytest
+from opentracing.ext import tags as ext_tags
+
+import fasttrace
+
+
+def _counters_total(stats):
+    """Sum of every truncation/drop counter (how odd values are accounted for)."""
+    total = 0
+    for group in ("truncated", "dropped"):
+        for value in stats.get(group, {}).values():
+            if isinstance(value, int):
+                total += value
+    return total
+
+
+class Unprintable:
+    def __str__(self):
+        raise RuntimeError("no str for you")
+
+    def __repr__(self):
+        raise RuntimeError("no repr either")
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __str__(self):
+        return f"Point({self.x}, {self.y})"
+
+
+class Color(enum.IntEnum):
+    RED = 3
+
+
+# -- identity ------------------------------------------------------------------------
+
+def test_span_is_an_opentracing_span_with_ids(tracer):
+    span = tracer.start_span("op")
+    # (not an opentracing.Span subclass: the compiled Span implements the API itself)
+    for method in ("set_tag", "log_kv", "log_event", "log", "set_baggage_item",
+                   "get_baggage_item", "set_operation_name", "finish", "__enter__",
+                   "__exit__"):
+        assert callable(getattr(span, method)), method
+    assert span.tracer is tracer
+    assert span.operation_name == "op"
+    assert isinstance(span.trace_id, int) and 0 < span.trace_id < 2 ** 128
+    assert isinstance(span.span_id, int) and 0 < span.span_id < 2 ** 64
+    assert span.parent_id is None
+    ctx = span.context
+    assert isinstance(ctx, fasttrace.SpanContext)
+    assert (ctx.trace_id, ctx.span_id, ctx.sampled) == (span.trace_id, span.span_id, True)
+    assert ctx.baggage == {}
+
+
+@pytest.mark.parametrize("attr", ["trace_id", "span_id", "parent_id", "operation_name"])
+def test_identity_is_read_only(tracer, attr):
+    span = tracer.start_span("op")
+    before = getattr(span, attr)
+    with pytest.raises(AttributeError):
+        setattr(span, attr, 12345)
+    assert getattr(span, attr) == before
+
+
+def test_set_operation_name(tracer, finished):
+    span = tracer.start_span("first")
+    assert span.set_operation_name("second") is span
+    assert span.operation_name == "second"
+    span.finish()
+    assert finished("second").operation_name == "second"
+
+
+def test_default_operation_name_is_a_string(tracer, finished):
+    tracer.start_span().finish()
+    (record,) = finished()
+    assert isinstance(record.operation_name, str)
+
+
+# -- tags ----------------------------------------------------------------------------
+
+def test_set_tag_chains_and_last_write_wins(tracer, finished):
+    span = tracer.start_span("op", tags={"a": 1})
+    assert span.set_tag("b", "x").set_tag("a", 2) is span
+    span.finish()
+    assert finished("op").tags == {"a": 2, "b": "x"}
+
+
+def test_tag_value_types_are_kept(tracer, finished):
+    values = {
+        "str": "hello",
+        "empty": "",
+        "unicode": "non-ascii: \u200b \U0001F600",
+        "true": True,
+        "false": False,
+        "zero": 0,
+        "one": 1,
+        "neg": -42,
+        "i64max": 2 ** 63 - 1,
+        "i64min": -(2 ** 63),
+        "u64": 2 ** 63,
+        "big": 2 ** 100 + 7,
+        "negbig": -(2 ** 70) - 1,
+        "float": 1.5,
+        "negzero": -0.0,
+        "tiny": 5e-324,
+        "inf": math.inf,
+        "ninf": -math.inf,
+    }
+    span = tracer.start_span("types")
+    for key, value in values.items():
+        span.set_tag(key, value)
+    span.finish()
+    tags = finished("types").tags
+    assert set(tags) == set(values)
+    for key, value in values.items():
+        assert type(tags[key]) is type(value), (key, tags[key])
+        assert tags[key] == value, key
+    assert math.copysign(1.0, tags["negzero"]) == -1.0
+
+
+def test_nan_tag_is_a_float_nan(tracer, finished):
+    tracer.start_span("nan", tags={"v": math.nan}).finish()
+    value = finished("nan").tags["v"]
+    assert type(value) is float and math.isnan(value)
+
+
+def test_bool_and_int_stay_distinct(tracer, finished):
+    tracer.start_span("bi", tags={"b": True, "i": 1, "b0": False, "i0": 0}).finish()
+    tags = finished("bi").tags
+    assert tags["b"] is True and tags["b0"] is False
+    assert type(tags["i"]) is int and type(tags["i0"]) is int
+
+
+def test_tags_given_at_start_and_later_agree(tracer, finished):
+    values = {"s": "v", "b": True, "i": 3, "f": 2.5, "n": None, "big": 2 ** 80}
+    tracer.start_span("at-start", tags=values).finish()
+    later = tracer.start_span("later")
+    for k, v in values.items():
+        later.set_tag(k, v)
+    later.finish()
+    assert finished("at-start").tags == finished("later").tags
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, "None"),
+    (b"ab\x00c", str(b"ab\x00c")),
+    (bytearray(b"xy"), str(bytearray(b"xy"))),
+    ([1, "two", 3.0], "[1, 'two', 3.0]"),
+    ({"a": 1}, "{'a': 1}"),
+    ((1, 2), "(1, 2)"),
+    (Point(1, 2), "Point(1, 2)"),
+    (1 + 2j, "(1+2j)"),
+    (ValueError("boom"), "boom"),
+])
+def test_other_values_are_stored_as_their_str(tracer, finished, value, expected):
+    span = tracer.start_span("odd")
+    assert span.set_tag("v", value) is span
+    span.finish()
+    tags = finished("odd").tags
+    assert tags["v"] == expected
+    assert type(tags["v"]) is str
+
+
+def test_int_and_float_subclasses_are_kept_as_numbers(tracer, finished):
+    class MyFloat(float):
+        pass
+
+    tracer.start_span("sub", tags={"e": Color.RED, "f": MyFloat(0.25)}).finish()
+    tags = finished("sub").tags
+    assert tags["e"] == 3 and isinstance(tags["e"], int)
+    assert tags["f"] == 0.25 and isinstance(tags["f"], float)
+
+
+def test_str_subclass_value_is_a_str(tracer, finished):
+    class Name(str):
+        pass
+
+    tracer.start_span("strsub", tags={"n": Name("abc")}).finish()
+    value = finished("strsub").tags["n"]
+    assert value == "abc" and isinstance(value, str)
+
+
+def test_unprintable_value_does_not_raise_and_is_counted(tracer, finished):
+    before = _counters_total(tracer.stats())
+    span = tracer.start_span("bad")
+    assert span.set_tag("v", Unprintable()) is span
+    span.set_tag("ok", 1)
+    span.finish()
+    tags = finished("bad").tags
+    assert isinstance(tags["v"], str)        # a placeholder
+    assert tags["ok"] == 1
+    assert _counters_total(tracer.stats()) > before
+
+
+def test_unprintable_value_in_start_tags_does_not_raise(tracer, finished):
+    tracer.start_span("bad-start", tags={"v": Unprintable(), "ok": True}).finish()
+    tags = finished("bad-start").tags
+    assert tags["ok"] is True
+    assert "v" not in tags or isinstance(tags["v"], str)
+
+
+@pytest.mark.parametrize("key, expected", [
+    (1, "1"),
+    (2.5, "2.5"),
+    (None, "None"),
+    ((1, 2), "(1, 2)"),
+    (True, "True"),
+    (b"k", str(b"k")),
+])
+def test_non_str_keys_become_str(tracer, finished, key, expected):
+    span = tracer.start_span("keys")
+    span.set_tag(key, "v")
+    span.finish()
+    assert finished("keys").tags == {expected: "v"}
+
+
+def test_unprintable_key_does_not_raise(tracer, finished):
+    span = tracer.start_span("badkey")
+    span.set_tag(Unprintable(), "v")
+    span.set_tag("ok", 1)
+    span.finish()
+    tags = finished("badkey").tags
+    assert tags["ok"] == 1
+    assert all(isinstance(k, str) for k in tags)
+
+
+def test_huge_string_is_truncated_and_counted(make_tracer, reporter):
+    tracer = make_tracer(reporter=reporter)
+    before = tracer.stats()["truncated"]["values"]
+    huge = "x" * (10 * 1024 * 1024)
+    span = tracer.start_span("huge")
+    span.set_tag("big", huge)
+    span.set_tag("ok", "y" * 4096)
+    span.finish()
+    (record,) = reporter.spans
+    assert record.tags["big"] == "x" * 4096          # default max_value_length
+    assert record.tags["ok"] == "y" * 4096           # at the limit: kept whole
+    assert tracer.stats()["truncated"]["values"] == before + 1
+
+
+def test_max_value_length_applies_to_str_of_objects(make_tracer, reporter):
+    tracer = make_tracer(reporter=reporter, max_value_length=10)
+    span = tracer.start_span("obj")
+    span.set_tag("s", "abcdefghijKLMN")
+    span.set_tag("o", Point(123456789, 987654321))
+    span.set_tag("short", "abc")
+    span.finish()
+    tags = reporter.spans[0].tags
+    assert tags["s"] == "abcdefghij"
+    assert tags["o"] == "Point(1234"
+    assert tags["short"] == "abc"
+    assert tracer.stats()["truncated"]["values"] == 2
+
+
+def test_max_tags_ignores_extra_tags_and_counts_them(make_tracer, reporter):
+    tracer = make_tracer(reporter=reporter, max_tags=3)
+    span = tracer.start_span("limited")
+    for i in range(5):
+        assert span.set_tag(f"k{i}", i) is span
+    span.set_tag("k0", "replaced")      # replacing a kept key is not an extra tag
+    span.finish()
+    tags = reporter.spans[0].tags
+    assert tags == {"k0": "replaced", "k1": 1, "k2": 2}
+    assert tracer.stats()["truncated"]["tags"] == 2
+
+
+def test_max_tags_applies_to_start_tags(make_tracer, reporter):
+    tracer = make_tracer(reporter=reporter, max_tags=2)
+    tracer.start_span("limited", tags={f"k{i}": i for i in range(4)}).finish()
+    assert len(reporter.spans[0].tags) == 2
+    assert tracer.stats()["truncated"]["tags"] == 2
+
+
+def test_max_logs_counts_extra_logs(make_tracer, reporter):
+    tracer = make_tracer(reporter=reporter, max_logs=2)
+    span = tracer.start_span("logs")
+    for i in range(5):
+        assert span.log_kv({"i": i}) is span
+    span.finish()
+    logs = reporter.spans[0].logs
+    assert len(logs) == 2
+    kept = [fields["i"] for _, fields in logs]
+    assert kept == sorted(kept) and set(kept) <= set(range(5))
+    assert tracer.stats()["truncated"]["logs"] == 3
+
+
+# -- logs ----------------------------------------------------------------------------
+
+def test_log_kv_explicit_timestamp(tracer, finished):
+    span = tracer.start_span("logs", start_time=1_700_000_000.0)
+    span.log_kv({"event": "a", "n": 1}, timestamp=1_700_000_000.5)
+    span.log_kv({"event": "b"}, 1_700_000_001.25)
+    span.finish(finish_time=1_700_000_002.0)
+    record = finished("logs")
+    assert record.logs == [(1_700_000_000_500_000_000, {"event": "a", "n": 1}),
+                           (1_700_000_001_250_000_000, {"event": "b"})]
+
+
+def test_log_kv_default_timestamp_is_now(tracer, finished):
+    span = tracer.start_span("now")
+    before = time.time_ns()
+    span.log_kv({"x": 1})
+    after = time.time_ns()
+    span.finish()
+    ((ts, fields),) = finished("now").logs
+    assert fields == {"x": 1}
+    slack = 50_000_000      # the span clock may be rebased against the system clock
+    assert before - slack <= ts <= after + slack
+
+
+def test_logs_keep_order_and_values_of_any_type(tracer, finished):
+    marker = Point(1, 2)
+    payload = {"nested": [1, 2, {"deep": True}]}
+    span = tracer.start_span("logs")
+    span.log_kv({"obj": marker, "payload": payload, "n": 1, "f": 0.5, "none": None})
+    span.log_kv({"second": True})
+    span.log_kv({1: "int key"})
+    span.finish()
+    logs = finished("logs").logs
+    assert [fields for _, fields in logs][1:] == [{"second": True}, {"1": "int key"}]
+    first = logs[0][1]
+    assert first["obj"] is marker or first["obj"] == str(marker)
+    assert first["payload"] == payload or first["payload"] == str(payload)
+    assert first["n"] == 1 and first["f"] == 0.5
+    assert [ts for ts, _ in logs] == sorted(ts for ts, _ in logs)
+
+
+def test_log_kv_odd_inputs_never_raise(tracer, finished):
+    span = tracer.start_span("odd-logs")
+    span.log_kv({})
+    span.log_kv({"bad": Unprintable()})
+    span.log_kv({Unprintable(): 1})
+    span.log_kv({"huge": "z" * 1_000_000})
+    span.finish()
+    record = finished("odd-logs")
+    huge = [f["huge"] for _, f in record.logs if "huge" in f]
+    assert huge and len(huge[0]) <= 4096
+
+
+def test_log_event_and_log_legacy_forms(tracer, finished):
+    span = tracer.start_span("legacy", start_time=100.0)
+    assert span.log_event("frozen") is span
+    span.log_event("frozen", {"year": 1999})
+    span.log_event("grandfather", 1947)
+    assert span.log(event="thawed") is span
+    span.log(payload={"year": 2999})
+    span.log(timestamp=150.0, event="e", payload={"p": 1})
+    span.log(timestamp=151.5)
+    span.finish(finish_time=200.0)
+    logs = finished("legacy").logs
+    fields = [f for _, f in logs]
+    assert fields == [
+        {"event": "frozen"},
+        {"event": "frozen", "payload": {"year": 1999}},
+        {"event": "grandfather", "payload": 1947},
+        {"event": "thawed"},
+        {"payload": {"year": 2999}},
+        {"event": "e", "payload": {"p": 1}},
+        {},
+    ]
+    assert logs[5][0] == 150_000_000_000
+    assert logs[6][0] == 151_500_000_000
+
+
+# -- timestamps ----------------------------------------------------------------------
+
+def test_explicit_start_and_finish_time(tracer, finished):
+    span = tracer.start_span("timed", start_time=1.5)
+    span.finish(finish_time=2.000000250)
+    record = finished("timed")
+    assert record.start_ns == 1_500_000_000
+    assert record.end_ns == 2_000_000_250
+    assert record.duration_ns == 500_000_250
+
+
+@pytest.mark.parametrize("start", [1_700_000_000.123456, 1_732_320_000.987654321])
+def test_explicit_epoch_times_keep_float_precision(tracer, reporter, start):
+    # a float near 1.7e9 s resolves ~240 ns; the stored ns is the nearest ns to the
+    # exact instant the float denotes (not seconds * 1e9 in floating point, which is
+    # off by up to 128 ns more, and not truncated)
+    end = start + 0.000_123
+    span = tracer.start_span("epoch", start_time=start)
+    span.finish(finish_time=end)
+    (record,) = reporter.spans
+    exact_start = Fraction(start) * 10 ** 9
+    exact_end = Fraction(end) * 10 ** 9
+    assert abs(record.start_ns - exact_start) <= Fraction(1, 2)
+    assert abs(record.end_ns - exact_end) <= Fraction(1, 2)
+
+
+def test_sub_microsecond_times_round_to_nearest_ns(tracer, finished):
+    span = tracer.start_span("ns", start_time=1.000000001)
+    span.finish(finish_time=1.000000999)
+    record = finished("ns")
+    assert record.start_ns == 1_000_000_001
+    assert record.end_ns == 1_000_000_999
+
+
+def test_implicit_times_are_wall_clock(tracer, finished):
+    before = time.time_ns()
+    span = tracer.start_span("wall")
+    time.sleep(0.002)
+    span.finish()
+    after = time.time_ns()
+    record = finished("wall")
+    slack = 50_000_000
+    assert before - slack <= record.start_ns <= record.end_ns <= after + slack
+    assert record.duration_ns >= 1_000_000
+
+
+def test_explicit_start_implicit_finish(tracer, finished):
+    start = time.time() - 10
+    span = tracer.start_span("past", start_time=start)
+    span.finish()
+    record = finished("past")
+    assert 9.5e9 <= record.duration_ns <= 60e9
+
+
+# -- finish ----------------------------------------------------------------------------
+
+def test_double_finish_is_ignored(tracer, reporter):
+    span = tracer.start_span("twice", start_time=10.0)
+    span.finish(finish_time=11.0)
+    span.finish(finish_time=12.0)
+    span.finish()
+    assert len(reporter.spans) == 1
+    span.finish(finish_time=13.0)           # even after it was drained
+    spans = reporter.spans
+    assert len(spans) == 1
+    assert spans[0].end_ns == 11_000_000_000
+    assert tracer.stats()["finished"] == 1
+
+
+def test_writes_after_finish_are_ignored(tracer, reporter):
+    span = tracer.start_span("done", tags={"before": 1})
+    span.log_kv({"before": True})
+    span.finish()
+    assert span.set_tag("after", 2) is span
+    assert span.log_kv({"after": True}) is span
+    assert span.log_event("after") is span
+    assert span.log(event="after") is span
+    assert span.set_operation_name("renamed") is span
+    (record,) = reporter.spans
+    assert record.operation_name == "done"
+    assert record.tags == {"before": 1}
+    assert [f for _, f in record.logs] == [{"before": True}]
+    # and after the drain, still nothing
+    span.set_tag("after2", 3)
+    span.log_kv({"after2": True})
+    assert len(reporter.spans) == 1
+    assert reporter.spans[0].tags == {"before": 1}
+
+
+def test_context_survives_finish(tracer):
+    span = tracer.start_span("done")
+    span.set_baggage_item("k", "v")
+    ctx_before = span.context
+    span.finish()
+    ctx = span.context
+    assert (ctx.trace_id, ctx.span_id) == (ctx_before.trace_id, ctx_before.span_id)
+    assert ctx.baggage == {"k": "v"}
+    child = tracer.start_span("late-child", child_of=span)
+    assert child.parent_id == span.span_id and child.trace_id == span.trace_id
+    assert child.get_baggage_item("k") == "v"
+
+
+# -- context manager ---------------------------------------------------------------------
+
+def test_span_context_manager_finishes(tracer, reporter):
+    with tracer.start_span("cm") as span:
+        assert isinstance(span, fasttrace.Span)
+        assert reporter.spans == []
+    (record,) = reporter.spans
+    assert record.operation_name == "cm"
+    assert ext_tags.ERROR not in record.tags
+    assert record.logs == []
+
+
+def test_span_context_manager_logs_errors(tracer, reporter):
+    with pytest.raises(ValueError) as info:
+        with tracer.start_span("cm-error"):
+            raise ValueError("bad thing")
+    (record,) = reporter.spans
+    assert record.tags[ext_tags.ERROR] is True
+    assert len(record.logs) == 1
+    fields = record.logs[0][1]
+    assert fields["event"] == "error"
+    assert fields["message"] == "bad thing"
+    assert fields["error.object"] is info.value
+    assert fields["error.kind"] is ValueError
+    assert fields["stack"] is info.value.__traceback__ or fields["stack"] is not None
+
+
+def test_context_manager_with_unprintable_exception(tracer, reporter):
+    class Weird(Exception):
+        def __str__(self):
+            raise RuntimeError("cannot print")
+
+    with pytest.raises(Weird):
+        with tracer.start_span("weird"):
+            raise Weird()
+    (record,) = reporter.spans
+    assert record.tags[ext_tags.ERROR] is True
+    assert isinstance(record.logs[0][1]["message"], str)
+
+
+# -- baggage on the span -----------------------------------------------------------------
+
+def test_baggage_items(tracer):
+    span = tracer.start_span("bag")
+    assert span.get_baggage_item("missing") is None
+    assert span.set_baggage_item("user", "alice") is span
+    span.set_baggage_item("n", "1")
+    assert span.get_baggage_item("user") == "alice"
+    assert span.context.baggage == {"user": "alice", "n": "1"}
+    span.set_baggage_item("user", "bob")
+    assert span.context.baggage == {"user": "bob", "n": "1"}
+
+
+def test_baggage_does_not_change_old_context(tracer):
+    span = tracer.start_span("bag")
+    span.set_baggage_item("a", "1")
+    old = span.context
+    span.set_baggage_item("b", "2")
+    assert old.baggage == {"a": "1"}
+    assert span.context.baggage == {"a": "1", "b": "2"}
