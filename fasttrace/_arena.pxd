@@ -24,6 +24,7 @@ cdef enum:
     NO_ENTRY = -1
     KEY_SAMPLING_PRIORITY = 0     # pre-interned so set_tag can spot it by id
     UNINTERNED = 0xFFFFFFFF       # name/key table full: the string is kept in an object column
+    MAX_INTERNED_LENGTH = 256     # longer names/keys are never interned (they would live forever)
 
 
 cdef class Arena:

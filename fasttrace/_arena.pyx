@@ -239,6 +239,8 @@ cdef class Arena:
         if self.name_cache[h] == <PyObject*>name:
             return self.name_cache_id[h]
         cdef uint32_t nid
+        if len(<str>name) > MAX_INTERNED_LENGTH:
+            return UNINTERNED       # kept with its span only, freed when it is drained
         cdef object found = self.name_ids.get(name)
         if found is not None:
             nid = <uint32_t>found
@@ -258,6 +260,8 @@ cdef class Arena:
         if self.key_cache[h] == <PyObject*>key:
             return self.key_cache_id[h]
         cdef uint32_t kid
+        if len(<str>key) > MAX_INTERNED_LENGTH:
+            return UNINTERNED
         cdef object found = self.key_ids.get(key)
         if found is not None:
             kid = <uint32_t>found
@@ -278,6 +282,7 @@ cdef class Arena:
             return 0
         self.name_id[slot] = nid
         if nid == UNINTERNED:
+            name = self.clean_value(name)
             extra = self.extras[slot]
             if extra is None:
                 extra = self.extras[slot] = {}
@@ -346,7 +351,7 @@ cdef class Arena:
                 obj = (<str>obj)[:self.max_value_length]
                 self.n_values_truncated += 1
         if kid == UNINTERNED:
-            obj = (key, obj)
+            obj = (self.clean_value(key), obj)
         # 2. the handle must still own an open slot
         if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
             return 0

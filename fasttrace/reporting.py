@@ -11,6 +11,7 @@
 import atexit
 import collections
 import logging
+import multiprocessing.util
 import os
 import threading
 import time
@@ -162,6 +163,10 @@ class BatchReporter(Reporter):
         self._init_state()
         self._exit_hook = _make_exit_hook(self)
         atexit.register(self._exit_hook)
+        # A multiprocessing child ends with os._exit(), which skips atexit, and clears
+        # the finalizers it inherited; its after-fork callbacks run after that, so the
+        # child registers its own finalizer from one and its spans get out too.
+        multiprocessing.util.register_after_fork(self, _finalize_in_multiprocessing_child)
 
     def _init_state(self):
         """Everything a forked child must not share with its parent."""
@@ -366,7 +371,11 @@ class BatchReporter(Reporter):
             next_cycle = time.monotonic() + self.flush_interval
             try:
                 self._drain_tracers()
-                self._export_queued()
+                # only what is queued now: under sustained load new spans keep arriving,
+                # and a flush must not wait for a queue that never empties
+                with cond:
+                    target = self._queued
+                self._export_queued(target)
             except Exception:  # pragma: no cover - defensive: the thread must not die
                 self._log_failure("fasttrace: reporter thread error", exc_info=True)
             with cond:
@@ -378,13 +387,19 @@ class BatchReporter(Reporter):
 
     def _drain_tracers(self):
         for tracer in list(self._tracers):
+            # no more than the queue has room for: the rest waits in the tracer's
+            # preallocated arena, which is a burst buffer too, instead of being dropped
+            room = self.max_queue_size - self._queued
+            if room <= 0:
+                return
             try:
-                tracer._drain_to_reporter()
+                tracer._drain_to_reporter(room)
             except Exception:
                 self._log_failure("fasttrace: draining %r failed", tracer, exc_info=True)
 
-    def _export_queued(self):
-        while True:
+    def _export_queued(self, limit):
+        """Exports queued spans until `limit` of them went out or the queue is empty."""
+        while limit > 0:
             with self._cond:
                 if not self._queue:
                     return
@@ -394,6 +409,7 @@ class BatchReporter(Reporter):
                     batch = batch.slice(0, self.max_batch_size)
                     self._queue.appendleft(rest)
                 self._queued -= len(batch)
+                limit -= len(batch)
                 drain_again = self._wake
                 self._wake = False
             self._export(batch)
@@ -433,6 +449,10 @@ class BatchReporter(Reporter):
             args += (self._suppressed_logs,)
             self._suppressed_logs = 0
         log.warning(msg, *args, exc_info=exc_info)
+
+
+def _finalize_in_multiprocessing_child(reporter):
+    multiprocessing.util.Finalize(None, reporter._exit_hook, exitpriority=100)
 
 
 def _make_exit_hook(reporter):

@@ -69,6 +69,10 @@ class HttpSender:
             raise ValueError(f"invalid port in {endpoint!r}") from None
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0, not {timeout!r}")
+        # socket.getaddrinfo imports the idna codec on first use: a reporter thread
+        # holding that import lock when the process forks would deadlock the child's
+        # first connection, so the import happens now, before any reporter thread runs
+        "x".encode("idna")
         self.endpoint = endpoint
         self._https = parts.scheme == "https"
         self._host = parts.hostname
