@@ -33,7 +33,7 @@ cdef extern from "Python.h":
     void PyObject_GC_UnTrack(object op)
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 
-from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_get, ft_list_set
+from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_get, ft_list_move, ft_list_set
 from fasttrace._context cimport FLAG_SAMPLED
 
 # registers this module's pthread_atfork hook (each extension has its own copy of the
@@ -557,7 +557,7 @@ cdef class Arena:
                 tag_key[t] = self.tag_key[i]
                 tag_type[t] = self.tag_type[i]
                 tag_num[t] = self.tag_num[i]
-                ft_list_set(tag_obj, t, ft_list_get(self.tag_obj, i))
+                ft_list_move(tag_obj, t, self.tag_obj, i)
                 t += 1
                 i = self.tag_next[i]
             # log chains are newest-first: fill this span's range from its end
@@ -567,10 +567,10 @@ cdef class Arena:
             while i != NO_ENTRY:
                 count -= 1
                 log_ts[l + count] = self.log_ts[i]
-                ft_list_set(log_fields, l + count, ft_list_get(self.log_fields, i))
+                ft_list_move(log_fields, l + count, self.log_fields, i)
                 i = self.log_next[i]
             l += self.log_count[slot]
-            ft_list_set(extras, k, ft_list_get(self.extras, slot))
+            ft_list_move(extras, k, self.extras, slot)
             self._release(slot)
         tag_offsets[n] = <int32_t>t
         log_offsets[n] = <int32_t>l

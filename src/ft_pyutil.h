@@ -9,9 +9,20 @@
  * assignment showed up at 7% of a span's cost. */
 static inline void ft_list_set(PyObject *list, Py_ssize_t i, PyObject *value) {
     PyObject *old = PyList_GET_ITEM(list, i);
+    if (old == value) return;      /* clearing an entry that is already None */
     Py_INCREF(value);
     PyList_SET_ITEM(list, i, value);
     Py_XDECREF(old);
+}
+
+/* dst[j] = src[i]; src[i] = None -- moves the reference, so draining a slot touches no
+ * reference count of the values it hands over (dst[j] must hold None). */
+static inline void ft_list_move(PyObject *dst, Py_ssize_t j, PyObject *src, Py_ssize_t i) {
+    PyObject *v = PyList_GET_ITEM(src, i);
+    PyObject *old = PyList_GET_ITEM(dst, j);
+    if (v == old) return;          /* both None */
+    PyList_SET_ITEM(dst, j, v);
+    PyList_SET_ITEM(src, i, old);  /* the None dst held */
 }
 
 /* list[i] for an index known to be in range; a new reference. */
