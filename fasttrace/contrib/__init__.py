@@ -132,6 +132,37 @@ def mark_error(span, exc=None, message=None):
         internal_error("core", "marking an error")
 
 
+def start_server_span(tracer, component, operation_name, request, method, path, url,
+                      peer_host, peer_port, headers):
+    """The server span of one HTTP request (the WSGI and ASGI middlewares).
+
+    Args:
+        operation_name: the middleware's option: None names the span "<METHOD> <path>";
+            a callable gets `request` (the WSGI environ or ASGI scope); else a fixed name.
+        headers: the request headers as a mapping, to extract the parent from.
+
+    Returns:
+        (span, named): named is False when the route may rename the span later.
+    """
+    named = operation_name is not None
+    if not named:
+        name = f"{method} {path}"
+    elif callable(operation_name):
+        name = str(operation_name(request))
+    else:
+        name = str(operation_name)
+    tags = {
+        ext_tags.SPAN_KIND: ext_tags.SPAN_KIND_RPC_SERVER,
+        ext_tags.COMPONENT: component,
+        ext_tags.HTTP_METHOD: method,
+        ext_tags.HTTP_URL: url,
+    }
+    peer_tags(peer_host, peer_port, tags)
+    parent = extract(tracer, Format.HTTP_HEADERS, headers, component)
+    span = tracer.start_span(name, child_of=parent, tags=tags, ignore_active_span=True)
+    return span, named
+
+
 def peer_tags(host, port, out=None):
     """peer.ipv4 / peer.ipv6 / peer.hostname and peer.port for (host, port)."""
     if out is None:

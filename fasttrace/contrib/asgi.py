@@ -25,11 +25,10 @@ of the response.
 """
 import time
 
-from opentracing import Format
 from opentracing.ext import tags as ext_tags
 
-from fasttrace.contrib import (extract, get_tracer, internal_error, mark_error,
-                               normalize_excluded, path_excluded, peer_tags)
+from fasttrace.contrib import (get_tracer, internal_error, mark_error, normalize_excluded,
+                               path_excluded, start_server_span)
 
 __all__ = ["TracingMiddleware"]
 
@@ -170,27 +169,11 @@ class TracingMiddleware:
         self.operation_name = operation_name
 
     def _start(self, scope, tracer):
-        method = scope.get("method", "GET")
         path = scope.get("path", "") or ""
-        named = self.operation_name is not None
-        if not named:
-            name = f"{method} {path}"
-        elif callable(self.operation_name):
-            name = str(self.operation_name(scope))
-        else:
-            name = str(self.operation_name)
-        tags = {
-            ext_tags.SPAN_KIND: ext_tags.SPAN_KIND_RPC_SERVER,
-            ext_tags.COMPONENT: _COMPONENT,
-            ext_tags.HTTP_METHOD: method,
-            ext_tags.HTTP_URL: _url(scope, path),
-        }
-        client = scope.get("client")
-        if client:
-            peer_tags(client[0], client[1], tags)
-        parent = extract(tracer, Format.HTTP_HEADERS, _headers(scope.get("headers") or ()),
-                         _COMPONENT)
-        span = tracer.start_span(name, child_of=parent, tags=tags, ignore_active_span=True)
+        client = scope.get("client") or (None, None)
+        span, named = start_server_span(
+            tracer, _COMPONENT, self.operation_name, scope, scope.get("method", "GET"), path,
+            _url(scope, path), client[0], client[1], _headers(scope.get("headers") or ()))
         return _Request(span, scope, named)
 
     async def __call__(self, scope, receive, send):

@@ -28,9 +28,8 @@ from urllib.parse import quote
 
 from opentracing.ext import tags as ext_tags
 
-from fasttrace.contrib import (extract, get_tracer, internal_error, mark_error,
-                               normalize_excluded, path_excluded, peer_tags)
-from opentracing import Format
+from fasttrace.contrib import (get_tracer, internal_error, mark_error, normalize_excluded,
+                               path_excluded, start_server_span)
 
 __all__ = ["TracingMiddleware"]
 
@@ -224,23 +223,10 @@ class TracingMiddleware:
 
     def _start(self, environ, path):
         tracer = get_tracer(self.tracer)
-        method = environ.get("REQUEST_METHOD", "GET")
-        named = self.operation_name is not None
-        if not named:
-            name = f"{method} {path}"
-        elif callable(self.operation_name):
-            name = str(self.operation_name(environ))
-        else:
-            name = str(self.operation_name)
-        tags = {
-            ext_tags.SPAN_KIND: ext_tags.SPAN_KIND_RPC_SERVER,
-            ext_tags.COMPONENT: _COMPONENT,
-            ext_tags.HTTP_METHOD: method,
-            ext_tags.HTTP_URL: _url(environ, path),
-        }
-        peer_tags(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"), tags)
-        parent = extract(tracer, Format.HTTP_HEADERS, _headers(environ), _COMPONENT)
-        span = tracer.start_span(name, child_of=parent, tags=tags, ignore_active_span=True)
+        span, named = start_server_span(
+            tracer, _COMPONENT, self.operation_name, environ,
+            environ.get("REQUEST_METHOD", "GET"), path, _url(environ, path),
+            environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"), _headers(environ))
         return _Request(tracer, span, environ, named)
 
     def __call__(self, environ, start_response):
