@@ -29,4 +29,5 @@ cdef class SpanContext:
 
 
 cdef object u128_to_int(uint64_t hi, uint64_t lo)
+cdef object baggage_with(object baggage, object key, object value)
 cdef int int_to_u128(object value, uint64_t *hi, uint64_t *lo) except -1

@@ -18,6 +18,19 @@ cdef object u128_to_int(uint64_t hi, uint64_t lo):
     return (<object>hi << 64) | lo
 
 
+cdef object baggage_with(object baggage, object key, object value):
+    """A copy of a baggage dict (or None) with one item set, or removed when value is None;
+    None when the result is empty.  Keys and values become str (W3C baggage is text)."""
+    cdef dict items = dict(baggage) if baggage else {}
+    if type(key) is not str:
+        key = str(key)
+    if value is None:
+        items.pop(key, None)
+    else:
+        items[key] = value if type(value) is str else str(value)
+    return items or None
+
+
 cdef int int_to_u128(object value, uint64_t *hi, uint64_t *lo) except -1:
     """Splits a non-negative int below 2**128 into halves; raises ValueError otherwise."""
     if not isinstance(value, int) or isinstance(value, bool):
@@ -109,13 +122,9 @@ cdef class SpanContext:
 
     def with_baggage_item(self, key, value):
         """A copy of this context with one baggage item set (value None removes it)."""
-        cdef dict items = dict(self._baggage) if self._baggage else {}
-        if value is None:
-            items.pop(key, None)
-        else:
-            items[key] = value
         cdef SpanContext ctx = SpanContext.make(self.trace_hi, self.trace_lo, self._span_id,
-                                                self.flags, items or None, self.tracestate)
+                                                self.flags, baggage_with(self._baggage, key, value),
+                                                self.tracestate)
         ctx.debug_id = self.debug_id
         return ctx
 

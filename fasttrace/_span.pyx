@@ -23,7 +23,7 @@ from fasttrace._cdefs cimport (ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_ini
                                ft_clock_init, ft_clock_uses_tsc, ft_system_now_ns)
 from fasttrace._codec cimport Propagation, inject_binary, extract_binary
 from fasttrace._context cimport (SpanContext, FLAG_SAMPLED, FLAG_DEBUG, FLAG_DEFERRED,
-                                 u128_to_int)
+                                 baggage_with, u128_to_int)
 from fasttrace._sampling cimport Sampler
 
 log = logging.getLogger("fasttrace")
@@ -243,19 +243,11 @@ cdef class Span:
         return self.log_kv(key_values, kwargs.get("timestamp"))
 
     def set_baggage_item(self, key, value):
-        cdef dict items
         if self._patched is not None:
             override = self._override("set_baggage_item")
             if override is not None:
                 return self._call_override(override, (key, value))
-        items = dict(self.baggage) if self.baggage else {}
-        if type(key) is not str:
-            key = str(key)
-        if value is None:
-            items.pop(key, None)
-        else:
-            items[key] = value if type(value) is str else str(value)
-        self.baggage = items or None
+        self.baggage = baggage_with(self.baggage, key, value)
         self._ctx = None
         return self
 
