@@ -57,11 +57,20 @@ round includes many drains and even a full arena's worth; for the peers, their
 garbage collections) and run for ``DEFAULT_MAX_TIME`` per benchmark.  Both can
 also be set with the environment variables ``FASTTRACE_BENCH_MIN_TIME`` and
 ``FASTTRACE_BENCH_MAX_TIME`` (seconds).
+
+OpenBLAS: importing numpy (fasttrace's arenas, the OpenTelemetry SDK does not need
+it) starts OpenBLAS worker threads; on this 2-core machine ``perf`` has caught them
+spinning (5.6% of a propagation benchmark's samples in ``blas_thread_server``) --
+noise shared by every implementation in the run, but noise.  None of the benchmarked code calls BLAS, so the
+benchmarks pin ``OPENBLAS_NUM_THREADS=1`` (unless it is set) before anything imports
+numpy.
 """
 from __future__ import annotations
 
 import os
 import socket
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import opentracing
 import pytest

@@ -21,6 +21,7 @@ cdef class Extracted:
     cdef dict index            # ASCII-lowercased header name -> str | list[str], or None
     cdef bint decided          # a sampling decision without ids was found (b3: 0/1/d)
     cdef object error          # the first SpanContextCorruptedException, kept until the end
+    cdef object uber           # str value of an exact "uber-trace-id" key seen by a scan, or None
 
 
 cdef class Propagator:
@@ -39,6 +40,9 @@ cdef class Propagation:
     cdef tuple propagators
     cdef readonly tuple names  # the propagators' names, in order
     cdef readonly bint text_map  # built for Format.TEXT_MAP (Jaeger baggage not URL-encoded)
+    cdef Extracted _acc        # reused by extract() (private to _codec.pyx)
+    cdef bint _acc_busy        # _acc is in use by an extract() further up the stack
+    cdef Propagator _jaeger_only  # the propagator when it is a lone JaegerPropagator
     cdef int inject(self, SpanContext ctx, object carrier) except -1
     # None when the carrier holds nothing; a SpanContext with ids when a valid
     # context was found; a "container" SpanContext with trace_hi == trace_lo ==

@@ -187,6 +187,7 @@ from cpython.dict cimport PyDict_Next, PyDict_SetItem
 from cpython.exc cimport PyErr_Clear
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memchr, memcpy, memset
@@ -211,12 +212,19 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     bint PyUnicode_IS_COMPACT_ASCII(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    Py_ssize_t PyDict_GET_SIZE(object d)
     # NULL without an exception when the key is missing; str keys cannot fail to hash
     PyObject *PyDict_GetItemWithError(object d, object key)
     # returns NULL with an exception set for lone surrogates; callers clear it
     const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size)
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
     object PyBytes_FromStringAndSize(const char *v, Py_ssize_t n)
+
+# scan helpers added after _cdefs.pxd (src/ft_codec.h)
+cdef extern from "ft_codec.h" nogil:
+    int ft_is_uberctx(const char *s, ptrdiff_t n)
+    int ft_is_jaeger(const char *s, ptrdiff_t n)
+    int ft_is_uber_trace_id(const char *s, ptrdiff_t n)
 
 ft_codec_init()
 
@@ -444,31 +452,94 @@ cdef dict _UBER_KEYS = {}
 cdef dict _UBER_NAMES = {}
 cdef enum:
     NAME_CACHE_MAX = 512
+    ID_SLOTS = 64               # a power of two
 
 
-cdef int _uber_item(dict items, Budget *budget, str key, const char *p, Py_ssize_t n,
-                    object raw, bint decode) except -1:
+# In front of those dicts, a small cache by object identity: keys made by this module
+# (or string literals) come back as the very same objects on every request, and
+# comparing a pointer is a fraction of a dict lookup.  Two-way: a key may sit in either
+# slot of its pair, so two hot keys whose addresses collide do not evict each other on
+# every call.  Each slot holds strong references, so a cached address cannot be reused
+# by another object while it is in the slot.
+cdef struct IdSlot:
+    PyObject *key
+    PyObject *value
+
+cdef IdSlot _uber_key_slots[ID_SLOTS]     # "uberctx-<Key>" header name -> "<key>"
+cdef IdSlot _uber_name_slots[ID_SLOTS]    # baggage key -> "uberctx-<key>"
+
+
+cdef inline IdSlot *_id_pair(IdSlot *slots, object key) noexcept:
+    # objects are 16-byte aligned: the low 4 bits of an address carry nothing
+    cdef size_t a = <size_t><PyObject *>key
+    return &slots[((a >> 4) ^ (a >> 12)) & (ID_SLOTS - 2)]
+
+
+cdef inline PyObject *_id_get(IdSlot *slots, object key) noexcept:
+    cdef IdSlot *pair = _id_pair(slots, key)
+    if pair[0].key == <PyObject *>key:
+        return pair[0].value
+    if pair[1].key == <PyObject *>key:
+        return pair[1].value
+    return NULL
+
+
+cdef inline void _id_put(IdSlot *slots, str key, str value) noexcept:
+    # exact str only (callers check): releasing one runs no Python code.  The new
+    # entry takes the first slot of the pair, the previous first moves to the second.
+    cdef IdSlot *pair = _id_pair(slots, key)
+    cdef PyObject *old_key = pair[1].key
+    cdef PyObject *old_value = pair[1].value
+    Py_INCREF(key)
+    Py_INCREF(value)
+    pair[1] = pair[0]
+    pair[0].key = <PyObject *>key
+    pair[0].value = <PyObject *>value
+    Py_XDECREF(old_key)
+    Py_XDECREF(old_value)
+
+
+cdef inline Py_ssize_t _utf8_len(str s) noexcept:
+    """The UTF-8 length of s in bytes (what the baggage limits count), or -1 when s
+    holds lone surrogates."""
+    cdef Py_ssize_t n
+    if PyUnicode_IS_COMPACT_ASCII(s):
+        return PyUnicode_GET_LENGTH(s)
+    if _utf8(s, &n) == NULL:
+        return -1
+    return n
+
+
+cdef inline int _uber_item(dict items, Budget *budget, str key, const char *p, Py_ssize_t n,
+                           object raw, bint decode) except -1:
     """Adds one ``uberctx-<key>: value`` header to items (key lowercased, as
     jaeger-client does)."""
     cdef str name, value
     cdef PyObject *cached
-    raw = _first(_header_value(raw))
+    cdef Py_ssize_t size
+    if type(raw) is not str:
+        raw = _first(_header_value(raw))
     if raw is None or n <= 8:
         return 0
-    if not _take(budget, n + PyUnicode_GET_LENGTH(raw)):
+    size = _utf8_len(<str>raw)
+    if size < 0 or not _take(budget, n + size):
         return 0
-    cached = PyDict_GetItemWithError(_UBER_KEYS, key)
-    if cached != NULL:
-        name = <str>cached
-    else:
-        if PyUnicode_IS_COMPACT_ASCII(key):
-            name = PyUnicode_New(n - 8, 127)
-            ft_ascii_lower(p + 8, n - 8, <char *>PyUnicode_DATA(name))
-        else:
-            name = _lower_key(key[8:])
-        if len(_UBER_KEYS) >= NAME_CACHE_MAX:
-            _UBER_KEYS.clear()
-        _UBER_KEYS[key] = name
+    cached = _id_get(_uber_key_slots, key)
+    if cached == NULL:
+        cached = PyDict_GetItemWithError(_UBER_KEYS, key)
+        if cached == NULL:
+            if PyUnicode_IS_COMPACT_ASCII(key):
+                name = PyUnicode_New(n - 8, 127)
+                ft_ascii_lower(p + 8, n - 8, <char *>PyUnicode_DATA(name))
+            else:
+                name = _lower_key(key[8:])
+            if len(_UBER_KEYS) >= NAME_CACHE_MAX:
+                _UBER_KEYS.clear()
+            _UBER_KEYS[key] = name
+            cached = <PyObject *>name
+        if type(key) is str:
+            _id_put(_uber_key_slots, key, <str>cached)
+    name = <str>cached
     value = _decode_str(<str>raw) if decode else <str>raw
     items[name] = value
     return 0
@@ -486,6 +557,9 @@ cdef dict _build_index(Extracted acc, Budget *budget, bint uberctx, bint decode,
     cdef PyObject *k
     cdef PyObject *v
     cdef const char *p
+    cdef char c
+    cdef str hkey
+    cdef object hval
     cdef bint build = not acc.indexed
     if not build and not acc.is_dict:
         index = acc.index
@@ -494,21 +568,33 @@ cdef dict _build_index(Extracted acc, Budget *budget, bint uberctx, bint decode,
         while PyDict_Next(acc.carrier, &pos, &k, &v):
             if type(<object>k) is not str:
                 continue
-            p = _utf8(<str>k, &n)
-            if p == NULL:
+            # owned references: reading a value that is not a str may run Python code
+            # (a str subclass's __str__) that drops the carrier's own
+            hkey = <str>k
+            hval = <object>v
+            p = _utf8(hkey, &n)
+            if p == NULL or n == 0:
                 continue
-            if saw_jaeger != NULL and not saw_jaeger[0] and ft_has_prefix_ci(p, n, "jaeger-", 7):
-                saw_jaeger[0] = True
-            if uberctx and ft_has_prefix_ci(p, n, "uberctx-", 8):
-                if found is None:
-                    found = {}
-                _uber_item(found, budget, <str>k, p, n, <object>v, decode)
+            c = p[0] | 0x20
+            if c == b'u' and uberctx:
+                if ft_is_uberctx(p, n):
+                    if found is None:
+                        found = {}
+                    _uber_item(found, budget, hkey, p, n, hval, decode)
+                    continue     # never looked up by name: not for the index
+                if ft_is_uber_trace_id(p, n):
+                    if type(hval) is str:
+                        acc.uber = hval
+                    continue     # lowercase: not for the index
+            elif c == b'j':
+                if saw_jaeger != NULL and not saw_jaeger[0] and ft_is_jaeger(p, n):
+                    saw_jaeger[0] = True
             if build and ft_has_upper(p, n):
-                value = _header_value(<object>v)
+                value = _header_value(hval)
                 if value is not None:
                     if index is None:
                         index = {}
-                    _index_add(index, _lower_key(<str>k), value)
+                    _index_add(index, _lower_key(hkey), value)
     else:
         index = {}
         try:
@@ -556,10 +642,13 @@ cdef object _header(Extracted acc, str name):
     return <object>v if v != NULL else None
 
 
-cdef int _set(object carrier, str name, str value) except -1:
+cdef inline int _set(object carrier, str name, str value) except -1:
     if type(carrier) is dict:
-        PyDict_SetItem(carrier, name, value)
-        return 0
+        return PyDict_SetItem(carrier, name, value)
+    return _set_any(carrier, name, value)
+
+
+cdef int _set_any(object carrier, str name, str value) except -1:
     try:
         carrier[name] = value
     except Exception as exc:
@@ -569,9 +658,9 @@ cdef int _set(object carrier, str name, str value) except -1:
     return 0
 
 
-cdef int _merge_baggage(Extracted acc, dict items) except -1:
+cdef inline int _merge_baggage(Extracted acc, dict items) except -1:
     """Adds a propagator's baggage; keys an earlier propagator supplied are kept."""
-    if not items:
+    if items is None or PyDict_GET_SIZE(items) == 0:
         return 0
     if acc.baggage is None:
         acc.baggage = items
@@ -605,14 +694,43 @@ cdef class Extracted:
     """What the propagators of one ``Propagation.extract`` found (internal)."""
 
 
+cdef inline void _reset(Extracted acc) noexcept:
+    """Back to the state of a new Extracted, dropping every reference (the carrier
+    included) so a reused one keeps nothing alive."""
+    acc.found = False
+    acc.trace_hi = 0
+    acc.trace_lo = 0
+    acc.span_id = 0
+    acc.flags = 0
+    acc.is_dict = False
+    acc.indexed = False
+    acc.decided = False
+    # only the fields that hold something: on CPython < 3.12 every store of None is
+    # two read-modify-writes of None's reference count, one after the other
+    acc.carrier = None
+    if acc.baggage is not None:
+        acc.baggage = None
+    if acc.tracestate is not None:
+        acc.tracestate = None
+    if acc.debug_id is not None:
+        acc.debug_id = None
+    if acc.index is not None:
+        acc.index = None
+    if acc.error is not None:
+        acc.error = None
+    if acc.uber is not None:
+        acc.uber = None
+
+
 cdef SpanContext _result(Extracted acc):
     """The outcome of an extract (see Propagation.extract in _codec.pxd)."""
     cdef SpanContext ctx
-    baggage = acc.baggage if acc.baggage else None
+    baggage = acc.baggage if acc.baggage is not None and PyDict_GET_SIZE(acc.baggage) else None
     if acc.found:
         ctx = SpanContext.make(acc.trace_hi, acc.trace_lo, acc.span_id, acc.flags,
                                baggage, acc.tracestate)
-        ctx.debug_id = acc.debug_id
+        if acc.debug_id is not None:
+            ctx.debug_id = acc.debug_id
         return ctx
     if acc.error is not None:
         raise acc.error
@@ -795,8 +913,8 @@ cdef class W3CBaggagePropagator(Propagator):
         if not items:
             return 0
         for key, value in items.items():
-            ks = _str_item(key)
-            vs = _str_item(value)
+            ks = <str>key if type(key) is str else _str_item(key)
+            vs = <str>value if type(value) is str else _str_item(value)
             kp = _utf8(ks, &kn) if ks is not None else NULL
             vp = _utf8(vs, &vn) if vs is not None else NULL
             if kp == NULL or vp == NULL or kn == 0:
@@ -855,7 +973,6 @@ cdef class JaegerPropagator(Propagator):
         self.url_encoding = url_encoding
 
     cdef int inject(self, SpanContext ctx, object carrier) except -1:
-        cdef char buf[64]
         cdef Py_ssize_t n, kn, vn
         cdef const char *kp
         cdef const char *vp
@@ -863,28 +980,60 @@ cdef class JaegerPropagator(Propagator):
         cdef Budget budget
         cdef PyObject *cached
         cdef dict items
+        cdef uint8_t flags
+        cdef Py_ssize_t pos = 0
+        cdef PyObject *k
+        cdef PyObject *v
         if _has_ids(ctx):
-            n = ft_uber_format(buf, ctx.trace_hi, ctx.trace_lo, ctx._span_id,
-                               ctx.flags & JAEGER_FLAGS)
-            _set(carrier, H_UBER, _ascii(buf, n))
+            flags = ctx.flags & JAEGER_FLAGS
+            # the length ft_uber_format writes: 16 or 32 digits, ":", 16, ":0:", 1 or 2
+            n = (52 if ctx.trace_hi != 0 else 36) + (2 if flags >= 16 else 1)
+            enc = PyUnicode_New(n, 127)
+            if ft_uber_format(<char *>PyUnicode_DATA(enc), ctx.trace_hi, ctx.trace_lo,
+                              ctx._span_id, flags) != n:
+                raise SystemError("uber-trace-id length")   # cannot happen: n is exact
+            _set(carrier, H_UBER, enc)
         items = ctx._baggage
-        if not items:
+        if items is None or PyDict_GET_SIZE(items) == 0:
             return 0
         budget.count = 0
         budget.total = 0
-        for key, value in items.items():
-            ks = _str_item(key)
-            vs = _str_item(value)
-            kp = _utf8(ks, &kn) if ks is not None else NULL
-            vp = _utf8(vs, &vn) if vs is not None else NULL
-            # the key becomes part of a header name: it must be a token
-            if kp == NULL or vp == NULL or kn == 0 or not ft_all_in_class(kp, kn, FT_CC_TCHAR):
+        # PyDict_Next rather than items.items(): no size check per item, and a carrier's
+        # __setitem__ that changes this dict (it can reach it: ctx.baggage) must not
+        # make inject raise; key and value are owned while the item is written
+        while PyDict_Next(items, &pos, &k, &v):
+            key = <object>k
+            value = <object>v
+            ks = <str>key if type(key) is str else _str_item(key)
+            vs = <str>value if type(value) is str else _str_item(value)
+            if ks is None or vs is None:
                 stats.baggage_dropped += 1
                 continue
-            enc = _encode(vp, vn, FT_CC_UNRESERVED, vs) if self.url_encoding else vs
-            if not _take(&budget, 8 + kn + PyUnicode_GET_LENGTH(enc)):
+            vp = _utf8(vs, &vn)
+            # the key becomes part of a header name: it must be a token (the keys in
+            # _UBER_NAMES passed that test; a token is ASCII, so kn is its length)
+            cached = _id_get(_uber_name_slots, ks)
+            if cached == NULL:
+                cached = PyDict_GetItemWithError(_UBER_NAMES, ks)
+                if cached != NULL and type(ks) is str:
+                    _id_put(_uber_name_slots, ks, <str>cached)
+            if cached != NULL:
+                kn = PyUnicode_GET_LENGTH(ks)
+                kp = NULL
+            else:
+                kp = _utf8(ks, &kn)
+                if kp == NULL or kn == 0 or not ft_all_in_class(kp, kn, FT_CC_TCHAR):
+                    vp = NULL
+            if vp == NULL:
+                stats.baggage_dropped += 1
                 continue
-            cached = PyDict_GetItemWithError(_UBER_NAMES, ks)
+            if self.url_encoding:
+                enc = _encode(vp, vn, FT_CC_UNRESERVED, vs)
+                vn = PyUnicode_GET_LENGTH(enc)      # ASCII now
+            else:
+                enc = vs
+            if not _take(&budget, 8 + kn + vn):
+                continue
             if cached != NULL:
                 name = <str>cached
             else:
@@ -894,22 +1043,32 @@ cdef class JaegerPropagator(Propagator):
                 if len(_UBER_NAMES) >= NAME_CACHE_MAX:
                     _UBER_NAMES.clear()
                 _UBER_NAMES[ks] = name
+                if type(ks) is str:
+                    _id_put(_uber_name_slots, ks, name)
             _set(carrier, name, enc)
         return 0
 
     cdef int extract(self, object carrier, Extracted acc) except -1:
-        cdef Py_ssize_t n
-        cdef const char *p
-        cdef uint64_t hi, lo, span, parent
-        cdef uint8_t flags
-        cdef dict items = None
+        cdef dict items
         cdef Budget budget
         cdef bint saw_jaeger
-        cdef str key, raw
+        cdef str key
+        cdef PyObject *v
+        cdef Py_ssize_t size
+        if acc.is_dict and not acc.indexed and PyDict_GET_SIZE(carrier) == 1:
+            # a dict holding uber-trace-id alone (a hop without baggage): no other key
+            # to scan for, and its only key is lowercase, so the index would be empty
+            v = PyDict_GetItemWithError(carrier, H_UBER)
+            if v != NULL and type(<object>v) is str:
+                acc.indexed = True
+                if acc.found:
+                    return 0
+                return _jaeger_ids(acc, <str>v)
         # baggage first: a corrupt uber-trace-id must not hide it from later propagators
         budget.count = 0
         budget.total = 0
-        # for a dict, that pass also tells whether any "jaeger-*" header is there at all
+        # for a dict, that pass also tells whether any "jaeger-*" header is there at all,
+        # and keeps the value of an exact "uber-trace-id" key (str) in acc.uber
         saw_jaeger = not acc.is_dict
         items = _build_index(acc, &budget, True, self.url_encoding, &saw_jaeger)
         value = _header(acc, H_JAEGER_BAGGAGE) if saw_jaeger else None
@@ -918,14 +1077,15 @@ cdef class JaegerPropagator(Propagator):
                 kv = part.strip().split("=")
                 if len(kv) != 2 or not kv[0]:
                     continue
-                if not _take(&budget, len(part)):
+                size = _utf8_len(<str>part)
+                if size < 0 or not _take(&budget, size):
                     continue
                 if items is None:
                     items = {}
                 key = _decode_str(kv[0])
                 if key not in items:
                     items[key] = _decode_str(kv[1])
-        if items:
+        if items is not None:
             _merge_baggage(acc, items)
         if acc.debug_id is None and saw_jaeger:
             value = _first(_header(acc, H_JAEGER_DEBUG))
@@ -935,25 +1095,118 @@ cdef class JaegerPropagator(Propagator):
                     acc.debug_id = value
         if acc.found:
             return 0
-        value = _header(acc, H_UBER)
+        # what _header would return: the exact lowercase key's str value comes first
+        value = acc.uber if acc.uber is not None else _header(acc, H_UBER)
         if value is None:
             return 0
         if type(value) is not str:
             stats.malformed_jaeger += 1
             raise SpanContextCorruptedException("multiple values for uber-trace-id")
+        return _jaeger_ids(acc, <str>value)
+
+
+cdef int _jaeger_ids(Extracted acc, str value) except -1:
+    """Parses an uber-trace-id value into acc (raises for a malformed one)."""
+    cdef Py_ssize_t n
+    cdef const char *p
+    cdef uint64_t hi, lo, span, parent
+    cdef uint8_t flags
+    cdef int rc = FT_INVALID
+    cdef str raw
+    # as it is first: a value that parses holds no '%', so decoding would not change it
+    p = _utf8(value, &n)
+    if p != NULL:
+        ft_trim_ows(&p, <ptrdiff_t *>&n)
+        rc = ft_uber_parse(p, n, &hi, &lo, &span, &parent, &flags)
+    if rc != FT_OK:
         raw = _decode_str(value)
         p = _utf8(raw, &n)
         if p != NULL:
             ft_trim_ows(&p, <ptrdiff_t *>&n)
-        if p == NULL or ft_uber_parse(p, n, &hi, &lo, &span, &parent, &flags) != FT_OK:
-            stats.malformed_jaeger += 1
-            raise SpanContextCorruptedException(f"malformed uber-trace-id {_short(value)}")
-        acc.found = True
-        acc.trace_hi = hi
-        acc.trace_lo = lo
-        acc.span_id = span
-        acc.flags = flags & JAEGER_FLAGS
-        return 0
+            rc = ft_uber_parse(p, n, &hi, &lo, &span, &parent, &flags)
+    if rc != FT_OK:
+        stats.malformed_jaeger += 1
+        raise SpanContextCorruptedException(f"malformed uber-trace-id {_short(value)}")
+    acc.found = True
+    acc.trace_hi = hi
+    acc.trace_lo = lo
+    acc.span_id = span
+    acc.flags = flags & JAEGER_FLAGS
+    return 0
+
+
+cdef object _FALLBACK = object()
+cdef bint _fast_paths = True
+
+
+def _set_fast_paths(bint enabled):
+    """Tests only: turn the one-pass dict paths off, to compare them with the general
+    path on the same input."""
+    global _fast_paths
+    _fast_paths = enabled
+
+
+cdef object _jaeger_dict_extract(JaegerPropagator jaeger, dict carrier):
+    """``Propagation.extract`` for a lone Jaeger propagator and an exact dict, in one
+    pass without the bookkeeping the general path needs to merge several formats.
+
+    Returns what the general path would (a SpanContext, or None when the carrier holds
+    no Jaeger header), or _FALLBACK for anything less common -- a header name in
+    another case, a jaeger-* header, a value that is not a str, an uber-trace-id that
+    does not parse as it is, baggage without ids -- and then the general path decides,
+    with the counters as they were."""
+    cdef Py_ssize_t pos = 0, n
+    cdef PyObject *k
+    cdef PyObject *v
+    cdef const char *p
+    cdef char c
+    cdef str hkey
+    cdef object hval
+    cdef object uber = None
+    cdef dict items = None
+    cdef Budget budget
+    cdef uint64_t hi, lo, span, parent
+    cdef uint8_t flags
+    cdef uint64_t dropped = stats.baggage_dropped
+    budget.count = 0
+    budget.total = 0
+    while PyDict_Next(carrier, &pos, &k, &v):
+        if type(<object>k) is not str:
+            continue
+        hkey = <str>k
+        hval = <object>v
+        p = _utf8(hkey, &n)
+        if p == NULL or n == 0:
+            continue
+        c = p[0] | 0x20
+        if c == b'u':
+            if type(hval) is not str:
+                break
+            if ft_is_uberctx(p, n):
+                if items is None:
+                    items = {}
+                _uber_item(items, &budget, hkey, p, n, hval, jaeger.url_encoding)
+                continue
+            if ft_is_uber_trace_id(p, n):
+                uber = hval
+                continue
+            if n == 13 and ft_has_prefix_ci(p, n, "uber-trace-id", 13):
+                break                 # "Uber-Trace-Id"
+        elif c == b'j' and ft_is_jaeger(p, n):
+            break
+    else:
+        if uber is None:
+            if items is None:
+                return None
+        else:
+            p = _utf8(<str>uber, &n)
+            if p != NULL:
+                ft_trim_ows(&p, <ptrdiff_t *>&n)
+                if ft_uber_parse(p, n, &hi, &lo, &span, &parent, &flags) == FT_OK:
+                    return SpanContext.make(hi, lo, span, flags & JAEGER_FLAGS,
+                                            items if items else None, None)
+    stats.baggage_dropped = dropped
+    return _FALLBACK
 
 
 # -- B3 ---------------------------------------------------------------------------------
@@ -1145,6 +1398,10 @@ cdef class Propagation:
         self.propagators = tuple(checked)
         self.names = tuple([(<Propagator>p).name for p in checked])
         self.text_map = text_map
+        self._acc = Extracted.__new__(Extracted)
+        self._acc_busy = False
+        if len(checked) == 1 and type(checked[0]) is JaegerPropagator:
+            self._jaeger_only = checked[0]
 
     cdef int inject(self, SpanContext ctx, object carrier) except -1:
         cdef Propagator p
@@ -1160,9 +1417,27 @@ cdef class Propagation:
     cdef SpanContext extract(self, object carrier):
         cdef Propagator p
         cdef Extracted acc
+        cdef bint reused = False
         if carrier is None:
             return None
-        acc = Extracted.__new__(Extracted)
+        if self._jaeger_only is not None and type(carrier) is dict and _fast_paths:
+            try:
+                result = _jaeger_dict_extract(<JaegerPropagator>self._jaeger_only,
+                                              <dict>carrier)
+            except Exception:
+                result = _FALLBACK      # (MemoryError) the general path counts it
+            if result is not _FALLBACK:
+                return result
+        # One Extracted per Propagation, reused: an extract re-entered while it is in
+        # use (Python code of a carrier's .items() / __str__ calling extract, from this
+        # thread or another one that got the GIL meanwhile) makes its own.  Check and
+        # set run without Python code in between, so the GIL makes them atomic.
+        acc = self._acc
+        if acc is not None and not self._acc_busy:
+            self._acc_busy = True
+            reused = True
+        else:
+            acc = Extracted.__new__(Extracted)
         acc.carrier = carrier
         acc.is_dict = type(carrier) is dict
         for p in self.propagators:
@@ -1174,7 +1449,13 @@ cdef class Propagation:
             except Exception:
                 # a bug or an unreadable carrier must not escape extract()
                 stats.extract_errors += 1
-        return _result(acc)
+        if not reused:
+            return _result(acc)
+        try:
+            return _result(acc)
+        finally:
+            _reset(acc)
+            self._acc_busy = False
 
     def inject_py(self, SpanContext ctx, carrier):
         """``inject`` for Python callers (tests, the pure-Python layer).
@@ -1271,8 +1552,8 @@ cpdef int inject_binary(SpanContext ctx, object carrier) except -1:
     items = ctx._baggage
     if items:
         for key, value in (<dict>items).items():
-            ks = _str_item(key)
-            vs = _str_item(value)
+            ks = <str>key if type(key) is str else _str_item(key)
+            vs = <str>value if type(value) is str else _str_item(value)
             kp = _utf8(ks, &kn) if ks is not None else NULL
             vp = _utf8(vs, &vn) if vs is not None else NULL
             if kp == NULL or vp == NULL or kn == 0 or count >= MAX_BAGGAGE_MEMBERS \

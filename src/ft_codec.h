@@ -17,10 +17,20 @@
 #define FT_DUPLICATE (-2)
 #define FT_TOO_MANY (-3)
 
+/* For the small helpers of the hot paths: gcc keeps some of them out of line at -O2
+ * (measured: ft_hex16 and ft_uber_parse were calls), which costs more than they do. */
+#if defined(_MSC_VER)
+#define FT_HOT static __forceinline
+#elif defined(__GNUC__) || defined(__clang__)
+#define FT_HOT static inline __attribute__((always_inline))
+#else
+#define FT_HOT static inline
+#endif
+
 static inline int ft_is_ows(unsigned char c) { return c == ' ' || c == '\t'; }
 
 /* Trims SP / HTAB (RFC 7230 OWS) from both ends of [*s, *s + *n). */
-static inline void ft_trim_ows(const char **s, ptrdiff_t *n) {
+FT_HOT void ft_trim_ows(const char **s, ptrdiff_t *n) {
     const char *p = *s;
     ptrdiff_t len = *n;
     while (len > 0 && ft_is_ows((unsigned char)p[0])) { p++; len--; }
@@ -35,11 +45,107 @@ static unsigned char ft_hex_lower[256];   /* 0-9 a-f (W3C HEXDIGLC) */
 /* Two lowercase hex digits per byte value, for formatting. */
 static char ft_hex_pairs[512];
 
+/* ---- SWAR helpers: 8 bytes at a time in a uint64_t ----------------------------------- */
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <stdlib.h>
+#define ft_bswap32(x) _byteswap_ulong(x)
+#define ft_bswap64(x) _byteswap_uint64(x)
+#else
+#define ft_bswap32(x) __builtin_bswap32(x)
+#define ft_bswap64(x) __builtin_bswap64(x)
+#endif
+
+#define FT_ONES 0x0101010101010101ULL
+#define FT_HIGHS 0x8080808080808080ULL
+
+FT_HOT uint64_t ft_load8(const char *s) {
+    uint64_t x;
+    memcpy(&x, s, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = ft_bswap64(x);
+#endif
+    return x;   /* s[0] in the low byte */
+}
+
+FT_HOT void ft_store8(char *s, uint64_t x) {   /* s[0] from the low byte */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = ft_bswap64(x);
+#endif
+    memcpy(s, &x, 8);
+}
+
+/* High bit of each byte of x (all bytes < 0x80) set where lo <= byte <= hi. */
+FT_HOT uint64_t ft_swar_in(uint64_t x, unsigned lo, unsigned hi) {
+    return (x + (0x80u - lo) * FT_ONES) & ~(x + (0x7fu - hi) * FT_ONES) & FT_HIGHS;
+}
+
+/* Exactly 8 hex digits (s[0] most significant) -> *out; lower_only: no A-F.
+ * Returns FT_OK or FT_INVALID; same results as the table-driven loop below. */
+FT_HOT int ft_hex8(const char *s, int lower_only, uint32_t *out) {
+    uint64_t x = ft_load8(s), ok, v;
+    if (x & FT_HIGHS) return FT_INVALID;
+    ok = ft_swar_in(x, '0', '9') | ft_swar_in(lower_only ? x : (x | 0x20 * FT_ONES), 'a', 'f');
+    if (ok != FT_HIGHS) return FT_INVALID;
+    /* digit: low nibble; letter (bit 6 set): low nibble + 9 */
+    v = (x & 0x0f * FT_ONES) + ((x >> 6) & FT_ONES) * 9;
+    /* byte 2k <- v[2k] << 4 | v[2k+1] */
+    v = ((v << 4) | (v >> 8)) & 0x00ff00ff00ff00ffULL;
+    v = (v | (v >> 8)) & 0x0000ffff0000ffffULL;
+    v = (v | (v >> 16)) & 0xffffffffULL;
+    *out = ft_bswap32((uint32_t)v);
+    return FT_OK;
+}
+
+/* Exactly 16 hex digits -> *out. */
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+FT_HOT int ft_hex16(const char *s, int lower_only, uint64_t *out) {
+    __m128i x = _mm_loadu_si128((const __m128i *)s);
+    __m128i l = lower_only ? x : _mm_or_si128(x, _mm_set1_epi8(0x20));
+    /* signed compares: bytes >= 0x80 are negative, below '0' and below 'a' */
+    __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)),
+                                  _mm_cmplt_epi8(x, _mm_set1_epi8('9' + 1)));
+    __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)),
+                                   _mm_cmplt_epi8(l, _mm_set1_epi8('f' + 1)));
+    __m128i v, t;
+    uint64_t r;
+    if (_mm_movemask_epi8(_mm_or_si128(digit, letter)) != 0xffff) return FT_INVALID;
+    /* digit value: low nibble, plus 9 for a letter */
+    v = _mm_add_epi8(_mm_and_si128(x, _mm_set1_epi8(0x0f)),
+                     _mm_and_si128(letter, _mm_set1_epi8(9)));
+    /* 16-bit lane k holds digits 2k (low byte) and 2k+1: make it d[2k] << 4 | d[2k+1] */
+    t = _mm_or_si128(_mm_slli_epi16(v, 4), _mm_srli_epi16(v, 8));
+    t = _mm_and_si128(t, _mm_set1_epi16(0x00ff));
+    t = _mm_packus_epi16(t, t);
+    _mm_storel_epi64((__m128i *)&r, t);          /* little-endian: byte 0 is the first two digits */
+    *out = ft_bswap64(r);
+    return FT_OK;
+}
+#else
+FT_HOT int ft_hex16(const char *s, int lower_only, uint64_t *out) {
+    uint32_t a, b;
+    if (ft_hex8(s, lower_only, &a) != FT_OK || ft_hex8(s + 8, lower_only, &b) != FT_OK)
+        return FT_INVALID;
+    *out = ((uint64_t)a << 32) | b;
+    return FT_OK;
+}
+#endif
+
+/* Whether any of the 8 bytes at s is an ASCII uppercase letter. */
+FT_HOT int ft_has_upper8(const char *s) {
+    uint64_t x = ft_load8(s);
+    /* bytes >= 0x80 are never letters: test the low 7 bits only, then mask them out */
+    uint64_t y = x & ~FT_HIGHS;
+    return (ft_swar_in(y, 'A', 'Z') & ~x) != 0;
+}
+
 /* 1..16 hex digits -> *out.  Returns FT_OK or FT_INVALID. */
-static inline int ft_parse_hex64(const char *s, ptrdiff_t n, int lower_only, uint64_t *out) {
+FT_HOT int ft_parse_hex64(const char *s, ptrdiff_t n, int lower_only, uint64_t *out) {
     const unsigned char *t = lower_only ? ft_hex_lower : ft_hex_any;
     uint64_t v = 0;
     unsigned bad = 0;
+    if (n == 16) return ft_hex16(s, lower_only, out);
     if (n < 1 || n > 16) return FT_INVALID;
     for (ptrdiff_t i = 0; i < n; i++) {
         unsigned d = t[(unsigned char)s[i]];
@@ -51,13 +157,39 @@ static inline int ft_parse_hex64(const char *s, ptrdiff_t n, int lower_only, uin
     return FT_OK;
 }
 
-/* Exactly 16 lowercase hex digits for v (table-driven twin of ft_u64_to_hex). */
-static inline void ft_u64_hex(uint64_t v, char *out) {
-    for (int i = 7; i >= 0; i--) {
-        memcpy(out + 2 * i, ft_hex_pairs + 2 * (v & 0xff), 2);
-        v >>= 8;
-    }
+#if defined(__SSE2__) || defined(_M_X64)
+/* Exactly 16 lowercase hex digits for v (same output as ft_u64_to_hex): both nibbles
+ * of all 8 bytes at once. */
+FT_HOT void ft_u64_hex(uint64_t v, char *out) {
+    uint64_t be = ft_bswap64(v);                         /* most significant byte first */
+    __m128i x = _mm_loadl_epi64((const __m128i *)&be);
+    __m128i mask = _mm_set1_epi8(0x0f);
+    __m128i lo = _mm_and_si128(x, mask);
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), mask);
+    __m128i d = _mm_unpacklo_epi8(hi, lo);               /* digit values, in order */
+    /* '0' + d, plus 39 more for a..f */
+    __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(d, _mm_set1_epi8(9)), _mm_set1_epi8(39));
+    _mm_storeu_si128((__m128i *)out,
+                     _mm_add_epi8(_mm_add_epi8(d, _mm_set1_epi8('0')), letter));
 }
+#else
+/* 8 lowercase hex digits for v, packed in a uint64_t (first digit in the low byte). */
+FT_HOT uint64_t ft_u32_hex8(uint32_t v) {
+    uint64_t x = ft_bswap32(v), d;             /* low byte: v's top byte */
+    x = (x | (x << 16)) & 0x0000ffff0000ffffULL;
+    x = (x | (x << 8)) & 0x00ff00ff00ff00ffULL;        /* byte 2k: k-th byte of v */
+    x = ((x >> 4) & 0x000f000f000f000fULL) | ((x & 0x000f000f000f000fULL) << 8);
+    /* each byte a digit value 0..15 -> '0' + d, plus 39 more for a..f */
+    d = ((x + 6 * FT_ONES) >> 4) & FT_ONES;
+    return x + '0' * FT_ONES + d * 39;
+}
+
+/* Exactly 16 lowercase hex digits for v (same output as ft_u64_to_hex). */
+FT_HOT void ft_u64_hex(uint64_t v, char *out) {
+    ft_store8(out, ft_u32_hex8((uint32_t)(v >> 32)));
+    ft_store8(out + 8, ft_u32_hex8((uint32_t)v));
+}
+#endif
 
 /* 1..32 hex digits -> (*hi, *lo).  Returns FT_OK or FT_INVALID. */
 static inline int ft_parse_hex128(const char *s, ptrdiff_t n, int lower_only,
@@ -269,10 +401,29 @@ static inline int ft_b3_sampled(const char *s, ptrdiff_t n) {
 
 /* {trace-id}:{span-id}:{parent-span-id}:{flags}, hex without padding.  Returns FT_OK or
  * FT_INVALID (zero trace or span id included, as jaeger-client rejects them). */
-static inline int ft_uber_parse(const char *s, ptrdiff_t n, uint64_t *hi, uint64_t *lo,
+FT_HOT int ft_uber_parse(const char *s, ptrdiff_t n, uint64_t *hi, uint64_t *lo,
                                 uint64_t *span, uint64_t *parent, uint8_t *flags) {
     const char *c1, *c2, *c3, *end = s + n;
     uint64_t f;
+    /* the usual shape, 16 or 32 digits then 16: fixed offsets, no search; anything
+     * else (or anything wrong) takes the general path below, which decides */
+    ptrdiff_t t = (n > 33 && s[32] == ':') ? 32 : ((n > 16 && s[16] == ':') ? 16 : 0);
+    if (t != 0 && n >= t + 21 && s[t + 17] == ':') {
+        const char *q = s + t + 18;
+        /* the parent id is "0" from jaeger-client, jaeger-go and us (root of this hop) */
+        c3 = (q[0] == '0' && q[1] == ':') ? q + 1 : q;
+        while (c3 < end && *c3 != ':') c3++;
+        if (c3 < end
+            && (t == 32 ? ft_hex16(s, 0, hi) == FT_OK && ft_hex16(s + 16, 0, lo) == FT_OK
+                        : (*hi = 0, ft_hex16(s, 0, lo) == FT_OK))
+            && ft_hex16(s + t + 1, 0, span) == FT_OK
+            && ft_parse_hex64(q, c3 - q, 0, parent) == FT_OK
+            && ft_parse_hex64(c3 + 1, end - c3 - 1, 0, &f) == FT_OK && f <= 0xff) {
+            if ((*hi == 0 && *lo == 0) || *span == 0) return FT_INVALID;
+            *flags = (uint8_t)f;
+            return FT_OK;
+        }
+    }
     c1 = memchr(s, ':', (size_t)n);
     if (c1 == NULL) return FT_INVALID;
     c2 = memchr(c1 + 1, ':', (size_t)(end - c1 - 1));
@@ -290,7 +441,7 @@ static inline int ft_uber_parse(const char *s, ptrdiff_t n, uint64_t *hi, uint64
 }
 
 /* Writes {trace}:{span}:0:{flags} with a 16- or 32-digit trace id; returns the length. */
-static inline ptrdiff_t ft_uber_format(char *out, uint64_t hi, uint64_t lo, uint64_t span,
+FT_HOT ptrdiff_t ft_uber_format(char *out, uint64_t hi, uint64_t lo, uint64_t span,
                                        uint8_t flags) {
     ptrdiff_t w = 0;
     if (hi != 0) { ft_u64_hex(hi, out); w = 16; }
@@ -396,7 +547,14 @@ static inline ptrdiff_t ft_pct_decode(const char *s, ptrdiff_t n, char *out) {
 }
 
 /* Whether s holds an ASCII uppercase letter. */
-static inline int ft_has_upper(const char *s, ptrdiff_t n) {
+FT_HOT int ft_has_upper(const char *s, ptrdiff_t n) {
+    if (n >= 8) {
+        /* 8 bytes at a time; the last (possibly overlapping) 8 bytes cover the tail */
+        for (ptrdiff_t i = 0; i + 8 < n; i += 8) {
+            if (ft_has_upper8(s + i)) return 1;
+        }
+        return ft_has_upper8(s + n - 8);
+    }
     for (ptrdiff_t i = 0; i < n; i++) {
         if (s[i] >= 'A' && s[i] <= 'Z') return 1;
     }
@@ -420,6 +578,37 @@ static inline int ft_has_prefix_ci(const char *s, ptrdiff_t n, const char *prefi
         if (c != prefix[i]) return 0;
     }
     return 1;
+}
+
+/* Header-name tests for the carrier scan, 8 bytes at a time.  For a letter L,
+ * (b | 0x20) == lower(L) holds exactly for b in {L, upper(L)}. */
+#define FT_LIT8(a, b, c, d, e, f, g, h)                                                 \
+    ((uint64_t)(unsigned char)(a) | (uint64_t)(unsigned char)(b) << 8                   \
+     | (uint64_t)(unsigned char)(c) << 16 | (uint64_t)(unsigned char)(d) << 24          \
+     | (uint64_t)(unsigned char)(e) << 32 | (uint64_t)(unsigned char)(f) << 40          \
+     | (uint64_t)(unsigned char)(g) << 48 | (uint64_t)(unsigned char)(h) << 56)
+
+/* "uberctx-" prefix, ASCII case-insensitive (same as ft_has_prefix_ci). */
+FT_HOT int ft_is_uberctx(const char *s, ptrdiff_t n) {
+    if (n < 8) return 0;
+    return (ft_load8(s) | 0x0020202020202020ULL) == FT_LIT8('u', 'b', 'e', 'r', 'c', 't', 'x', '-');
+}
+
+/* "jaeger-" prefix, ASCII case-insensitive (same as ft_has_prefix_ci). */
+FT_HOT int ft_is_jaeger(const char *s, ptrdiff_t n) {
+    uint64_t x = 0;
+    if (n < 7) return 0;
+    memcpy(&x, s, 7);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = ft_bswap64(x);
+#endif
+    return (x | 0x0000202020202020ULL) == FT_LIT8('j', 'a', 'e', 'g', 'e', 'r', '-', 0);
+}
+
+/* Exactly "uber-trace-id" (lowercase). */
+FT_HOT int ft_is_uber_trace_id(const char *s, ptrdiff_t n) {
+    return n == 13 && ft_load8(s) == FT_LIT8('u', 'b', 'e', 'r', '-', 't', 'r', 'a')
+           && ft_load8(s + 5) == FT_LIT8('t', 'r', 'a', 'c', 'e', '-', 'i', 'd');
 }
 
 /* ---- big-endian integers for the binary format --------------------------------------- */

@@ -203,3 +203,43 @@ def test_round_trips(tid, sid, sampled, debug, baggage, tracestate):
     carrier = bytearray()
     inject_binary(ctx, carrier)
     assert extract_binary(carrier) == ctx
+
+
+# -- the one-pass dict path against the general path ------------------------------------
+
+def _outcome(prop, carrier):
+    """What extract gives (ids, flags, baggage, tracestate, debug id, or the exception
+    type) and how the codec counters moved."""
+    from fasttrace._codec import codec_stats
+    before = codec_stats()
+    try:
+        ctx = prop.extract_py(carrier)
+        got = None if ctx is None else (ctx.trace_id, ctx.span_id, ctx.flags, dict(ctx.baggage),
+                                        ctx.tracestate, ctx.debug_id)
+    except SpanContextCorruptedException:
+        got = "corrupt"
+    after = codec_stats()
+    return got, {key: after[key] - before[key] for key in after}
+
+
+JAEGER_ONLY = [make_propagation(["jaeger"]), make_propagation(["jaeger"], text_map=True)]
+jaeger_carriers = st.dictionaries(
+    st.one_of(names, st.sampled_from(["uber-trace-id", "uberctx-k", "user-agent", "User-Agent",
+                                      "UBERCTX-Big", "jaeger-debug-id"]), st.integers()),
+    st.one_of(values, st.sampled_from([
+        "0af7651916cd43dd8448eb211c80319c:b7ad6b7169203331:0:1", "b7ad6b7169203331:1:0:3",
+        " 1:2:0:1 ", "a%3Ab%3A0%3A1", "1:2:3:1ff"]), st.lists(values, max_size=2), st.none()),
+    max_size=8)
+
+
+@SETTINGS
+@given(jaeger_carriers, st.sampled_from(JAEGER_ONLY))
+def test_jaeger_dict_fast_path_matches_the_general_path(carrier, prop):
+    from fasttrace._codec import _set_fast_paths
+    fast = _outcome(prop, carrier)
+    _set_fast_paths(False)
+    try:
+        general = _outcome(prop, carrier)
+    finally:
+        _set_fast_paths(True)
+    assert fast == general
