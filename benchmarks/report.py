@@ -6,6 +6,7 @@
     python benchmarks/report.py --json out.json       # also keep the raw pytest-benchmark JSON
     python benchmarks/report.py --from out.json       # only format an earlier run
     python benchmarks/report.py -- --benchmark-max-time=5   # extra pytest arguments
+    python benchmarks/report.py --propagation          # also the propagation codecs
 
 It runs ``pytest benchmarks/test_bench_peers.py benchmarks/test_memory.py
 --benchmark-only --benchmark-json=...`` (plus ``benchmarks/test_bench_span.py``
@@ -49,11 +50,13 @@ PACKAGES = ("fasttrace", "opentracing", "opentelemetry-sdk", "opentelemetry-open
             "jaeger-client", "pytest-benchmark", "numpy", "Cython")
 
 
-def run_benchmarks(json_path, include_span, extra):
+def run_benchmarks(json_path, include_span, extra, include_propagation=False):
     files = [os.path.join("benchmarks", "test_bench_peers.py"),
              os.path.join("benchmarks", "test_memory.py")]
     if include_span:
         files.append(os.path.join("benchmarks", "test_bench_span.py"))
+    if include_propagation:
+        files.append(os.path.join("benchmarks", "test_bench_propagation.py"))
     cmd = [sys.executable, "-m", "pytest", *files, "--benchmark-only",
            f"--benchmark-json={json_path}", "-q", "-p", "no:cacheprovider", *extra]
     print("$ " + " ".join(cmd), file=sys.stderr)
@@ -194,6 +197,33 @@ def other_tables(data):
     return "\n".join(lines) + "\n"
 
 
+def propagation_table(data):
+    """One row per propagation group: medians of the plain benchmarks and the median
+    per-pair speed-up of the interleaved measurement (test_paired_speedup)."""
+    plain, paired = {}, {}
+    for b in data["benchmarks"]:
+        info = b.get("extra_info") or {}
+        group = b.get("group") or ""
+        if group.startswith("propagation paired"):
+            paired[info.get("group")] = info
+        elif group.startswith("propagation ") and "impl" in info:
+            plain.setdefault(group, {})[info["impl"]] = b["stats"]["median"] * 1e9
+    if not plain and not paired:
+        return ""
+    lines = ["| round trip (inject + extract) | fasttrace | peers (ns, speed-up in the same run) "
+             "| interleaved speed-up (median of 200 pairs) |", "|---|---|---|---|"]
+    for group in sorted(set(plain) | set(paired)):
+        row = plain.get(group, {})
+        ours = row.get("fasttrace")
+        peers = ", ".join(f"{impl} {fmt_ns(ns)}" + (f" ({ns / ours:.1f}x)" if ours else "")
+                          for impl, ns in sorted(row.items()) if impl != "fasttrace")
+        pair = paired.get(group, {}).get("speedup") or {}
+        pair_text = ", ".join(f"{impl} {r:.1f}x" for impl, r in sorted(pair.items()))
+        lines.append(f"| {group[len('propagation '):]} | {fmt_ns(ours) if ours else ''} "
+                     f"| {peers} | {pair_text} |")
+    return "\n".join(lines) + "\n"
+
+
 def machine(data):
     info = data.get("machine_info") or {}
     cpu = (info.get("cpu") or {}).get("brand_raw") or info.get("processor") or platform.processor()
@@ -221,13 +251,15 @@ def main(argv=None):
     p.add_argument("--json", help="keep pytest-benchmark's JSON here")
     p.add_argument("--from", dest="from_json", help="format this JSON instead of running")
     p.add_argument("--all", action="store_true", help="also run test_bench_span.py")
+    p.add_argument("--propagation", action="store_true",
+                   help="also run test_bench_propagation.py")
     args = p.parse_args(argv)
 
     if args.from_json:
         path = args.from_json
     else:
         path = args.json or os.path.join(tempfile.mkdtemp(prefix="fasttrace-bench-"), "bench.json")
-        run_benchmarks(path, args.all, extra)
+        run_benchmarks(path, args.all, extra, args.propagation)
         if not os.path.exists(path):
             print("report.py: no JSON was written", file=sys.stderr)
             return 1
@@ -242,6 +274,9 @@ def main(argv=None):
     other = other_tables(data)
     if other:
         print(other)
+    prop = propagation_table(data)
+    if prop:
+        print(prop)
     return 0
 
 

@@ -14,8 +14,16 @@ and must give back the ids it was given, so nothing can win by doing nothing::
     pytest benchmarks/test_bench_propagation.py --benchmark-disable   # run once, as tests
 
 Target (issue 3): fasttrace at least 10x faster than each peer in its group.
+
+``test_paired_speedup`` measures those ratios robustly on a shared, noisy machine: per
+group it alternates short rounds of fasttrace and of each peer and records the median
+of the per-pair ratios (``extra_info["speedup"]``), so a slow patch of the machine
+slows both sides of a pair.
 """
 from __future__ import annotations
+
+import statistics
+import time
 
 import pytest
 
@@ -194,3 +202,45 @@ def test_round_trip(benchmark, group, impl):
     check(round_trip())  # untimed: it really does the work
     benchmark.extra_info["impl"] = impl
     check(benchmark(round_trip))
+
+
+PAIRED_ROUNDS = 200
+PAIRED_NS = 200_000          # about this long per round and implementation
+
+
+@pytest.mark.parametrize("group", list(CASES))
+@pytest.mark.benchmark(group="propagation paired: peer / fasttrace, interleaved (extra_info)")
+def test_paired_speedup(benchmark, group):
+    impls = {impl: make()[0] for impl, make in CASES[group].items()}
+    rounds = PAIRED_ROUNDS if benchmark.enabled else 2
+    clock = time.perf_counter_ns
+
+    def per_op(fn, n):
+        t0 = clock()
+        for _ in range(n):
+            fn()
+        return (clock() - t0) / n
+
+    # calls per round: about PAIRED_NS of work for each implementation
+    counts = {impl: max(1, int(PAIRED_NS // max(per_op(fn, 200), 1.0))) for impl, fn in impls.items()}
+    if not benchmark.enabled:
+        counts = dict.fromkeys(impls, 5)
+
+    def measure():
+        times = {impl: [] for impl in impls}
+        ratios = {impl: [] for impl in impls if impl != "fasttrace"}
+        for i in range(rounds):
+            order = list(impls) if i % 2 else list(reversed(impls))
+            got = {impl: per_op(impls[impl], counts[impl]) for impl in order}
+            for impl, ns in got.items():
+                times[impl].append(ns)
+                if impl != "fasttrace":
+                    ratios[impl].append(ns / got["fasttrace"])
+        return ({impl: statistics.median(v) for impl, v in times.items()},
+                {impl: statistics.median(v) for impl, v in ratios.items()})
+
+    medians, speedups = benchmark.pedantic(measure, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        group=group, paired_rounds=rounds,
+        median_ns={impl: round(ns, 1) for impl, ns in medians.items()},
+        speedup={impl: round(r, 2) for impl, r in speedups.items()})

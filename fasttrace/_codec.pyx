@@ -545,6 +545,29 @@ cdef inline int _uber_item(dict items, Budget *budget, str key, const char *p, P
     return 0
 
 
+cdef enum JaegerName:
+    NAME_OTHER             # nothing Jaeger reads (or not spelled so that it would)
+    NAME_UBERCTX           # "uberctx-<key>", any case
+    NAME_UBER              # "uber-trace-id", exactly
+    NAME_UBER_OTHER_CASE   # "uber-trace-id" in another case
+    NAME_JAEGER            # "jaeger-*", any case
+
+
+cdef inline JaegerName _jaeger_name(const char *p, Py_ssize_t n) noexcept:
+    """What a header name (n > 0 bytes) is to the Jaeger propagator."""
+    cdef char c = p[0] | 0x20
+    if c == b'u':
+        if ft_is_uberctx(p, n):
+            return NAME_UBERCTX
+        if ft_is_uber_trace_id(p, n):
+            return NAME_UBER
+        if n == 13 and ft_has_prefix_ci(p, n, "uber-trace-id", 13):
+            return NAME_UBER_OTHER_CASE
+    elif c == b'j' and ft_is_jaeger(p, n):
+        return NAME_JAEGER
+    return NAME_OTHER
+
+
 cdef dict _build_index(Extracted acc, Budget *budget, bint uberctx, bint decode,
                        bint *saw_jaeger=NULL):
     """Lowercased names -> values, for the names a plain lookup cannot find; one pass.
@@ -557,7 +580,7 @@ cdef dict _build_index(Extracted acc, Budget *budget, bint uberctx, bint decode,
     cdef PyObject *k
     cdef PyObject *v
     cdef const char *p
-    cdef char c
+    cdef JaegerName kind
     cdef str hkey
     cdef object hval
     cdef bint build = not acc.indexed
@@ -575,20 +598,18 @@ cdef dict _build_index(Extracted acc, Budget *budget, bint uberctx, bint decode,
             p = _utf8(hkey, &n)
             if p == NULL or n == 0:
                 continue
-            c = p[0] | 0x20
-            if c == b'u' and uberctx:
-                if ft_is_uberctx(p, n):
-                    if found is None:
-                        found = {}
-                    _uber_item(found, budget, hkey, p, n, hval, decode)
-                    continue     # never looked up by name: not for the index
-                if ft_is_uber_trace_id(p, n):
-                    if type(hval) is str:
-                        acc.uber = hval
-                    continue     # lowercase: not for the index
-            elif c == b'j':
-                if saw_jaeger != NULL and not saw_jaeger[0] and ft_is_jaeger(p, n):
-                    saw_jaeger[0] = True
+            kind = _jaeger_name(p, n)
+            if uberctx and kind == NAME_UBERCTX:
+                if found is None:
+                    found = {}
+                _uber_item(found, budget, hkey, p, n, hval, decode)
+                continue         # never looked up by name: not for the index
+            if uberctx and kind == NAME_UBER:
+                if type(hval) is str:
+                    acc.uber = hval
+                continue         # lowercase: not for the index
+            if kind == NAME_JAEGER and saw_jaeger != NULL:
+                saw_jaeger[0] = True
             if build and ft_has_upper(p, n):
                 value = _header_value(hval)
                 if value is not None:
@@ -1159,7 +1180,7 @@ cdef object _jaeger_dict_extract(JaegerPropagator jaeger, dict carrier):
     cdef PyObject *k
     cdef PyObject *v
     cdef const char *p
-    cdef char c
+    cdef JaegerName kind
     cdef str hkey
     cdef object hval
     cdef object uber = None
@@ -1178,21 +1199,16 @@ cdef object _jaeger_dict_extract(JaegerPropagator jaeger, dict carrier):
         p = _utf8(hkey, &n)
         if p == NULL or n == 0:
             continue
-        c = p[0] | 0x20
-        if c == b'u':
-            if type(hval) is not str:
-                break
-            if ft_is_uberctx(p, n):
-                if items is None:
-                    items = {}
-                _uber_item(items, &budget, hkey, p, n, hval, jaeger.url_encoding)
-                continue
-            if ft_is_uber_trace_id(p, n):
-                uber = hval
-                continue
-            if n == 13 and ft_has_prefix_ci(p, n, "uber-trace-id", 13):
-                break                 # "Uber-Trace-Id"
-        elif c == b'j' and ft_is_jaeger(p, n):
+        kind = _jaeger_name(p, n)
+        if kind == NAME_OTHER:
+            continue
+        if kind == NAME_UBERCTX and type(hval) is str:
+            if items is None:
+                items = {}
+            _uber_item(items, &budget, hkey, p, n, hval, jaeger.url_encoding)
+        elif kind == NAME_UBER and type(hval) is str:
+            uber = hval
+        else:
             break
     else:
         if uber is None:
