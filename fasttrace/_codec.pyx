@@ -510,38 +510,44 @@ cdef inline Py_ssize_t _utf8_len(str s) noexcept:
     return n
 
 
+cdef PyObject *_uber_key_of(str key, const char *p, Py_ssize_t n) except NULL:
+    """The baggage key of header name `key` ("uberctx-" and n - 8 more bytes at p),
+    lowercased as jaeger-client does; borrowed: the caches keep it alive."""
+    cdef PyObject *cached = PyDict_GetItemWithError(_UBER_KEYS, key)
+    cdef str name
+    if cached == NULL:
+        if PyUnicode_IS_COMPACT_ASCII(key):
+            name = PyUnicode_New(n - 8, 127)
+            ft_ascii_lower(p + 8, n - 8, <char *>PyUnicode_DATA(name))
+        else:
+            name = _lower_key(key[8:])
+        if len(_UBER_KEYS) >= NAME_CACHE_MAX:
+            _UBER_KEYS.clear()
+        _UBER_KEYS[key] = name
+        cached = <PyObject *>name
+    if type(key) is str:
+        _id_put(_uber_key_slots, key, <str>cached)
+    return cached
+
+
 cdef inline int _uber_item(dict items, Budget *budget, str key, const char *p, Py_ssize_t n,
-                           object raw, bint decode) except -1:
-    """Adds one ``uberctx-<key>: value`` header to items (key lowercased, as
-    jaeger-client does)."""
-    cdef str name, value
-    cdef PyObject *cached
+                           str value, bint decode) except -1:
+    """Adds one ``uberctx-<key>: value`` header to items (value: the header's first
+    str value)."""
+    cdef PyObject *name
     cdef Py_ssize_t size
-    if type(raw) is not str:
-        raw = _first(_header_value(raw))
-    if raw is None or n <= 8:
+    if n <= 8:
         return 0
-    size = _utf8_len(<str>raw)
+    size = _utf8_len(value)
     if size < 0 or not _take(budget, n + size):
         return 0
-    cached = _id_get(_uber_key_slots, key)
-    if cached == NULL:
-        cached = PyDict_GetItemWithError(_UBER_KEYS, key)
-        if cached == NULL:
-            if PyUnicode_IS_COMPACT_ASCII(key):
-                name = PyUnicode_New(n - 8, 127)
-                ft_ascii_lower(p + 8, n - 8, <char *>PyUnicode_DATA(name))
-            else:
-                name = _lower_key(key[8:])
-            if len(_UBER_KEYS) >= NAME_CACHE_MAX:
-                _UBER_KEYS.clear()
-            _UBER_KEYS[key] = name
-            cached = <PyObject *>name
-        if type(key) is str:
-            _id_put(_uber_key_slots, key, <str>cached)
-    name = <str>cached
-    value = _decode_str(<str>raw) if decode else <str>raw
-    items[name] = value
+    name = _id_get(_uber_key_slots, key)
+    if name == NULL:
+        name = _uber_key_of(key, p, n)
+    if decode:
+        PyDict_SetItem(items, <object>name, _decode_str(value))
+    else:
+        PyDict_SetItem(items, <object>name, value)
     return 0
 
 
@@ -600,9 +606,12 @@ cdef dict _build_index(Extracted acc, Budget *budget, bint uberctx, bint decode,
                 continue
             kind = _jaeger_name(p, n)
             if uberctx and kind == NAME_UBERCTX:
-                if found is None:
-                    found = {}
-                _uber_item(found, budget, hkey, p, n, hval, decode)
+                if type(hval) is not str:
+                    hval = _first(_header_value(hval))
+                if hval is not None:
+                    if found is None:
+                        found = {}
+                    _uber_item(found, budget, hkey, p, n, <str>hval, decode)
                 continue         # never looked up by name: not for the index
             if uberctx and kind == NAME_UBER:
                 if type(hval) is str:
@@ -636,7 +645,7 @@ cdef dict _build_index(Extracted acc, Budget *budget, bint uberctx, bint decode,
                 if p != NULL:
                     if found is None:
                         found = {}
-                    _uber_item(found, budget, <str>key, p, n, value, decode)
+                    _uber_item(found, budget, <str>key, p, n, _first(value), decode)
     if build:
         acc.indexed = True
         if index:
@@ -1205,7 +1214,7 @@ cdef object _jaeger_dict_extract(JaegerPropagator jaeger, dict carrier):
         if kind == NAME_UBERCTX and type(hval) is str:
             if items is None:
                 items = {}
-            _uber_item(items, &budget, hkey, p, n, hval, jaeger.url_encoding)
+            _uber_item(items, &budget, hkey, p, n, <str>hval, jaeger.url_encoding)
         elif kind == NAME_UBER and type(hval) is str:
             uber = hval
         else:
