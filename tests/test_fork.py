@@ -219,3 +219,32 @@ def test_fork_from_c_without_python_hooks():
     assert len(child["names"]) == 100
     assert out["parent_names"].count("undrained-at-fork") == 1
     assert out["parent_names"].count("open-at-fork") == 1
+
+
+def test_fork_child_exporter_counters_start_at_zero():
+    # the counters of stats() describe what this process sent; a child inherits the
+    # parent's exporter objects, not its history
+    from fasttrace.exporters import JaegerExporter, OTLPExporter, ZipkinExporter
+    from fasttrace.reporting import BatchReporter
+
+    exporters = [OTLPExporter("http://127.0.0.1:9/v1/traces"),
+                 ZipkinExporter("http://127.0.0.1:9/api/v2/spans"),
+                 JaegerExporter(collector_endpoint="http://127.0.0.1:9/api/traces")]
+    tracers = [fasttrace.Tracer("fork-stats", reporter=BatchReporter(e)) for e in exporters]
+    try:
+        for exporter in exporters:                   # as if the parent had exported
+            exporter._http.requests = exporter._http.bytes_sent = 7
+            exporter._http.last_status = 500
+            exporter._stats = dict.fromkeys(exporter._stats, 3)
+
+        def child():
+            return [exporter.stats() for exporter in exporters]
+
+        for stats in _collect(*_in_child(child)):
+            counters = {k: v for k, v in stats.items() if isinstance(v, int)}
+            assert counters and set(counters.values()) == {0}, stats
+            assert stats.get("last_status") is None
+        assert exporters[0].stats()["requests"] == 7     # the parent's are untouched
+    finally:
+        for tracer in tracers:
+            tracer.close(1)

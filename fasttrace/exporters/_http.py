@@ -199,6 +199,10 @@ class HttpSender:
         self._conn = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # the counters describe this process's requests: the parent's are the parent's
+        self.requests = self.retries = self.failures = self.bytes_sent = 0
+        self.last_status = None
+        self.last_error = None
 
 
 def parse_retry_after(value):

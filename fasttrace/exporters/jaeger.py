@@ -156,6 +156,7 @@ class JaegerExporter(Exporter):
         self._sock = None
         if self._http is not None:
             self._http.after_fork_in_child()
+        self._stats = dict.fromkeys(self._stats, 0)
 
     def stats(self):
         """Counters: spans_sent, packets_sent (agent), requests_sent (collector),

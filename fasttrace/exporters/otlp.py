@@ -132,3 +132,5 @@ class OTLPExporter(Exporter):
 
     def _after_fork_in_child(self):
         self._http.after_fork_in_child()
+        self._stats = dict.fromkeys(self._stats, 0)
+        self.last_error = None

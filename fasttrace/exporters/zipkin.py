@@ -301,6 +301,7 @@ class ZipkinExporter(Exporter):
     def _after_fork_in_child(self):
         self._lock = threading.Lock()
         self._http.after_fork_in_child()
+        self._stats = dict.fromkeys(self._stats, 0)
 
     def __repr__(self):
         return f"<ZipkinExporter {self.endpoint}>"
