@@ -1,5 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Loopback backends that misbehave on demand, shared by the stress and fault tests.
+"""Loopback servers for the tests: HTTP and UDP sinks on free 127.0.0.1 ports that record
+what they receive, answer as told, and stop when closed (a ``with`` block, or the fixtures
+in conftest.py); they serve from daemon threads, so a forgotten one never blocks exit.
+
+``HttpSink``: records every request (``sink.requests``: ``Request`` tuples) and answers
+from a script of replies -- ``(status, headers, body)`` tuples or callables
+``reply(handler) -> (status, headers, body)`` -- the i-th request gets the i-th reply, the
+last one repeating; 200 with no body when none is given.  ``delayed(seconds, reply)``
+answers late; ``echo`` is the reply of a test backend for HTTP clients (fixture
+``echo_url``).
 
 ``OTLPSink``: an OTLP/HTTP collector on 127.0.0.1 whose behaviour can be switched while
 exporters talk to it:
@@ -20,17 +29,21 @@ exporters talk to it:
 Recorded spans are decoded (opentelemetry-proto) into ``SpanRecord`` tuples; the sink
 keeps per-span-id counts so tests can check "exactly once" across processes.
 
-``UDPSink``: counts datagrams and bytes (a Jaeger agent that reads nothing else).
+``UDPSink``: keeps the datagrams sent to a loopback UDP port (a Jaeger agent).
 
-``blackhole()``: a listening TCP socket that never accepts: connects succeed, requests
-are never answered.
+``Serving(server)``: any socketserver server (a WSGI one too) run from a daemon thread.
+``free_port()``: a port nobody listens on.  ``blackhole()``: a listening TCP socket that
+never accepts: connects succeed, requests are never answered.
 """
 import collections
 import gzip
 import http.server
+import json
 import socket
+import sys
 import threading
 import time
+import urllib.parse
 
 SpanRecord = collections.namedtuple(
     "SpanRecord", "trace_id span_id parent_id name service pid attrs")
@@ -44,6 +57,160 @@ def _decoder():
 def _attr_value(v):
     kind = v.WhichOneof("value")
     return getattr(v, kind) if kind else None
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+Request = collections.namedtuple("Request", "method path headers body peer time")
+Request.__doc__ = """A request an HttpSink received: headers as a dict (names as sent), the
+client's (host, port), and time.monotonic() when it had been read."""
+
+OK = (200, {}, b"")
+ACCEPTED = (202, {}, b"")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Passes every request to the server's ``on_request(handler)``."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+
+    def log_message(self, *args):
+        pass
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        except OSError:                     # the client went away (or timed out)
+            self.close_connection = True
+
+    def _dispatch(self):
+        self.server.on_request(self)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], OSError):   # a bug in a reply: show it
+            super().handle_error(request, client_address)
+
+
+class Serving:
+    """Runs `server` (a socketserver server bound on 127.0.0.1: http.server, werkzeug,
+    wsgiref) from a daemon thread until ``close()``; ``url`` is its base URL."""
+
+    def __init__(self, server):
+        self.server = server
+        self.port = server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(10)
+
+
+def _serve(on_request, port=0):
+    """Serving of an HTTP/1.1 server on 127.0.0.1 (a free port, or `port`: retried while
+    the old socket lingers) that calls ``on_request(handler)`` for each request."""
+    for _ in range(50):
+        try:
+            server = _Server(("127.0.0.1", port), _Handler)
+            break
+        except OSError:
+            if not port:
+                raise
+            time.sleep(0.05)
+    else:  # pragma: no cover
+        raise RuntimeError(f"could not re-bind 127.0.0.1:{port}")
+    server.on_request = on_request
+    return Serving(server)
+
+
+def read_body(handler):
+    return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+
+
+def reply(handler, status, headers=None, body=b""):
+    """Sends one answer (with its Content-Length, so the connection can be kept alive)."""
+    try:
+        handler.send_response(status)
+        for k, v in (headers or {}).items():
+            handler.send_header(k, v)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
+    except OSError:
+        handler.close_connection = True
+
+
+class HttpSink:
+    """A loopback HTTP server that records each request and answers from `replies` (see
+    the module doc).  ``url`` is ``http://127.0.0.1:<port>`` + `path`."""
+
+    def __init__(self, *replies, path=""):
+        self.requests = []
+        self._replies = replies or (OK,)
+        self._lock = threading.Lock()
+        self._serving = _serve(self._handle)
+        self.port = self._serving.port
+        self.url = f"http://127.0.0.1:{self.port}{path}"
+
+    def _handle(self, handler):
+        body = read_body(handler)
+        with self._lock:
+            n = len(self.requests)
+            self.requests.append(Request(handler.command, handler.path,
+                                         dict(handler.headers), body,
+                                         handler.client_address, time.monotonic()))
+        answer = self._replies[min(n, len(self._replies) - 1)]
+        if callable(answer):
+            answer = answer(handler)
+        reply(handler, *answer)
+
+    def close(self):
+        self._serving.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def delayed(seconds, answer):
+    """A reply that is sent after `seconds`."""
+    def late(handler):
+        time.sleep(seconds)
+        return answer
+    return late
+
+
+def echo(handler):
+    """The reply of a test backend for HTTP clients: ``/status/<n>`` answers n,
+    ``/redirect`` redirects to ``/echo``, any other path answers 200 with the request's
+    headers as a JSON object (names in lower case; a repeated header's values joined by
+    "," as WSGI servers do)."""
+    path = urllib.parse.urlsplit(handler.path).path
+    if path.startswith("/status/"):
+        return (int(path.rsplit("/", 1)[1]), {"Content-Type": "text/plain; charset=utf-8"},
+                b"status")
+    if path == "/redirect":
+        return 302, {"Location": "/echo"}, b""
+    headers = {}
+    for name, value in handler.headers.items():
+        name = name.lower()
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return 200, {"Content-Type": "application/json"}, json.dumps(headers).encode()
 
 
 class OTLPSink:
@@ -67,8 +234,7 @@ class OTLPSink:
         self._stop = threading.Event()
         self._parse = _decoder() if decode else None
         self.port = None
-        self._server = None
-        self._thread = None
+        self._serving = None
         self.up()
 
     @property
@@ -78,53 +244,14 @@ class OTLPSink:
     # -- lifecycle -----------------------------------------------------------------
 
     def up(self):
-        if self._server is not None:
-            return
-        sink = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 30
-
-            def log_message(self, *args):
-                pass
-
-            def handle_one_request(self):
-                try:
-                    super().handle_one_request()
-                except (ConnectionError, socket.timeout, OSError):
-                    self.close_connection = True
-
-            def do_POST(self):
-                sink._handle(self)
-
-        class Server(http.server.ThreadingHTTPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-            request_queue_size = 128
-
-            def handle_error(self, request, client_address):
-                pass
-
-        address = ("127.0.0.1", self.port or 0)
-        for _ in range(50):
-            try:
-                self._server = Server(address, Handler)
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:  # pragma: no cover
-            raise RuntimeError(f"could not re-bind {address}")
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        if self._serving is None:
+            self._serving = _serve(self._handle, self.port or 0)
+            self.port = self._serving.port
 
     def down(self):
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.close()
 
     def close(self):
         self._stop.set()
@@ -159,8 +286,7 @@ class OTLPSink:
             except OSError:
                 pass
             return
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length)
+        body = read_body(handler)
         with self._lock:
             self.headers_seen.append(dict(handler.headers))
             del self.headers_seen[:-50]
@@ -176,24 +302,13 @@ class OTLPSink:
             mode = "up"
         if mode == "up":
             self._record(handler, body)
-            self._answer(handler, 200)
+            reply(handler, 200)
         elif mode == "429":
-            self._answer(handler, 429, {"Retry-After": str(self.retry_after)})
+            reply(handler, 429, {"Retry-After": str(self.retry_after)})
         elif mode == "503":
-            self._answer(handler, 503)
+            reply(handler, 503)
         else:
-            self._answer(handler, int(mode), body=b"internal error")
-
-    def _answer(self, handler, status, headers=None, body=b""):
-        try:
-            handler.send_response(status)
-            for k, v in (headers or {}).items():
-                handler.send_header(k, v)
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-        except OSError:
-            handler.close_connection = True
+            reply(handler, int(mode), body=b"internal error")
 
     def _record(self, handler, body):
         if handler.headers.get("Content-Encoding") == "gzip":
@@ -246,34 +361,63 @@ class OTLPSink:
 
 
 class UDPSink:
-    """Counts datagrams sent to a loopback UDP port."""
+    """Keeps the datagrams sent to a loopback UDP port (``datagrams``, in arrival order),
+    with a receive buffer large enough for bursts; stops by itself after `lifetime` s."""
 
-    def __init__(self):
+    def __init__(self, lifetime=60.0):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for opt in ("SO_RCVBUFFORCE", "SO_RCVBUF"):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, opt), 8 << 20)
+                break
+            except (AttributeError, OSError):
+                pass
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
+        self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
-        self.datagrams = 0
-        self.bytes = 0
+        self.datagrams = []
+        self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._deadline = time.monotonic() + lifetime
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self):
-        while not self._stop.is_set():
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
             try:
-                data = self.sock.recv(65536)
+                data = self.sock.recv(1 << 17)
             except socket.timeout:
                 continue
             except OSError:
-                return
-            self.datagrams += 1
-            self.bytes += len(data)
+                break
+            with self._cond:
+                self.datagrams.append(data)
+                self._cond.notify_all()
+        self.sock.close()
+
+    def wait_for(self, count, timeout=5.0):
+        """The datagrams, once there are `count` (or `timeout` seconds passed)."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.datagrams) >= count, timeout)
+            return list(self.datagrams)
+
+    def settle(self, quiet=0.2):
+        """All datagrams, once none has arrived for `quiet` seconds."""
+        seen = -1
+        while seen != len(self.datagrams):
+            seen = len(self.datagrams)
+            time.sleep(quiet)
+        return list(self.datagrams)
 
     def close(self):
         self._stop.set()
-        self._thread.join(1)
-        self.sock.close()
+        self._thread.join(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def free_port():

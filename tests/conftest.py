@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Shared fixtures for the core tests (tracer, reporter, a tracer factory)."""
+"""Shared fixtures for the core tests (tracer, reporter, a tracer factory) and the
+loopback servers of tests/_fault_servers.py (HTTP sinks, an echo backend)."""
 import asyncio
 
 import pytest
 
 import fasttrace
+from _fault_servers import HttpSink, echo
 
 
 @pytest.fixture
@@ -60,3 +62,27 @@ def fresh_asyncio_policy():
     yield
     if type(asyncio.get_event_loop_policy()) is asyncio.DefaultEventLoopPolicy:
         asyncio.set_event_loop_policy(None)
+
+
+@pytest.fixture
+def http_sink():
+    """http_sink(*replies, path="") -> a new HttpSink (see _fault_servers); all are closed
+    at the end of the test."""
+    made = []
+
+    def make(*replies, path=""):
+        made.append(HttpSink(*replies, path=path))
+        return made[-1]
+
+    yield make
+    for sink in made:
+        sink.close()
+
+
+@pytest.fixture(scope="module")
+def echo_url():
+    """The base URL of a loopback backend for HTTP client tests (``_fault_servers.echo``):
+    ``/echo`` returns the request's headers as JSON, ``/status/<n>`` answers n,
+    ``/redirect`` redirects to ``/echo``.  One per test module."""
+    with HttpSink(echo) as sink:
+        yield sink.url

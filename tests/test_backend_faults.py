@@ -160,7 +160,10 @@ def test_backend_flapping():
         tracer.close(10)
         st, lost = _accounted(tracer)
         assert not sink.duplicates()
-        assert sink.span_count == st["exported"]
+        # every span counted as exported arrived; a request whose 200 came after the
+        # client's 0.3 s timeout (a loaded machine) is counted lost although the sink
+        # kept it -- loss over-reported, never hidden, and never sent twice
+        assert st["exported"] <= sink.span_count <= st["exported"] + lost
         assert st["exported"] > 0
     report("faults/flapping", spans=load.spans, exported=st["exported"], dropped=lost,
            retries=st["reporter"]["exporter"]["retries"], recovery_flush_s=recovery_s)
@@ -228,10 +231,7 @@ def test_jaeger_agent_udp_unreachable_then_listening():
         assert tracer.flush(5)
         tracer.close(5)
         st, lost = _accounted(tracer)
-        deadline = time.monotonic() + 5
-        while sink.datagrams == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert sink.datagrams > 0 and st["exported"] == 500 and lost == 0
+        assert sink.wait_for(1, timeout=5) and st["exported"] == 500 and lost == 0
     finally:
         sink.close()
 

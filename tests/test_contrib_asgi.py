@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """fasttrace.contrib.asgi: a Starlette app under a real uvicorn server."""
 import asyncio
-import socket
 import threading
 import time
 
@@ -13,6 +12,8 @@ import fasttrace
 import fasttrace.contrib
 from fasttrace.contrib.asgi import TracingMiddleware
 
+from _fault_servers import free_port
+
 starlette = pytest.importorskip("starlette")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
@@ -22,12 +23,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, StreamingRespon
 from starlette.routing import Mount, Route  # noqa: E402
 
 TIMEOUT = 10
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_spans(reporter, count, timeout=TIMEOUT):

@@ -2,8 +2,6 @@
 """fasttrace.contrib.httpx: real httpx calls (sync and async) to a real server on loopback."""
 import asyncio
 import json
-import socket
-import threading
 
 import opentracing
 import pytest
@@ -13,45 +11,11 @@ import fasttrace.contrib
 from fasttrace.contrib import httpx as ft_httpx
 from fasttrace.contrib import urllib as ft_urllib
 
+from _fault_servers import free_port
+
 httpx = pytest.importorskip("httpx")
-from werkzeug.serving import make_server  # noqa: E402
-from werkzeug.wrappers import Request, Response  # noqa: E402
 
 TIMEOUT = 10
-
-
-def backend_app(environ, start_response):
-    request = Request(environ)
-    if request.path.startswith("/status/"):
-        response = Response("status", status=int(request.path.rsplit("/", 1)[1]))
-    elif request.path == "/redirect":
-        response = Response("", status=302, headers={"Location": "/echo"})
-    else:
-        response = Response(json.dumps({k.lower(): v for k, v in request.headers.items()}),
-                            mimetype="application/json")
-    return response(environ, start_response)
-
-
-@pytest.fixture(scope="module")
-def backend():
-    server = make_server("127.0.0.1", 0, backend_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(TIMEOUT)
-
-
-@pytest.fixture
-def reporter():
-    return fasttrace.InMemoryReporter()
-
-
-@pytest.fixture
-def tracer(reporter):
-    return fasttrace.Tracer("client", reporter=reporter)
 
 
 @pytest.fixture(autouse=True)
@@ -67,12 +31,6 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, TIMEOUT))
 
 
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def check_client_span(span, parent, url, echoed):
     assert span.operation_name == "HTTP GET"
     assert span.trace_id == parent.trace_id and span.parent_id == parent.span_id
@@ -86,31 +44,31 @@ def check_client_span(span, parent, url, echoed):
     assert echoed["traceparent"] == f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
 
 
-def test_sync_client(backend, tracer, reporter):
+def test_sync_client(echo_url, tracer, reporter):
     ft_httpx.instrument(tracer)
     with tracer.start_active_span("caller") as scope:
         with httpx.Client() as client:
-            echoed = client.get(f"{backend}/echo?q=1", timeout=TIMEOUT).json()
+            echoed = client.get(f"{echo_url}/echo?q=1", timeout=TIMEOUT).json()
     span = [s for s in reporter.spans if s.operation_name != "caller"][0]
-    check_client_span(span, scope.span, f"{backend}/echo?q=1", echoed)
+    check_client_span(span, scope.span, f"{echo_url}/echo?q=1", echoed)
 
 
-def test_module_level_functions(backend, tracer, reporter):
+def test_module_level_functions(echo_url, tracer, reporter):
     ft_httpx.instrument(tracer)
-    assert httpx.post(f"{backend}/echo", content=b"x", timeout=TIMEOUT).status_code == 200
+    assert httpx.post(f"{echo_url}/echo", content=b"x", timeout=TIMEOUT).status_code == 200
     [span] = reporter.spans
     assert span.parent_id is None and span.tags["http.method"] == "POST"
 
 
-def test_async_client_keeps_the_parent_across_await(backend, tracer, reporter):
+def test_async_client_keeps_the_parent_across_await(echo_url, tracer, reporter):
     ft_httpx.instrument(tracer)
 
     async def main():
         with tracer.start_active_span("caller") as scope:
             async with httpx.AsyncClient() as client:
                 first, second = await asyncio.gather(
-                    client.get(f"{backend}/echo", timeout=TIMEOUT),
-                    client.get(f"{backend}/echo", timeout=TIMEOUT))
+                    client.get(f"{echo_url}/echo", timeout=TIMEOUT),
+                    client.get(f"{echo_url}/echo", timeout=TIMEOUT))
             assert tracer.active_span is scope.span
             return scope.span, first.json(), second.json()
 
@@ -120,20 +78,20 @@ def test_async_client_keeps_the_parent_across_await(backend, tracer, reporter):
     by_id = {f"{s.span_id:016x}": s for s in spans}
     for echoed in (first, second):
         span = by_id[echoed["traceparent"].split("-")[2]]
-        check_client_span(span, parent, f"{backend}/echo", echoed)
+        check_client_span(span, parent, f"{echo_url}/echo", echoed)
 
 
-def test_errors_sync_and_async(backend, tracer, reporter):
+def test_errors_sync_and_async(echo_url, tracer, reporter):
     ft_httpx.instrument(tracer)
-    assert httpx.get(f"{backend}/status/500", timeout=TIMEOUT).status_code == 500
+    assert httpx.get(f"{echo_url}/status/500", timeout=TIMEOUT).status_code == 500
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{closed_port()}/", timeout=TIMEOUT)
+        httpx.get(f"http://127.0.0.1:{free_port()}/", timeout=TIMEOUT)
 
     async def main():
         async with httpx.AsyncClient() as client:
-            assert (await client.get(f"{backend}/status/503")).status_code == 503
+            assert (await client.get(f"{echo_url}/status/503")).status_code == 503
             with pytest.raises(httpx.ConnectError):
-                await client.get(f"http://127.0.0.1:{closed_port()}/")
+                await client.get(f"http://127.0.0.1:{free_port()}/")
     run(main())
     s500, refused, s503, arefused = reporter.spans
     assert s500.tags["error"] is True and s500.tags["http.status_code"] == 500
@@ -143,66 +101,66 @@ def test_errors_sync_and_async(backend, tracer, reporter):
         assert [f["error.kind"] for _, f in span.logs] == ["ConnectError"]
 
 
-def test_redirect_followed_is_one_span(backend, tracer, reporter):
+def test_redirect_followed_is_one_span(echo_url, tracer, reporter):
     ft_httpx.instrument(tracer)
-    response = httpx.get(f"{backend}/redirect", follow_redirects=True, timeout=TIMEOUT)
+    response = httpx.get(f"{echo_url}/redirect", follow_redirects=True, timeout=TIMEOUT)
     [span] = reporter.spans
     assert span.tags["http.status_code"] == 200
     assert response.json()["traceparent"].split("-")[2] == f"{span.span_id:016x}"
 
 
-def test_streaming_response(backend, tracer, reporter):
+def test_streaming_response(echo_url, tracer, reporter):
     ft_httpx.instrument(tracer)
-    with httpx.stream("GET", f"{backend}/echo", timeout=TIMEOUT) as response:
+    with httpx.stream("GET", f"{echo_url}/echo", timeout=TIMEOUT) as response:
         body = response.read()
     assert json.loads(body)["traceparent"]
     [span] = reporter.spans
     assert span.tags["http.status_code"] == 200
 
 
-def test_instrument_twice_and_uninstrument(backend, tracer, reporter):
+def test_instrument_twice_and_uninstrument(echo_url, tracer, reporter):
     originals = httpx.Client.send, httpx.AsyncClient.send
     ft_httpx.instrument(tracer)
     ft_httpx.instrument(tracer)
-    httpx.get(f"{backend}/echo", timeout=TIMEOUT)
+    httpx.get(f"{echo_url}/echo", timeout=TIMEOUT)
 
     async def one():
         async with httpx.AsyncClient() as client:
-            return (await client.get(f"{backend}/echo")).json()
+            return (await client.get(f"{echo_url}/echo")).json()
     run(one())
     assert len(reporter.spans) == 2
     ft_httpx.uninstrument()
     assert (httpx.Client.send, httpx.AsyncClient.send) == originals
-    assert "traceparent" not in httpx.get(f"{backend}/echo", timeout=TIMEOUT).json()
+    assert "traceparent" not in httpx.get(f"{echo_url}/echo", timeout=TIMEOUT).json()
     assert "traceparent" not in run(one())
     assert len(reporter.spans) == 2
 
 
-def test_global_tracer_and_no_double_span_with_urllib(backend, reporter):
+def test_global_tracer_and_no_double_span_with_urllib(echo_url, reporter):
     ft_urllib.instrument()
     ft_httpx.instrument()
     tracer = fasttrace.Tracer("late", reporter=reporter)
     previous = opentracing.global_tracer()
     opentracing.set_global_tracer(tracer)
     try:
-        httpx.get(f"{backend}/echo", timeout=TIMEOUT)
+        httpx.get(f"{echo_url}/echo", timeout=TIMEOUT)
     finally:
         opentracing.set_global_tracer(previous)
     [span] = reporter.spans
     assert span.service_name == "late" and span.tags["component"] == "httpx"
 
 
-def test_a_broken_tracer_never_breaks_the_request(backend):
+def test_a_broken_tracer_never_breaks_the_request(echo_url):
     class Broken(opentracing.Tracer):
         def start_span(self, *args, **kwargs):
             raise RuntimeError("tracer bug")
 
     fasttrace.contrib.reset_stats()
     ft_httpx.instrument(Broken())
-    assert httpx.get(f"{backend}/echo", timeout=TIMEOUT).status_code == 200
+    assert httpx.get(f"{echo_url}/echo", timeout=TIMEOUT).status_code == 200
 
     async def main():
         async with httpx.AsyncClient() as client:
-            return (await client.get(f"{backend}/echo")).status_code
+            return (await client.get(f"{echo_url}/echo")).status_code
     assert run(main()) == 200
     assert fasttrace.contrib.stats()["internal_errors"]["httpx"] == 2

@@ -1,9 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
 """fasttrace.contrib.requests: real requests calls to a real server on loopback."""
-import json
-import socket
-import threading
-
 import opentracing
 import pytest
 
@@ -11,46 +7,11 @@ import fasttrace
 from fasttrace.contrib import requests as ft_requests
 from fasttrace.contrib import urllib as ft_urllib
 
+from _fault_servers import free_port
+
 requests = pytest.importorskip("requests")
-from werkzeug.serving import make_server  # noqa: E402
-from werkzeug.wrappers import Request, Response  # noqa: E402
 
 TIMEOUT = 10
-
-
-def backend_app(environ, start_response):
-    """Echoes the request headers; /status/<n> answers n; /redirect -> /echo."""
-    request = Request(environ)
-    if request.path.startswith("/status/"):
-        response = Response("status", status=int(request.path.rsplit("/", 1)[1]))
-    elif request.path == "/redirect":
-        response = Response("", status=302, headers={"Location": "/echo"})
-    else:
-        response = Response(json.dumps({k.lower(): v for k, v in request.headers.items()}),
-                            mimetype="application/json")
-    return response(environ, start_response)
-
-
-@pytest.fixture(scope="module")
-def backend():
-    server = make_server("127.0.0.1", 0, backend_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(TIMEOUT)
-
-
-@pytest.fixture
-def reporter():
-    return fasttrace.InMemoryReporter()
-
-
-@pytest.fixture
-def tracer(reporter):
-    return fasttrace.Tracer("client", reporter=reporter)
 
 
 @pytest.fixture(autouse=True)
@@ -62,45 +23,39 @@ def clean():
     assert requests.Session.send is original
 
 
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_client_span_child_of_active_span_and_injected(backend, tracer, reporter):
+def test_client_span_child_of_active_span_and_injected(echo_url, tracer, reporter):
     ft_requests.instrument(tracer)
     with tracer.start_active_span("caller") as scope:
-        echoed = requests.get(f"{backend}/echo?q=1", timeout=TIMEOUT).json()
+        echoed = requests.get(f"{echo_url}/echo?q=1", timeout=TIMEOUT).json()
     client, caller = sorted(reporter.spans, key=lambda s: s.operation_name)
     assert caller.operation_name == "caller" and client.operation_name == "HTTP GET"
     assert client.parent_id == scope.span.span_id and client.trace_id == caller.trace_id
     assert client.tags["span.kind"] == "client"
     assert client.tags["component"] == "requests"
     assert client.tags["http.method"] == "GET"
-    assert client.tags["http.url"] == f"{backend}/echo?q=1"
+    assert client.tags["http.url"] == f"{echo_url}/echo?q=1"
     assert client.tags["http.status_code"] == 200
     assert client.tags["peer.ipv4"] == "127.0.0.1"
-    assert client.tags["peer.port"] == int(backend.rsplit(":", 1)[1])
+    assert client.tags["peer.port"] == int(echo_url.rsplit(":", 1)[1])
     assert "error" not in client.tags
     # the server received the client span's context
     assert echoed["traceparent"] == f"00-{client.trace_id:032x}-{client.span_id:016x}-01"
 
 
-def test_session_post_and_root_span_without_an_active_one(backend, tracer, reporter):
+def test_session_post_and_root_span_without_an_active_one(echo_url, tracer, reporter):
     ft_requests.instrument(tracer)
     with requests.Session() as session:
-        assert session.post(f"{backend}/echo", data=b"x", timeout=TIMEOUT).status_code == 200
+        assert session.post(f"{echo_url}/echo", data=b"x", timeout=TIMEOUT).status_code == 200
     [span] = reporter.spans
     assert span.parent_id is None and span.tags["http.method"] == "POST"
 
 
-def test_5xx_and_connection_errors_are_marked(backend, tracer, reporter):
+def test_5xx_and_connection_errors_are_marked(echo_url, tracer, reporter):
     ft_requests.instrument(tracer)
-    assert requests.get(f"{backend}/status/502", timeout=TIMEOUT).status_code == 502
-    assert requests.get(f"{backend}/status/404", timeout=TIMEOUT).status_code == 404
+    assert requests.get(f"{echo_url}/status/502", timeout=TIMEOUT).status_code == 502
+    assert requests.get(f"{echo_url}/status/404", timeout=TIMEOUT).status_code == 404
     with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{closed_port()}/", timeout=TIMEOUT)
+        requests.get(f"http://127.0.0.1:{free_port()}/", timeout=TIMEOUT)
     bad, missing, refused = reporter.spans
     assert bad.tags["error"] is True and bad.tags["http.status_code"] == 502
     assert "error" not in missing.tags and missing.tags["http.status_code"] == 404
@@ -109,9 +64,9 @@ def test_5xx_and_connection_errors_are_marked(backend, tracer, reporter):
     assert fields["event"] == "error" and fields["error.kind"] == "ConnectionError"
 
 
-def test_redirects_are_children_of_the_first_request(backend, tracer, reporter):
+def test_redirects_are_children_of_the_first_request(echo_url, tracer, reporter):
     ft_requests.instrument(tracer)
-    echoed = requests.get(f"{backend}/redirect", timeout=TIMEOUT).json()
+    echoed = requests.get(f"{echo_url}/redirect", timeout=TIMEOUT).json()
     spans = reporter.spans
     assert len(spans) == 2
     inner = [s for s in spans if s.tags["http.url"].endswith("/echo")][0]
@@ -121,29 +76,29 @@ def test_redirects_are_children_of_the_first_request(backend, tracer, reporter):
     assert echoed["traceparent"].split("-")[2] == f"{inner.span_id:016x}"
 
 
-def test_credentials_are_not_in_the_url_tag(backend, tracer, reporter):
+def test_credentials_are_not_in_the_url_tag(echo_url, tracer, reporter):
     ft_requests.instrument(tracer)
-    url = backend.replace("http://", "http://user:secret@") + "/echo"
+    url = echo_url.replace("http://", "http://user:secret@") + "/echo"
     requests.get(url, timeout=TIMEOUT)
     [span] = reporter.spans
-    assert "secret" not in span.tags["http.url"] and span.tags["http.url"] == f"{backend}/echo"
+    assert "secret" not in span.tags["http.url"] and span.tags["http.url"] == f"{echo_url}/echo"
 
 
-def test_instrument_twice_and_uninstrument(backend, tracer, reporter):
+def test_instrument_twice_and_uninstrument(echo_url, tracer, reporter):
     original = requests.Session.send
     ft_requests.instrument(tracer)
     ft_requests.instrument(tracer)
     assert ft_requests.is_instrumented()
-    requests.get(f"{backend}/echo", timeout=TIMEOUT)
+    requests.get(f"{echo_url}/echo", timeout=TIMEOUT)
     assert len(reporter.spans) == 1
     ft_requests.uninstrument()
     assert requests.Session.send is original and not ft_requests.is_instrumented()
-    echoed = requests.get(f"{backend}/echo", timeout=TIMEOUT).json()
+    echoed = requests.get(f"{echo_url}/echo", timeout=TIMEOUT).json()
     assert "traceparent" not in echoed and len(reporter.spans) == 1
     ft_requests.uninstrument()                       # harmless
 
 
-def test_uninstrument_under_someone_elses_wrapper(backend, tracer, reporter):
+def test_uninstrument_under_someone_elses_wrapper(echo_url, tracer, reporter):
     original = requests.Session.send
     ft_requests.instrument(tracer)
     ours = requests.Session.send
@@ -154,37 +109,37 @@ def test_uninstrument_under_someone_elses_wrapper(backend, tracer, reporter):
     try:
         ft_requests.uninstrument()                   # cannot unwrap: becomes a pass-through
         assert requests.Session.send is theirs
-        requests.get(f"{backend}/echo", timeout=TIMEOUT)
+        requests.get(f"{echo_url}/echo", timeout=TIMEOUT)
         assert reporter.spans == []
         ft_requests.instrument(tracer)               # again: one span, not two
-        requests.get(f"{backend}/echo", timeout=TIMEOUT)
+        requests.get(f"{echo_url}/echo", timeout=TIMEOUT)
         assert len(reporter.spans) == 1
         ft_requests.uninstrument()
     finally:
         requests.Session.send = original
 
 
-def test_global_tracer_at_call_time(backend, reporter):
+def test_global_tracer_at_call_time(echo_url, reporter):
     ft_requests.instrument()
     tracer = fasttrace.Tracer("late", reporter=reporter)
     previous = opentracing.global_tracer()
     opentracing.set_global_tracer(tracer)
     try:
-        requests.get(f"{backend}/echo", timeout=TIMEOUT)
+        requests.get(f"{echo_url}/echo", timeout=TIMEOUT)
     finally:
         opentracing.set_global_tracer(previous)
     [span] = reporter.spans
     assert span.service_name == "late"
 
 
-def test_with_urllib_instrumented_too_there_is_one_span(backend, tracer, reporter):
+def test_with_urllib_instrumented_too_there_is_one_span(echo_url, tracer, reporter):
     ft_urllib.instrument(tracer)
     ft_requests.instrument(tracer)
-    requests.get(f"{backend}/echo", timeout=TIMEOUT)
+    requests.get(f"{echo_url}/echo", timeout=TIMEOUT)
     assert [s.tags["component"] for s in reporter.spans] == ["requests"]
 
 
-def test_a_broken_tracer_never_breaks_the_request(backend):
+def test_a_broken_tracer_never_breaks_the_request(echo_url):
     class Broken(opentracing.Tracer):
         def start_span(self, *args, **kwargs):
             raise RuntimeError("tracer bug")
@@ -192,14 +147,14 @@ def test_a_broken_tracer_never_breaks_the_request(backend):
     import fasttrace.contrib
     fasttrace.contrib.reset_stats()
     ft_requests.instrument(Broken())
-    assert requests.get(f"{backend}/echo", timeout=TIMEOUT).status_code == 200
+    assert requests.get(f"{echo_url}/echo", timeout=TIMEOUT).status_code == 200
     assert fasttrace.contrib.stats()["internal_errors"]["requests"] == 1
 
 
-def test_span_is_active_during_the_request_for_hooks(backend, tracer, reporter):
+def test_span_is_active_during_the_request_for_hooks(echo_url, tracer, reporter):
     seen = []
     ft_requests.instrument(tracer)
-    requests.get(f"{backend}/echo", timeout=TIMEOUT,
+    requests.get(f"{echo_url}/echo", timeout=TIMEOUT,
                  hooks={"response": lambda r, **kw: seen.append(tracer.active_span)})
     [span] = reporter.spans
     assert seen[0].span_id == span.span_id

@@ -1,6 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
 """fasttrace.contrib.wsgi: a Flask app and plain WSGI apps behind real WSGI servers."""
-import threading
 import time
 import wsgiref.simple_server
 import wsgiref.util
@@ -12,6 +11,8 @@ from opentracing import Format
 import fasttrace
 import fasttrace.contrib
 from fasttrace.contrib.wsgi import TracingMiddleware
+
+from _fault_servers import Serving
 
 flask = pytest.importorskip("flask")
 requests = pytest.importorskip("requests")
@@ -29,28 +30,17 @@ def wait_spans(reporter, count, timeout=TIMEOUT):
         time.sleep(0.01)
 
 
-class Served:
-    """A WSGI app on a free loopback port, in a thread, stopped by the test."""
+def serve(app, server="werkzeug"):
+    """A WSGI app on a free loopback port (werkzeug's threaded server, or wsgiref's), served
+    from a thread until the test closes it."""
+    if server == "werkzeug":
+        return Serving(make_server("127.0.0.1", 0, app, threaded=True))
 
-    def __init__(self, app, server="werkzeug"):
-        if server == "werkzeug":
-            self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        else:
-            class Quiet(wsgiref.simple_server.WSGIRequestHandler):
-                def log_message(self, *args):
-                    pass
-            self.server = wsgiref.simple_server.make_server("127.0.0.1", 0, app,
-                                                            handler_class=Quiet)
-        self.port = self.server.server_port
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(TIMEOUT)
+    class Quiet(wsgiref.simple_server.WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+    return Serving(wsgiref.simple_server.make_server("127.0.0.1", 0, app,
+                                                     handler_class=Quiet))
 
 
 @pytest.fixture
@@ -104,7 +94,7 @@ def flask_server(tracer):
     app = make_flask_app(tracer, seen)
     app.wsgi_app = TracingMiddleware(app.wsgi_app, tracer=tracer,
                                      excluded_paths=("/healthz", "/static/*"))
-    served = Served(app)
+    served = serve(app)
     served.seen = seen
     yield served
     served.close()
@@ -147,7 +137,7 @@ def test_corrupted_context_starts_a_new_trace_and_is_counted(reporter):
     app = flask.Flask("corrupt")
     app.route("/")(lambda: "fine")
     app.wsgi_app = TracingMiddleware(app.wsgi_app, tracer=tracer)
-    served = Served(app)
+    served = serve(app)
     try:
         response = requests.get(served.url + "/", headers={"uber-trace-id": "not:a:valid"},
                                 timeout=TIMEOUT)
@@ -282,7 +272,7 @@ def test_plain_wsgi_app_under_wsgiref(tracer, reporter):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"hello"]
 
-    served = Served(TracingMiddleware(app, tracer=tracer), server="wsgiref")
+    served = serve(TracingMiddleware(app, tracer=tracer), server="wsgiref")
     try:
         response = requests.get(served.url + "/hello/world", timeout=TIMEOUT)
     finally:

@@ -2,8 +2,8 @@
 """A backend that is down, slow, failing or throttling must not hurt the application:
 span calls keep recording, memory stays bounded, failures and drops are counted,
 flush/close return within their timeouts, and retries follow the OTLP spec."""
+import functools
 import logging
-import socket
 import threading
 import time
 
@@ -13,40 +13,15 @@ import fasttrace
 from fasttrace.exporters import OTLPExporter
 from fasttrace.reporting import BatchReporter, Exporter
 
-from test_export_otlp import Sink, make_batch, pb
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _fault_servers import OK, free_port
+from test_export_otlp import make_batch, pb
 
 
 @pytest.fixture
-def sinks():
-    made = []
-
-    def make(respond):
-        s = Sink(respond)
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.close()
-
-
-def scripted(*responses):
-    """Answers the i-th request with responses[i] (the last one repeats)."""
-    calls = []
-
-    def respond(handler):
-        r = responses[min(len(calls), len(responses) - 1)]
-        calls.append(time.monotonic())
-        if callable(r):
-            return r()
-        return r
-    respond.calls = calls
-    return respond
+def collector(http_sink):
+    """collector(*replies) -> an OTLP/HTTP collector on loopback answering with `replies`
+    (the i-th request the i-th, the last one repeating; see _fault_servers.HttpSink)."""
+    return functools.partial(http_sink, path="/v1/traces")
 
 
 def test_backend_down_counts_failures_and_keeps_recording():
@@ -69,13 +44,13 @@ def test_backend_down_counts_failures_and_keeps_recording():
     assert time.monotonic() - t0 < 4
 
 
-def test_slow_backend_neither_blocks_spans_nor_flush_nor_close(sinks):
+def test_slow_backend_neither_blocks_spans_nor_flush_nor_close(collector):
     release = threading.Event()
 
-    def slow():
+    def slow(handler):
         release.wait(10)
-        return 200, {}, b""
-    sink = sinks(scripted(slow))
+        return OK
+    sink = collector(slow)
     exporter = OTLPExporter(sink.url, timeout=0.5)
     reporter = BatchReporter(exporter, flush_interval=0.05, max_batch_size=100,
                              max_queue_size=1000)
@@ -143,16 +118,16 @@ def test_queue_limit_is_honoured_and_drops_counted():
     tracer.close(2)
 
 
-def test_500_is_not_retried(sinks):
-    sink = sinks(scripted((500, {}, b"oops")))
+def test_500_is_not_retried(collector):
+    sink = collector((500, {}, b"oops"))
     exporter = OTLPExporter(sink.url, timeout=5)
     assert exporter.export(make_batch()) is False
     assert len(sink.requests) == 1
     assert exporter.stats()["last_error"].startswith("HTTP 500")
 
 
-def test_400_is_never_retried(sinks):
-    sink = sinks(scripted((400, {}, b"bad request")))
+def test_400_is_never_retried(collector):
+    sink = collector((400, {}, b"bad request"))
     exporter = OTLPExporter(sink.url, timeout=5)
     t0 = time.monotonic()
     assert exporter.export(make_batch()) is False
@@ -162,26 +137,24 @@ def test_400_is_never_retried(sinks):
 
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
-def test_retryable_statuses_are_retried(sinks, status):
-    respond = scripted((status, {}, b""), (200, {}, b""))
-    sink = sinks(respond)
+def test_retryable_statuses_are_retried(collector, status):
+    sink = collector((status, {}, b""), OK)
     exporter = OTLPExporter(sink.url, timeout=5)
     assert exporter.export(make_batch()) is True
     assert len(sink.requests) == 2
     assert exporter.stats()["retries"] == 1
 
 
-def test_429_retry_after_is_honoured(sinks):
-    respond = scripted((429, {"Retry-After": "1"}, b""), (200, {}, b""))
-    sink = sinks(respond)
+def test_429_retry_after_is_honoured(collector):
+    sink = collector((429, {"Retry-After": "1"}, b""), OK)
     exporter = OTLPExporter(sink.url, timeout=5)
     assert exporter.export(make_batch()) is True
     assert len(sink.requests) == 2
-    assert respond.calls[1] - respond.calls[0] >= 0.9
+    assert sink.requests[1].time - sink.requests[0].time >= 0.9
 
 
-def test_retry_after_beyond_the_timeout_gives_up_at_once(sinks):
-    sink = sinks(scripted((503, {"Retry-After": "30"}, b"")))
+def test_retry_after_beyond_the_timeout_gives_up_at_once(collector):
+    sink = collector((503, {"Retry-After": "30"}, b""))
     exporter = OTLPExporter(sink.url, timeout=1)
     t0 = time.monotonic()
     assert exporter.export(make_batch()) is False
@@ -190,8 +163,8 @@ def test_retry_after_beyond_the_timeout_gives_up_at_once(sinks):
     assert "no time left" in exporter.stats()["last_error"]
 
 
-def test_backoff_stops_at_the_timeout(sinks):
-    sink = sinks(scripted((503, {}, b"")))
+def test_backoff_stops_at_the_timeout(collector):
+    sink = collector((503, {}, b""))
     exporter = OTLPExporter(sink.url, timeout=1.5)
     t0 = time.monotonic()
     assert exporter.export(make_batch()) is False
@@ -199,11 +172,11 @@ def test_backoff_stops_at_the_timeout(sinks):
     assert len(sink.requests) >= 2
 
 
-def test_partial_success_is_logged_counted_not_retried(sinks, caplog):
+def test_partial_success_is_logged_counted_not_retried(collector, caplog):
     body = pb.ExportTraceServiceResponse(
         partial_success={"rejected_spans": 2, "error_message": "spans too old"}
     ).SerializeToString()
-    sink = sinks(scripted((200, {"Content-Type": "application/x-protobuf"}, body)))
+    sink = collector((200, {"Content-Type": "application/x-protobuf"}, body))
     exporter = OTLPExporter(sink.url, timeout=5)
     with caplog.at_level(logging.WARNING, logger="fasttrace"):
         assert exporter.export(make_batch()) is True

@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """JaegerExporter end to end: UDP agent datagrams and collector HTTP bodies from a real
 tracer, decoded with the `thrift` package and jaeger-client's generated types."""
-import http.server
 import socket
 import threading
 import time
@@ -12,6 +11,8 @@ import pytest
 import fasttrace
 from fasttrace import _thrift
 from fasttrace.exporters.jaeger import CLIENT_VERSION, TRIMMED_TAG, JaegerExporter
+
+from _fault_servers import ACCEPTED, UDPSink, delayed, free_port
 
 thrift_transport = pytest.importorskip("thrift.transport.TTransport")
 from thrift.protocol import TBinaryProtocol, TCompactProtocol  # noqa: E402
@@ -25,127 +26,10 @@ U64 = (1 << 64) - 1
 
 # -- loopback sinks -----------------------------------------------------------------------
 
-class UdpSink:
-    """Collects datagrams on 127.0.0.1 in a thread; stops by itself after `lifetime` s."""
-
-    def __init__(self, lifetime=30.0):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for opt in ("SO_RCVBUFFORCE", "SO_RCVBUF"):
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, opt), 8 << 20)
-                break
-            except (AttributeError, OSError):
-                pass
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self.datagrams = []
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._deadline = time.monotonic() + lifetime
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set() and time.monotonic() < self._deadline:
-            try:
-                data = self.sock.recv(1 << 17)
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            with self._cond:
-                self.datagrams.append(data)
-                self._cond.notify_all()
-        self.sock.close()
-
-    def wait_for(self, count, timeout=5.0):
-        with self._cond:
-            self._cond.wait_for(lambda: len(self.datagrams) >= count, timeout)
-            return list(self.datagrams)
-
-    def settle(self, quiet=0.2):
-        """All datagrams, once none has arrived for `quiet` seconds."""
-        seen = -1
-        while seen != len(self.datagrams):
-            seen = len(self.datagrams)
-            time.sleep(quiet)
-        return list(self.datagrams)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(5)
-
-
-class HttpSink:
-    """A loopback HTTP/1.1 server answering POSTs from a script of responses.
-
-    Each scripted response is (status, headers dict, delay seconds); when the script runs
-    out, `default` is used.  Requests are recorded as dicts.
-    """
-
-    def __init__(self, script=(), default=(202, {}, 0.0)):
-        self.requests = []
-        self.script = list(script)
-        self.default = default
-        sink = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                sink.requests.append({"path": self.path, "headers": dict(self.headers),
-                                      "body": body, "peer": self.client_address})
-                status, headers, delay = sink.script.pop(0) if sink.script else sink.default
-                if delay:
-                    time.sleep(delay)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def udp_sink():
-    sink = UdpSink()
-    yield sink
-    sink.close()
-
-
-@pytest.fixture
-def http_sink():
-    sinks = []
-
-    def make(*args, **kwargs):
-        sinks.append(HttpSink(*args, **kwargs))
-        return sinks[-1]
-
-    yield make
-    for sink in sinks:
-        sink.close()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with UDPSink() as sink:
+        yield sink
 
 
 # -- spans from a real tracer -----------------------------------------------------------------
@@ -356,16 +240,16 @@ def test_agent_datagram_decodes_field_by_field(udp_sink):
 
 
 def test_collector_body_decodes_field_by_field(http_sink):
-    sink = http_sink()
+    sink = http_sink(ACCEPTED)
     batch, records = make_batch()
     exporter = JaegerExporter(collector_endpoint=sink.url + "/api/traces",
                               headers={"Authorization": "Bearer t0k"})
     assert exporter.export(batch) is True
     (req,) = sink.requests
-    assert req["path"] == "/api/traces"
-    assert req["headers"]["Content-Type"] == "application/vnd.apache.thrift.binary"
-    assert req["headers"]["Authorization"] == "Bearer t0k"
-    jbatch = decode_collector_body(req["body"])
+    assert req.path == "/api/traces"
+    assert req.headers["Content-Type"] == "application/vnd.apache.thrift.binary"
+    assert req.headers["Authorization"] == "Bearer t0k"
+    jbatch = decode_collector_body(req.body)
     check_process(jbatch.process)
     check_spans(jbatch.spans, records)
     # the same spans through both protocols
@@ -374,7 +258,7 @@ def test_collector_body_decodes_field_by_field(http_sink):
     assert from_agent.spans == jbatch.spans
     # a second export reuses the kept-alive connection
     assert exporter.export(batch) is True
-    assert len(sink.requests) == 2 and sink.requests[1]["peer"] == req["peer"]
+    assert len(sink.requests) == 2 and sink.requests[1].peer == req.peer
     assert exporter.stats()["requests_sent"] == 2
     exporter.shutdown()
 
@@ -526,7 +410,7 @@ def test_collector_down_fails_within_timeout():
 
 
 def test_collector_500_fails_at_once(http_sink):
-    sink = http_sink(default=(500, {}, 0.0))
+    sink = http_sink((500, {}, b""))
     exporter = collector(sink, timeout=5.0)
     t0 = time.monotonic()
     assert exporter.export(make_batch()[0]) is False
@@ -536,7 +420,7 @@ def test_collector_500_fails_at_once(http_sink):
 
 
 def test_collector_400_is_not_retried(http_sink):
-    sink = http_sink(default=(400, {}, 0.0))
+    sink = http_sink((400, {}, b""))
     exporter = collector(sink, timeout=5.0)
     assert exporter.export(make_batch()[0]) is False
     assert len(sink.requests) == 1
@@ -544,20 +428,20 @@ def test_collector_400_is_not_retried(http_sink):
 
 
 def test_collector_429_retry_after_is_honoured(http_sink):
-    sink = http_sink(script=[(429, {"Retry-After": "1"}, 0.0)])
+    sink = http_sink((429, {"Retry-After": "1"}, b""), ACCEPTED)
     exporter = collector(sink, timeout=5.0)
     t0 = time.monotonic()
     assert exporter.export(make_batch()[0]) is True
     elapsed = time.monotonic() - t0
     assert 0.95 <= elapsed < 3.0
     assert len(sink.requests) == 2
-    assert sink.requests[0]["body"] == sink.requests[1]["body"]
+    assert sink.requests[0].body == sink.requests[1].body
     stats = exporter.stats()
     assert stats["retries"] == 1 and stats["spans_sent"] == 6 and stats["send_errors"] == 0
 
 
 def test_collector_429_retry_after_beyond_timeout_gives_up_early(http_sink):
-    sink = http_sink(default=(429, {"Retry-After": "30"}, 0.0))
+    sink = http_sink((429, {"Retry-After": "30"}, b""))
     exporter = collector(sink, timeout=1.0)
     t0 = time.monotonic()
     assert exporter.export(make_batch()[0]) is False
@@ -567,7 +451,7 @@ def test_collector_429_retry_after_beyond_timeout_gives_up_early(http_sink):
 
 
 def test_collector_503_then_202(http_sink):
-    sink = http_sink(script=[(503, {}, 0.0), (502, {}, 0.0)])
+    sink = http_sink((503, {}, b""), (502, {}, b""), ACCEPTED)
     exporter = collector(sink, timeout=5.0)
     assert exporter.export(make_batch()[0]) is True
     assert len(sink.requests) == 3
@@ -575,7 +459,7 @@ def test_collector_503_then_202(http_sink):
 
 
 def test_collector_slow_fails_within_timeout(http_sink):
-    sink = http_sink(default=(202, {}, 3.0))
+    sink = http_sink(delayed(3.0, ACCEPTED))
     exporter = collector(sink, timeout=0.5)
     t0 = time.monotonic()
     assert exporter.export(make_batch()[0]) is False
@@ -584,7 +468,7 @@ def test_collector_slow_fails_within_timeout(http_sink):
 
 
 def test_shutdown_interrupts_backoff(http_sink):
-    sink = http_sink(default=(503, {"Retry-After": "3"}, 0.0))
+    sink = http_sink((503, {"Retry-After": "3"}, b""))
     exporter = collector(sink, timeout=10.0)
     result = []
     thread = threading.Thread(target=lambda: result.append(exporter.export(make_batch()[0])))

@@ -2,10 +2,8 @@
 """OTLPExporter end to end: what reaches a loopback collector, decoded with the official
 opentelemetry-proto classes and checked field by field against the FinishedSpans."""
 import gzip
-import http.server
 import math
 import struct
-import threading
 
 import numpy as np
 import opentracing
@@ -24,61 +22,26 @@ Span = trace_pb2.Span
 Status = trace_pb2.Status
 
 
-class Sink:
-    """A loopback OTLP/HTTP collector: records requests, answers via `respond(handler)`."""
-
-    def __init__(self, respond=None):
-        self.requests = []
-        self.clients = []
-        self.respond = respond
-        sink = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                sink.requests.append((self.path, self.headers, body))
-                sink.clients.append(self.client_address)
-                status, headers, data = (sink.respond or (lambda h: (200, {}, b"")))(self)
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def decoded(self):
-        out = []
-        for _, headers, body in self.requests:
-            if headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            out.append(pb.ExportTraceServiceRequest.FromString(body))
-        return out
-
-    def spans(self):
-        return [s for req in self.decoded() for rs in req.resource_spans
-                for ss in rs.scope_spans for s in ss.spans]
-
-
 @pytest.fixture
-def sink():
-    s = Sink()
-    yield s
-    s.close()
+def sink(http_sink):
+    """A loopback OTLP/HTTP collector answering 200 (see _fault_servers.HttpSink)."""
+    return http_sink(path="/v1/traces")
+
+
+def decoded(sink):
+    """The ExportTraceServiceRequests the sink received."""
+    out = []
+    for request in sink.requests:
+        body = request.body
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        out.append(pb.ExportTraceServiceRequest.FromString(body))
+    return out
+
+
+def received_spans(sink):
+    return [s for req in decoded(sink) for rs in req.resource_spans
+            for ss in rs.scope_spans for s in ss.spans]
 
 
 class Tee(Exporter):
@@ -152,19 +115,19 @@ def test_end_to_end_every_field(sink):
     assert tracer.flush(10)
     tracer.close(5)
 
-    path, headers, _ = sink.requests[0]
+    path, headers = sink.requests[0].path, sink.requests[0].headers
     assert path == "/v1/traces"
     assert headers["Content-Type"] == "application/x-protobuf"
     assert headers["x-api-key"] == "secret"
 
-    requests = sink.decoded()
+    requests = decoded(sink)
     rs = requests[0].resource_spans[0]
     assert attrs(rs.resource.attributes) == {"service.name": "checkout", "deployment": "prod",
                                              "replicas": 3, "canary": True, "load": 0.5}
     scope = rs.scope_spans[0].scope
     assert scope.name == "fasttrace" and scope.version == fasttrace.__version__
 
-    got = {s.span_id: s for s in sink.spans()}
+    got = {s.span_id: s for s in received_spans(sink)}
     assert len(got) == len(tee.finished) == 6
     for fin in tee.finished:
         s = got[be(fin.span_id, 8)]
@@ -239,29 +202,26 @@ def test_gzip_keepalive_and_many_batches(sink):
     assert tracer.flush(10)
     tracer.close(5)
     assert len(sink.requests) >= 10
-    assert all(h["Content-Encoding"] == "gzip" for _, h, _ in sink.requests)
-    spans = sink.spans()
+    assert all(r.headers["Content-Encoding"] == "gzip" for r in sink.requests)
+    spans = received_spans(sink)
     assert sorted(attrs(s.attributes)["i"] for s in spans) == list(range(500))
     # one kept-alive connection: every request came from the same client port
-    assert len(set(sink.clients)) == 1
+    assert len({r.peer for r in sink.requests}) == 1
     assert exporter.stats()["requests"] == len(sink.requests)
 
 
-def test_reconnects_when_the_collector_closes_the_idle_connection():
+def test_reconnects_when_the_collector_closes_the_idle_connection(http_sink):
     def respond(handler):
         handler.close_connection = True
         return 200, {"Connection": "close"}, b""
-    s = Sink(respond)
-    try:
-        exporter = OTLPExporter(s.url, timeout=5)
-        tracer = fasttrace.Tracer("svc", reporter=BatchReporter(exporter, flush_interval=60))
-        for _ in range(3):
-            tracer.start_span("x").finish()
-            assert tracer.flush(5)
-        assert len(s.spans()) == 3
-        tracer.close(2)
-    finally:
-        s.close()
+    s = http_sink(respond, path="/v1/traces")
+    exporter = OTLPExporter(s.url, timeout=5)
+    tracer = fasttrace.Tracer("svc", reporter=BatchReporter(exporter, flush_interval=60))
+    for _ in range(3):
+        tracer.start_span("x").finish()
+        assert tracer.flush(5)
+    assert len(received_spans(s)) == 3
+    tracer.close(2)
 
 
 def make_batch(n=3, names=("a", "b"), keys=("k",), tags=None, logs=None, extras=None,

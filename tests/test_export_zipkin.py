@@ -1,11 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """ZipkinExporter end to end: Zipkin v2 JSON POSTed to a loopback server, parsed and checked
 field by field against the tracer's own FinishedSpan records."""
-import http.server
 import json
 import re
-import socket
-import threading
 import time
 
 import opentracing
@@ -15,64 +12,13 @@ import fasttrace
 from fasttrace.exporters.jaeger import host_info
 from fasttrace.exporters.zipkin import ZipkinExporter, encode_spans_json
 
+from _fault_servers import ACCEPTED, delayed, free_port
+
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
+PATH = "/api/v2/spans"
 SPAN_FIELDS = {"traceId", "id", "parentId", "name", "kind", "timestamp", "duration",
                "localEndpoint", "remoteEndpoint", "annotations", "tags", "debug", "shared"}
-
-
-class HttpSink:
-    """A loopback HTTP/1.1 server answering POSTs from a script of (status, headers, delay);
-    `default` once the script is used up.  Stopped by the fixture."""
-
-    def __init__(self, script=(), default=(202, {}, 0.0)):
-        self.requests = []
-        self.script = list(script)
-        self.default = default
-        sink = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                sink.requests.append({"path": self.path, "headers": dict(self.headers),
-                                      "body": body, "peer": self.client_address})
-                status, headers, delay = sink.script.pop(0) if sink.script else sink.default
-                if delay:
-                    time.sleep(delay)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v2/spans"
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def http_sink():
-    sinks = []
-
-    def make(*args, **kwargs):
-        sinks.append(HttpSink(*args, **kwargs))
-        return sinks[-1]
-
-    yield make
-    for sink in sinks:
-        sink.close()
 
 
 class KeepBatches(fasttrace.Reporter):
@@ -195,17 +141,17 @@ def check_json(spans, records):
 
 
 def test_zipkin_json_field_by_field(http_sink):
-    sink = http_sink()
+    sink = http_sink(ACCEPTED, path=PATH)
     batch, records = make_batch()
     exporter = ZipkinExporter(endpoint=sink.url, headers={"X-Scope-OrgID": "t1"})
     assert exporter.export(batch) is True
     (req,) = sink.requests
-    assert req["path"] == "/api/v2/spans"
-    assert req["headers"]["Content-Type"] == "application/json"
-    assert req["headers"]["X-Scope-OrgID"] == "t1"
-    check_json(json.loads(req["body"]), records)
+    assert req.path == "/api/v2/spans"
+    assert req.headers["Content-Type"] == "application/json"
+    assert req.headers["X-Scope-OrgID"] == "t1"
+    check_json(json.loads(req.body), records)
     assert exporter.export(batch) is True                  # kept-alive connection reused
-    assert sink.requests[1]["peer"] == req["peer"]
+    assert sink.requests[1].peer == req.peer
     stats = exporter.stats()
     assert stats["spans_sent"] == 12 and stats["requests_sent"] == 2
     assert stats["send_errors"] == stats["spans_failed"] == 0
@@ -228,12 +174,6 @@ def test_empty_and_sliced_batches():
     assert part == full[2:5]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_zipkin_down_fails_within_timeout():
     exporter = ZipkinExporter(endpoint=f"http://127.0.0.1:{free_port()}/api/v2/spans",
                               timeout=1.0)
@@ -246,7 +186,7 @@ def test_zipkin_down_fails_within_timeout():
 
 @pytest.mark.parametrize("status", [400, 500])
 def test_zipkin_errors_are_not_retried(http_sink, status):
-    sink = http_sink(default=(status, {}, 0.0))
+    sink = http_sink((status, {}, b""), path=PATH)
     exporter = ZipkinExporter(endpoint=sink.url, timeout=5.0)
     t0 = time.monotonic()
     assert exporter.export(make_batch()[0]) is False
@@ -256,7 +196,7 @@ def test_zipkin_errors_are_not_retried(http_sink, status):
 
 
 def test_zipkin_429_retry_after(http_sink):
-    sink = http_sink(script=[(429, {"Retry-After": "1"}, 0.0)])
+    sink = http_sink((429, {"Retry-After": "1"}, b""), ACCEPTED, path=PATH)
     exporter = ZipkinExporter(endpoint=sink.url, timeout=5.0)
     t0 = time.monotonic()
     assert exporter.export(make_batch()[0]) is True
@@ -265,7 +205,7 @@ def test_zipkin_429_retry_after(http_sink):
 
 
 def test_zipkin_429_retry_after_beyond_timeout(http_sink):
-    sink = http_sink(default=(429, {"Retry-After": "30"}, 0.0))
+    sink = http_sink((429, {"Retry-After": "30"}, b""), path=PATH)
     exporter = ZipkinExporter(endpoint=sink.url, timeout=1.0)
     t0 = time.monotonic()
     assert exporter.export(make_batch()[0]) is False
@@ -274,7 +214,7 @@ def test_zipkin_429_retry_after_beyond_timeout(http_sink):
 
 
 def test_zipkin_slow_fails_within_timeout(http_sink):
-    sink = http_sink(default=(202, {}, 3.0))
+    sink = http_sink(delayed(3.0, ACCEPTED), path=PATH)
     exporter = ZipkinExporter(endpoint=sink.url, timeout=0.5)
     t0 = time.monotonic()
     assert exporter.export(make_batch()[0]) is False

@@ -9,7 +9,6 @@ Each hop has its own tracer (service name), as separate processes would.
 """
 import asyncio
 import logging
-import socket
 import threading
 import time
 from concurrent import futures
@@ -25,6 +24,8 @@ from fasttrace.contrib.logging import TraceContextFilter
 from fasttrace.contrib.wsgi import TracingMiddleware as WSGITracing
 from fasttrace.decorators import traced
 
+from _fault_servers import Serving, free_port
+
 flask = pytest.importorskip("flask")
 grpc = pytest.importorskip("grpc")
 httpx = pytest.importorskip("httpx")
@@ -36,12 +37,6 @@ from starlette.routing import Route  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 TIMEOUT = 10
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Hop:
@@ -144,17 +139,9 @@ class Deployment:
             return {"summary": summary, "stock": stock["stock"]}
 
         app.wsgi_app = WSGITracing(app.wsgi_app, tracer=tracer, excluded_paths=("/healthz",))
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  daemon=True)
-        thread.start()
-
-        def stop():
-            server.shutdown()
-            server.server_close()
-            thread.join(TIMEOUT)
-        self._closers.append(stop)
-        self.gateway_url = f"http://127.0.0.1:{server.server_port}"
+        serving = Serving(make_server("127.0.0.1", 0, app, threaded=True))
+        self._closers.append(serving.close)
+        self.gateway_url = serving.url
 
     def close(self):
         for close in reversed(self._closers):
