@@ -551,6 +551,19 @@ cdef inline int _uber_item(dict items, Budget *budget, str key, const char *p, P
     return 0
 
 
+cdef inline const char *_next_name(dict carrier, Py_ssize_t *pos, PyObject **k,
+                                   PyObject **v, Py_ssize_t *n) noexcept:
+    """Advances *pos to the carrier's next item whose key is a str with a non-empty
+    UTF-8 name (n bytes): those bytes, or NULL at the end.  *k and *v are borrowed."""
+    cdef const char *p
+    while PyDict_Next(carrier, pos, k, v):
+        if type(<object>k[0]) is str:
+            p = _utf8(<str>k[0], n)
+            if p != NULL and n[0] != 0:
+                return p
+    return NULL
+
+
 cdef enum JaegerName:
     NAME_OTHER             # nothing Jaeger reads (or not spelled so that it would)
     NAME_UBERCTX           # "uberctx-<key>", any case
@@ -594,16 +607,14 @@ cdef dict _build_index(Extracted acc, Budget *budget, bint uberctx, bint decode,
         index = acc.index
     elif acc.is_dict:
         # exact lowercase names are looked up directly; only other spellings go here
-        while PyDict_Next(acc.carrier, &pos, &k, &v):
-            if type(<object>k) is not str:
-                continue
+        while True:
+            p = _next_name(acc.carrier, &pos, &k, &v, &n)
+            if p == NULL:
+                break
             # owned references: reading a value that is not a str may run Python code
             # (a str subclass's __str__) that drops the carrier's own
             hkey = <str>k
             hval = <object>v
-            p = _utf8(hkey, &n)
-            if p == NULL or n == 0:
-                continue
             kind = _jaeger_name(p, n)
             if uberctx and kind == NAME_UBERCTX:
                 if type(hval) is not str:
@@ -1200,17 +1211,15 @@ cdef object _jaeger_dict_extract(JaegerPropagator jaeger, dict carrier):
     cdef uint64_t dropped = stats.baggage_dropped
     budget.count = 0
     budget.total = 0
-    while PyDict_Next(carrier, &pos, &k, &v):
-        if type(<object>k) is not str:
-            continue
-        hkey = <str>k
-        hval = <object>v
-        p = _utf8(hkey, &n)
-        if p == NULL or n == 0:
-            continue
+    while True:
+        p = _next_name(carrier, &pos, &k, &v, &n)
+        if p == NULL:
+            break
         kind = _jaeger_name(p, n)
         if kind == NAME_OTHER:
             continue
+        hkey = <str>k
+        hval = <object>v
         if kind == NAME_UBERCTX and type(hval) is str:
             if items is None:
                 items = {}
@@ -1218,19 +1227,21 @@ cdef object _jaeger_dict_extract(JaegerPropagator jaeger, dict carrier):
         elif kind == NAME_UBER and type(hval) is str:
             uber = hval
         else:
-            break
-    else:
-        if uber is None:
-            if items is None:
-                return None
-        else:
-            p = _utf8(<str>uber, &n)
-            if p != NULL:
-                ft_trim_ows(&p, <ptrdiff_t *>&n)
-                if ft_uber_parse(p, n, &hi, &lo, &span, &parent, &flags) == FT_OK:
-                    return SpanContext.make(hi, lo, span, flags & JAEGER_FLAGS,
-                                            items if items else None, None)
-    stats.baggage_dropped = dropped
+            return _fallback(dropped)
+    if uber is None:
+        return None if items is None else _fallback(dropped)
+    p = _utf8(<str>uber, &n)
+    if p != NULL:
+        ft_trim_ows(&p, <ptrdiff_t *>&n)
+        if ft_uber_parse(p, n, &hi, &lo, &span, &parent, &flags) == FT_OK:
+            return SpanContext.make(hi, lo, span, flags & JAEGER_FLAGS,
+                                    items if items else None, None)
+    return _fallback(dropped)
+
+
+cdef inline object _fallback(uint64_t baggage_dropped):
+    """_FALLBACK, with the counter the one-pass path moved put back."""
+    stats.baggage_dropped = baggage_dropped
     return _FALLBACK
 
 
