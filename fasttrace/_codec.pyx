@@ -1025,6 +1025,7 @@ cdef class JaegerPropagator(Propagator):
         cdef Py_ssize_t pos = 0
         cdef PyObject *k
         cdef PyObject *v
+        cdef bint fast
         if _has_ids(ctx):
             flags = ctx.flags & JAEGER_FLAGS
             # the length ft_uber_format writes: 16 or 32 digits, ":", 16, ":0:", 1 or 2
@@ -1042,7 +1043,19 @@ cdef class JaegerPropagator(Propagator):
         # PyDict_Next rather than items.items(): no size check per item, and a carrier's
         # __setitem__ that changes this dict (it can reach it: ctx.baggage) must not
         # make inject raise; key and value are owned while the item is written
+        fast = type(carrier) is dict and not self.url_encoding
         while PyDict_Next(items, &pos, &k, &v):
+            if fast and type(<object>v) is str:
+                # TEXT_MAP into a dict, a key seen before (so a valid token: its name
+                # is cached): the value goes as it is.  No Python code runs here.
+                cached = _id_get(_uber_name_slots, <object>k)
+                if cached != NULL:
+                    vn = _utf8_len(<str>v)
+                    if vn >= 0 and _take(&budget, 8 + PyUnicode_GET_LENGTH(<str>k) + vn):
+                        PyDict_SetItem(carrier, <object>cached, <object>v)
+                    elif vn < 0:
+                        stats.baggage_dropped += 1
+                    continue
             key = <object>k
             value = <object>v
             ks = <str>key if type(key) is str else _str_item(key)
