@@ -190,7 +190,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport uint8_t, uint64_t
-from libc.string cimport memchr, memcpy, memset
+from libc.string cimport memchr, memcmp, memcpy, memset
 
 from fasttrace._cdefs cimport (
     FT_B3_ACCEPT, FT_B3_DEBUG, FT_B3_DEFERRED, FT_B3_DENY, FT_CC_BAGGAGE, FT_CC_TCHAR,
@@ -1651,6 +1651,40 @@ cdef SpanContext _corrupt(str why):
     raise SpanContextCorruptedException(f"Format.BINARY: {why}")
 
 
+# Baggage keys decoded by extract_binary, by a hash of their bytes: the same few keys
+# come on every request, and reusing the str skips decoding it and hashing it again
+# when it goes into the baggage dict.  Strong references; short keys only.
+cdef PyObject *_binary_keys[ID_SLOTS]
+cdef enum:
+    BINARY_KEY_CACHE_MAX_BYTES = 64
+
+
+cdef str _binary_key(const char *s, Py_ssize_t n):
+    """The str of the UTF-8 key bytes s[:n] (UnicodeDecodeError when they are not)."""
+    cdef size_t h = <size_t>n
+    cdef Py_ssize_t i, m
+    cdef PyObject *cached
+    cdef PyObject *old
+    cdef const char *c
+    cdef str key
+    if n > BINARY_KEY_CACHE_MAX_BYTES:
+        return PyUnicode_DecodeUTF8(s, n, "strict")
+    for i in range(n):
+        h = h * 31 + <unsigned char>s[i]
+    h = (h ^ (h >> 7)) & (ID_SLOTS - 1)
+    cached = _binary_keys[h]
+    if cached != NULL:
+        c = _utf8(<str>cached, &m)
+        if c != NULL and m == n and memcmp(c, s, n) == 0:
+            return <str>cached
+    key = PyUnicode_DecodeUTF8(s, n, "strict")
+    old = _binary_keys[h]
+    Py_INCREF(key)
+    _binary_keys[h] = <PyObject *>key
+    Py_XDECREF(old)          # a str: releasing it runs no Python code
+    return key
+
+
 cdef SpanContext _parse_binary(const unsigned char *p, Py_ssize_t n):
     cdef Py_ssize_t pos, ts_n, kn, vn, kp, i, total = 0
     cdef uint64_t hi, lo, span
@@ -1701,7 +1735,7 @@ cdef SpanContext _parse_binary(const unsigned char *p, Py_ssize_t n):
         if total > MAX_BAGGAGE_BYTES:
             return _corrupt("baggage too large")
         try:
-            key = (<const char *>p)[kp:kp + kn].decode("utf-8")
+            key = _binary_key(<const char *>p + kp, kn)
             value = (<const char *>p)[pos + 2:pos + 2 + vn].decode("utf-8")
         except UnicodeDecodeError:
             return _corrupt("baggage is not UTF-8")

@@ -613,13 +613,20 @@ FT_HOT int ft_is_uber_trace_id(const char *s, ptrdiff_t n) {
 
 /* ---- big-endian integers for the binary format --------------------------------------- */
 
-static inline void ft_put_u64be(unsigned char *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--) { p[i] = (unsigned char)(v & 0xff); v >>= 8; }
+/* One unaligned 8-byte move and a byte swap (gcc at -O2 did not merge the byte loop). */
+FT_HOT void ft_put_u64be(unsigned char *p, uint64_t v) {
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+    v = ft_bswap64(v);
+#endif
+    memcpy(p, &v, 8);
 }
 
-static inline uint64_t ft_get_u64be(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+FT_HOT uint64_t ft_get_u64be(const unsigned char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+    v = ft_bswap64(v);
+#endif
     return v;
 }
 #endif

@@ -30,6 +30,13 @@ int main(void) {
     for (long i = 0; i < 2000000; i++) {
         uint64_t v = next(), a = 0, b = 0;
         int ra, rb, lower = (int)(i & 1);
+        {   /* big-endian integers of the binary format */
+            unsigned char be[8];
+            uint64_t back = 0;
+            ft_put_u64be(be, v);
+            for (int j = 0; j < 8; j++) back = (back << 8) | be[j];
+            if (back != v || ft_get_u64be(be) != v) failures++;
+        }
         ft_u64_hex(v, buf);
         ft_u64_to_hex(v, want);
         if (memcmp(buf, want, 16) != 0) failures++;
