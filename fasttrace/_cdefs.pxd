@@ -24,6 +24,7 @@ cdef extern from "ft_pyutil.h":
     void ft_list_set(list lst, Py_ssize_t i, object value) noexcept
     object ft_list_get(list lst, Py_ssize_t i)
     void ft_list_move(list dst, Py_ssize_t j, list src, Py_ssize_t i) noexcept
+    void ft_yield() noexcept nogil
 
 # Propagation codecs (fasttrace/_codec.pyx); see src/ft_codec.h.
 from libc.stddef cimport ptrdiff_t

@@ -20,7 +20,7 @@ from opentracing import UnsupportedFormatException, SpanContextCorruptedExceptio
 
 from fasttrace._arena cimport (Arena, SLOT_FIRST_REF_FOLLOWS, UNINTERNED)
 from fasttrace._cdefs cimport (ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_init,
-                               ft_clock_init, ft_clock_uses_tsc, ft_system_now_ns)
+                               ft_clock_init, ft_clock_uses_tsc, ft_system_now_ns, ft_yield)
 from fasttrace._codec cimport Propagation, inject_binary, extract_binary
 from fasttrace._context cimport (SpanContext, FLAG_SAMPLED, FLAG_DEBUG, FLAG_DEFERRED,
                                  baggage_with, u128_to_int)
@@ -32,6 +32,14 @@ log = logging.getLogger("fasttrace")
 ft_rng_init()
 # the span clock (see src/ft_clock.h); only this module reads it
 ft_clock_init()
+
+cdef enum:
+    # how long a span start with a full arena hands the GIL back to a thread that is in
+    # the middle of draining it (see TracerCore._record).  That drain needs the GIL for
+    # a few microseconds more, but getting it back can take a switch interval (5 ms)
+    # per thread that holds it meanwhile; past 50 ms the span is dropped (and counted)
+    # rather than the caller stalled further.
+    MAX_DRAIN_WAIT_NS = 50000000
 
 
 def clock_info():
@@ -601,11 +609,27 @@ cdef class TracerCore:
         cdef Arena arena = self._arena
         cdef int32_t slot = arena.alloc()
         cdef object drained = None
+        cdef int64_t wait_until = 0
         if slot < 0 and arena.finished_count > 0:
             # full, but partly with finished spans: free them now (in C, atomically, so
             # no other thread can see the arena full meanwhile), report them after
             drained = arena.drain(-1)
             slot = arena.alloc()
+            # Another thread is in the middle of a drain: a garbage collection inside it
+            # ran a finalizer (Python code), and that let this thread in before the
+            # finished slots were freed.  Hand the GIL back until they are -- dropping
+            # here would drop spans of every thread for a whole switch interval.
+            while slot < 0 and drained is None and arena.drain_busy:
+                if wait_until == 0:
+                    wait_until = ft_system_now_ns() + MAX_DRAIN_WAIT_NS
+                elif ft_system_now_ns() > wait_until:
+                    break
+                with nogil:
+                    ft_yield()
+                slot = arena.alloc()
+                if slot < 0 and not arena.drain_busy and arena.finished_count > 0:
+                    drained = arena.drain(-1)
+                    slot = arena.alloc()
         if drained is not None:
             self._report_drained(drained)
         if slot < 0:

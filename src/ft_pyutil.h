@@ -25,6 +25,20 @@ static inline void ft_list_move(PyObject *dst, Py_ssize_t j, PyObject *src, Py_s
     PyList_SET_ITEM(src, i, old);  /* the None dst held */
 }
 
+/* Sleeps briefly (called without the GIL): a thread waiting for the GIL takes it, and
+ * this one does not compete for it again at once -- several such waiters spinning on
+ * the GIL would starve the one thread they wait for. */
+#if defined(_WIN32)
+#include <windows.h>
+static inline void ft_yield(void) { Sleep(0); }
+#else
+#include <time.h>
+static inline void ft_yield(void) {
+    struct timespec ts = {0, 20000};    /* 20 us */
+    nanosleep(&ts, NULL);
+}
+#endif
+
 /* list[i] for an index known to be in range; a new reference. */
 static inline PyObject *ft_list_get(PyObject *list, Py_ssize_t i) {
     PyObject *v = PyList_GET_ITEM(list, i);

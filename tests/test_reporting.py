@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """InMemoryReporter, SpanBatch columns, custom reporters, draining."""
+import gc
 import threading
+import time
 
 import numpy as np
 import opentracing
@@ -327,6 +329,30 @@ def test_reading_spans_while_threads_finish_drops_nothing(make_tracer, reporter)
     finally:
         stop.set()
         rt.join()
+    assert tracer.stats()["dropped"]["arena_full"] == 0
+    assert len(reporter.spans) == made
+
+
+def test_span_starts_wait_for_a_drain_that_a_collection_interrupted(make_tracer, reporter):
+    # A garbage collection inside a drain may run Python code (finalizers, gc.callbacks)
+    # and switch threads before the drained slots are free; the other threads, finding
+    # the arena full and a drain in progress, must hand the GIL back, not drop spans.
+    # Here every collection yields the GIL, and collections are frequent.
+    tracer = make_tracer(reporter=reporter, capacity=64)
+
+    def yield_gil(phase, info):
+        if phase == "stop":
+            time.sleep(0)
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(yield_gil)
+    gc.set_threshold(50)
+    try:
+        made = _nested_spans_in_threads(tracer, per_thread=1500)
+        tracer.flush()
+    finally:
+        gc.callbacks.remove(yield_gil)
+        gc.set_threshold(*threshold)
     assert tracer.stats()["dropped"]["arena_full"] == 0
     assert len(reporter.spans) == made
 
