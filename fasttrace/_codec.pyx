@@ -891,12 +891,14 @@ cdef class TraceContextPropagator(Propagator):
 
 cdef int _parse_baggage(const char *s, Py_ssize_t n, dict out) except -1:
     """Parses a (combined) baggage header into out, applying the limits."""
-    cdef Py_ssize_t pos = 0, end, mn, kn, vn, total = 0, size
-    cdef int count = 0
+    cdef Py_ssize_t pos = 0, end, mn, kn, vn
+    cdef Budget budget
     cdef const char *m
     cdef const char *k
     cdef const char *v
     cdef const char *hit
+    budget.count = 0
+    budget.total = 0
     while pos <= n:
         hit = <const char *>memchr(s + pos, b',', n - pos)
         end = (hit - s) if hit != NULL else n
@@ -926,12 +928,8 @@ cdef int _parse_baggage(const char *s, Py_ssize_t n, dict out) except -1:
                 or not ft_all_in_class(v, vn, FT_CC_BAGGAGE):
             stats.malformed_baggage += 1
             continue
-        size = mn + (1 if count else 0)
-        if count >= MAX_BAGGAGE_MEMBERS or total + size > MAX_BAGGAGE_BYTES:
-            stats.baggage_dropped += 1
+        if not _take(&budget, mn):
             continue
-        count += 1
-        total += size
         out[_decode(k, kn)] = _decode(v, vn)
     return 0
 
@@ -945,14 +943,16 @@ cdef class W3CBaggagePropagator(Propagator):
 
     cdef int inject(self, SpanContext ctx, object carrier) except -1:
         cdef char buf[MAX_BAGGAGE_BYTES]
-        cdef Py_ssize_t w = 0, kn, vn, klen, vlen, need
-        cdef int count = 0
+        cdef Py_ssize_t w = 0, kn, vn, klen, vlen
+        cdef Budget budget
         cdef const char *kp
         cdef const char *vp
         cdef str ks, vs
         cdef dict items = ctx._baggage
         if not items:
             return 0
+        budget.count = 0
+        budget.total = 0
         for key, value in items.items():
             ks = <str>key if type(key) is str else _str_item(key)
             vs = <str>value if type(value) is str else _str_item(value)
@@ -963,9 +963,8 @@ cdef class W3CBaggagePropagator(Propagator):
                 continue
             klen = ft_pct_encoded_len(kp, kn, FT_CC_TCHAR)
             vlen = ft_pct_encoded_len(vp, vn, FT_CC_BAGGAGE)
-            need = klen + 1 + vlen + (1 if w else 0)
-            if count >= MAX_BAGGAGE_MEMBERS or w + need > MAX_BAGGAGE_BYTES:
-                stats.baggage_dropped += 1
+            # budget.total stays equal to w, so what _take allows fits in buf
+            if not _take(&budget, klen + 1 + vlen):
                 continue
             if w:
                 buf[w] = b','
@@ -974,7 +973,6 @@ cdef class W3CBaggagePropagator(Propagator):
             buf[w] = b'='
             w += 1
             w += ft_pct_encode(vp, vn, FT_CC_BAGGAGE, buf + w)
-            count += 1
         if w:
             _set(carrier, H_BAGGAGE, _ascii(buf, w))
         return 0
