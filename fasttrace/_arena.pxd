@@ -57,7 +57,6 @@ cdef class Arena:
     cdef int32_t *finished_ring
     cdef Py_ssize_t finished_head
     cdef readonly Py_ssize_t finished_count
-    cdef bint drain_busy
     cdef list extras            # per slot: None, or a dict of rare things (references, uninterned name)
 
     # tag pool: singly linked chains per slot, free entries chained through tag_next

@@ -474,35 +474,28 @@ cdef class Arena:
 
         Returns a dict of columns for SpanBatch, or None when nothing had finished.
         """
-        cdef Py_ssize_t n = self.finished_count, k, t, l, nt = 0, nl = 0
-        cdef int32_t slot, i
+        cdef Py_ssize_t n = self.finished_count
         if max_spans >= 0 and max_spans < n:
             n = max_spans
-        if n == 0 or self.drain_busy:
+        if n == 0:
             return None
-        # Nothing leaves the ring until every output array exists: allocating may run a
-        # garbage collection, whose finalizers may let another thread run, and that thread
-        # must then still see the finished slots (and drain or wait for them) rather than
-        # a full arena with nothing finished.  drain_busy keeps a second drain out.
-        self.drain_busy = True
-        try:
-            return self._drain(n)
-        finally:
-            self.drain_busy = False
+        return self._drain(n)
 
     cdef object _drain(self, Py_ssize_t n):
-        cdef Py_ssize_t k, t, l, nt = 0, nl = 0
+        # Two phases.  First the output arrays are made, sized for the first n finished
+        # spans: allocating may run a garbage collection, whose finalizers run Python
+        # code and may let other threads in -- they find every finished slot still in
+        # the ring, and may drain (or finish) spans meanwhile.  Then, with no Python code
+        # between the first slot taken and the last slot freed, the spans still at the
+        # head of the ring move out, as many as the arrays hold.  So no slot is ever
+        # held while other code runs: no span start has to wait for a drain.
+        cdef Py_ssize_t k, t, l, nt = 0, nl = 0, count, avail
         cdef int32_t slot, i
-        slots_arr = np.empty(n, dtype=np.int32)
-        cdef int32_t[::1] slots = slots_arr     # so the copy loop needs no Python calls
         for k in range(n):
             slot = self.finished_ring[(self.finished_head + k) % self.capacity]
-            slots[k] = slot
             nt += self.tag_count[slot]
             nl += self.log_count[slot]
 
-        # fixed columns: copied in the loop below (numpy's take() per column costs more
-        # in call overhead than the copy itself at these batch sizes)
         trace_hi_arr = np.empty(n, dtype=np.uint64)
         trace_lo_arr = np.empty(n, dtype=np.uint64)
         span_id_arr = np.empty(n, dtype=np.uint64)
@@ -511,18 +504,6 @@ cdef class Arena:
         end_arr = np.empty(n, dtype=np.int64)
         flags_arr = np.empty(n, dtype=np.uint8)
         name_id_arr = np.empty(n, dtype=np.uint32)
-        cdef uint64_t[::1] out_trace_hi = trace_hi_arr
-        cdef uint64_t[::1] out_trace_lo = trace_lo_arr
-        cdef uint64_t[::1] out_span_id = span_id_arr
-        cdef uint64_t[::1] out_parent_id = parent_id_arr
-        cdef int64_t[::1] out_start = start_arr
-        cdef int64_t[::1] out_end = end_arr
-        cdef uint8_t[::1] out_flags = flags_arr
-        cdef uint32_t[::1] out_name_id = name_id_arr
-        cols = {"trace_hi": trace_hi_arr, "trace_lo": trace_lo_arr, "span_id": span_id_arr,
-                "parent_id": parent_id_arr, "start_ns": start_arr, "end_ns": end_arr,
-                "flags": flags_arr, "name_id": name_id_arr}
-
         tag_offsets_arr = np.empty(n + 1, dtype=np.int32)
         tag_key_arr = np.empty(nt, dtype=np.uint32)
         tag_type_arr = np.empty(nt, dtype=np.uint8)
@@ -532,17 +513,32 @@ cdef class Arena:
         log_ts_arr = np.empty(nl, dtype=np.int64)
         cdef list log_fields = [None] * nl
         cdef list extras = [None] * n
+        cdef uint64_t[::1] out_trace_hi = trace_hi_arr
+        cdef uint64_t[::1] out_trace_lo = trace_lo_arr
+        cdef uint64_t[::1] out_span_id = span_id_arr
+        cdef uint64_t[::1] out_parent_id = parent_id_arr
+        cdef int64_t[::1] out_start = start_arr
+        cdef int64_t[::1] out_end = end_arr
+        cdef uint8_t[::1] out_flags = flags_arr
+        cdef uint32_t[::1] out_name_id = name_id_arr
         cdef int32_t[::1] tag_offsets = tag_offsets_arr
         cdef uint32_t[::1] tag_key = tag_key_arr
         cdef uint8_t[::1] tag_type = tag_type_arr
         cdef int64_t[::1] tag_num = tag_num_arr
         cdef int32_t[::1] log_offsets = log_offsets_arr
         cdef int64_t[::1] log_ts = log_ts_arr
-        cdef Py_ssize_t count
+        cdef uint64_t first_seq
+
+        # -- from here to the end of the loop: C only --------------------------------
+        avail = min(n, self.finished_count)
+        first_seq = self.n_drained
         t = 0
         l = 0
-        for k in range(n):
-            slot = slots[k]
+        k = 0
+        while k < avail:
+            slot = self.finished_ring[(self.finished_head + k) % self.capacity]
+            if t + self.tag_count[slot] > nt or l + self.log_count[slot] > nl:
+                break       # spans that finished meanwhile, with more tags or logs
             out_trace_hi[k] = self.trace_hi[slot]
             out_trace_lo[k] = self.trace_lo[slot]
             out_span_id[k] = self.span_id[slot]
@@ -571,24 +567,45 @@ cdef class Arena:
                 i = self.log_next[i]
             l += self.log_count[slot]
             ft_list_move(extras, k, self.extras, slot)
-            self._release(slot)
-        tag_offsets[n] = <int32_t>t
-        log_offsets[n] = <int32_t>l
-        self.finished_head = (self.finished_head + n) % self.capacity
-        self.finished_count -= n
-        self.n_drained += n
-        cols["tag_offsets"] = tag_offsets_arr
-        cols["tag_key"] = tag_key_arr
-        cols["tag_type"] = tag_type_arr
-        cols["tag_num"] = tag_num_arr
-        cols["tag_obj"] = tag_obj
-        cols["log_offsets"] = log_offsets_arr
-        cols["log_ts"] = log_ts_arr
-        cols["log_fields"] = log_fields
-        cols["extras"] = extras
-        cols["names"] = self.names
-        cols["keys"] = self.keys
-        return cols
+            self._release(slot)     # every object was moved out: drops no reference
+            k += 1
+        tag_offsets[k] = <int32_t>t
+        log_offsets[k] = <int32_t>l
+        self.finished_head = (self.finished_head + k) % self.capacity
+        self.finished_count -= k
+        self.n_drained += k
+        # -- end of the C-only part -----------------------------------------------------
+        if k == 0:
+            return None     # another thread drained them while the arrays were made
+        if k < n:
+            trace_hi_arr = trace_hi_arr[:k]
+            trace_lo_arr = trace_lo_arr[:k]
+            span_id_arr = span_id_arr[:k]
+            parent_id_arr = parent_id_arr[:k]
+            start_arr = start_arr[:k]
+            end_arr = end_arr[:k]
+            flags_arr = flags_arr[:k]
+            name_id_arr = name_id_arr[:k]
+            tag_offsets_arr = tag_offsets_arr[:k + 1]
+            log_offsets_arr = log_offsets_arr[:k + 1]
+            del extras[k:]
+        if t < nt:
+            tag_key_arr = tag_key_arr[:t]
+            tag_type_arr = tag_type_arr[:t]
+            tag_num_arr = tag_num_arr[:t]
+            del tag_obj[t:]
+        if l < nl:
+            log_ts_arr = log_ts_arr[:l]
+            del log_fields[l:]
+        return {"trace_hi": trace_hi_arr, "trace_lo": trace_lo_arr, "span_id": span_id_arr,
+                "parent_id": parent_id_arr, "start_ns": start_arr, "end_ns": end_arr,
+                "flags": flags_arr, "name_id": name_id_arr,
+                "tag_offsets": tag_offsets_arr, "tag_key": tag_key_arr,
+                "tag_type": tag_type_arr, "tag_num": tag_num_arr, "tag_obj": tag_obj,
+                "log_offsets": log_offsets_arr, "log_ts": log_ts_arr,
+                "log_fields": log_fields, "extras": extras,
+                "names": self.names, "keys": self.keys, "first_seq": first_seq,
+                "source": id(self)}
 
     def counters(self):
         return {

@@ -20,6 +20,10 @@ cdef extern from "ft_hex.h" nogil:
     void ft_u64_to_hex(uint64_t v, char *out)
     int ft_hex_value(uint32_t c, int lower_only)
 
+cdef extern from "ft_pytype.h":
+    int ft_type_adopt(object type, object api_base, Py_ssize_t dictoffset) except -1
+    void ft_instance_dict_init(object o) noexcept
+
 cdef extern from "ft_pyutil.h":
     void ft_list_set(list lst, Py_ssize_t i, object value) noexcept
     object ft_list_get(list lst, Py_ssize_t i)

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
+from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint64_t
 
 # Bits of SpanContext.flags.  SAMPLED is bit 0 as in W3C trace-flags and Jaeger;
@@ -12,6 +13,8 @@ cdef enum:
 
 
 cdef class SpanContext:
+    cdef PyObject *_dict                # attributes set by other code (src/ft_pytype.h)
+    cdef object __weakref__
     cdef readonly uint64_t trace_hi
     cdef readonly uint64_t trace_lo
     cdef uint64_t _span_id

@@ -6,7 +6,12 @@ arena never build Python ints on the hot path; the Python-facing properties buil
 on demand.
 """
 cimport cython
+from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint64_t
+
+import opentracing
+
+from fasttrace._cdefs cimport ft_instance_dict_init, ft_type_adopt
 
 cdef object _MASK64 = (1 << 64) - 1
 cdef object _EMPTY = {}
@@ -43,7 +48,7 @@ cdef int int_to_u128(object value, uint64_t *hi, uint64_t *lo) except -1:
 
 
 @cython.final
-@cython.no_gc
+@cython.no_gc_clear
 @cython.freelist(64)
 cdef class SpanContext:
     """Trace id (128-bit), span id (64-bit), sampling flags and baggage of a span.
@@ -143,3 +148,11 @@ cdef class SpanContext:
     def __repr__(self):
         return (f"SpanContext(trace_id={self.trace_id_hex}, span_id={self._span_id:016x}, "
                 f"sampled={self.sampled}, baggage={self.baggage!r})")
+
+
+cdef Py_ssize_t _dict_offset():
+    cdef SpanContext probe = SpanContext.__new__(SpanContext)
+    return <char*>&probe._dict - <char*><PyObject*>probe
+
+# a SpanContext is an opentracing.SpanContext (see src/ft_pytype.h)
+ft_type_adopt(SpanContext, opentracing.SpanContext, _dict_offset())

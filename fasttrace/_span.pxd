@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
+from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from fasttrace._arena cimport Arena
@@ -8,10 +9,13 @@ from fasttrace._sampling cimport Sampler
 
 
 cdef class Span:
+    # Attributes third-party code keeps on the span: created on first assignment, NULL
+    # until then (see src/ft_pytype.h).
+    cdef PyObject *_dict
+    cdef object __weakref__
     # Methods overridden on this instance (mock.patch.object(span, "finish"), as the
-    # OpenTracing harness does), or None.  Not an instance __dict__: on CPython 3.11 a
-    # type with one loses the interpreter's method-call specialisation (~200
-    # instructions a span).
+    # OpenTracing harness does), or None: every fast path checks this one field, so
+    # an override is honoured wherever the method would have run.
     cdef dict _patched
     cdef bint _in_override
     cdef TracerCore _tracer
@@ -39,6 +43,8 @@ cdef class Span:
 
 
 cdef class Scope:
+    cdef PyObject *_dict
+    cdef object __weakref__
     cdef object _manager
     cdef object _span
     cdef object _token
@@ -63,7 +69,11 @@ cdef class TracerCore:
     cdef readonly object _service_name
     cdef Py_ssize_t _notify_at
     cdef public uint64_t _extract_errors
+    cdef public uint64_t _foreign_parents_adopted
+    cdef public uint64_t _foreign_parents_unusable
 
     cdef Span _start(self, object name, object child_of, object references, object tags,
                      object start_time, bint ignore_active)
     cdef int _record(self, Span span) except -1
+    cdef SpanContext _parent_context(self, object parent)
+    cdef list _references(self, SpanContext child_of, object references)

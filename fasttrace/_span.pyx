@@ -7,40 +7,42 @@ valid), plus (slot, generation) pointing at the arena row it records into.
 """
 cimport cython
 from cpython.contextvars cimport PyContextVar_Set, PyContextVar_Reset, get_value
+from cpython.object cimport PyObject
 from libc.math cimport fabs, floor, isfinite, llround
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
-import contextvars
 import logging
 import time
+import traceback
+import types
 
 import opentracing
+# The ContextVar opentracing's own contextvars helpers read and write
+# (no_parent_scope() sets it to None): sharing it means one notion of "the active
+# scope" for fasttrace's manager, opentracing's ContextVarsScopeManager and them.
+from opentracing.scope_managers.contextvars import _SCOPE as _ACTIVE_SCOPE
 from opentracing import Format, ReferenceType
 from opentracing import UnsupportedFormatException, SpanContextCorruptedException
 
 from fasttrace._arena cimport (Arena, SLOT_FIRST_REF_FOLLOWS, UNINTERNED)
 from fasttrace._cdefs cimport (ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_init,
-                               ft_clock_init, ft_clock_uses_tsc, ft_system_now_ns, ft_yield)
+                               ft_clock_init, ft_clock_uses_tsc, ft_system_now_ns,
+                               ft_instance_dict_init, ft_type_adopt)
 from fasttrace._codec cimport Propagation, inject_binary, extract_binary
 from fasttrace._context cimport (SpanContext, FLAG_SAMPLED, FLAG_DEBUG, FLAG_DEFERRED,
-                                 baggage_with, u128_to_int)
+                                 baggage_with, int_to_u128, u128_to_int)
 from fasttrace._sampling cimport Sampler
+from fasttrace.errors import error_fields, log_error
 
 log = logging.getLogger("fasttrace")
+
+cdef extern from "Python.h":
+    int PyObject_GenericSetAttr(object o, object name, PyObject *value) except -1
 
 # seeds the id generator and registers its pthread_atfork hook
 ft_rng_init()
 # the span clock (see src/ft_clock.h); only this module reads it
 ft_clock_init()
-
-cdef enum:
-    # how long a span start with a full arena hands the GIL back to a thread that is in
-    # the middle of draining it (see TracerCore._record).  That drain needs the GIL for
-    # a few microseconds more, but getting it back can take a switch interval (5 ms)
-    # per thread that holds it meanwhile; past 50 ms the span is dropped (and counted)
-    # rather than the caller stalled further.
-    MAX_DRAIN_WAIT_NS = 50000000
-
 
 def clock_info():
     """Which clock spans are timed with, and its current reading next to the system's."""
@@ -62,14 +64,27 @@ cdef frozenset _PATCHABLE = frozenset((
     "get_baggage_item", "set_operation_name"))
 
 
-cdef dict _error_fields(object exc_type, object exc_val, object exc_tb):
-    """The log of an exception leaving a span's or scope's `with` block (OpenTracing)."""
-    try:
-        message = str(exc_val)
-    except Exception:
-        message = "<unprintable exception>"
-    return {"event": "error", "message": message, "error.object": exc_val,
-            "error.kind": exc_type, "stack": exc_tb}
+cdef object _TRACEBACK = types.TracebackType
+
+
+cdef dict _as_error_log(dict fields, Arena arena):
+    """The one error log (fasttrace.errors) for fields that carry a traceback object,
+    as opentracing.Span._on_error writes them (opentracing's own scope managers call
+    it): the class becomes its name and the traceback text, as everywhere else."""
+    exc = fields.get("error.object")
+    tb = fields.get("stack")
+    if isinstance(exc, BaseException) and (tb is None or type(tb) is _TRACEBACK):
+        normalized = error_fields(type(exc), exc, tb)
+        for key in ("message", "stack"):
+            normalized[key] = arena.clean_value(normalized[key])
+        for key, value in fields.items():
+            if key not in normalized:
+                normalized[key] = value
+        return normalized
+    for key, value in fields.items():
+        if type(value) is _TRACEBACK:
+            fields[key] = arena.clean_value("".join(traceback.format_tb(value)))
+    return fields
 
 
 cdef int64_t _seconds_to_ns(object seconds) except? -1:
@@ -90,7 +105,7 @@ cdef int64_t _seconds_to_ns(object seconds) except? -1:
 
 
 @cython.final
-@cython.no_gc
+@cython.no_gc_clear
 @cython.freelist(256)
 cdef class Span:
     """An OpenTracing Span recording into the tracer's arena.
@@ -102,21 +117,23 @@ cdef class Span:
         raise TypeError("spans are created by Tracer.start_span()")
 
     def __setattr__(self, name, value):
-        # Spans have no attributes of their own; overriding one of their methods on an
-        # instance (as mock.patch.object does) is allowed: the method then calls the
-        # override (which may call the original: inside it, the original runs).
-        if name not in _PATCHABLE:
-            raise AttributeError(f"'Span' object attribute {name!r} is read-only")
-        if self._patched is None:
-            self._patched = {}
-        self._patched[name] = value
+        # Overriding one of the span's methods on the instance (as mock.patch.object
+        # does) makes the method call the override (which may call the original: inside
+        # it, the original runs); any other name is an attribute of the instance's own.
+        if name in _PATCHABLE:
+            if self._patched is None:
+                self._patched = {}
+            self._patched[name] = value
+        else:
+            PyObject_GenericSetAttr(self, name, <PyObject*>value)
 
     def __delattr__(self, name):
-        if self._patched is None or name not in self._patched:
-            raise AttributeError(name)
-        del self._patched[name]
-        if not self._patched:
-            self._patched = None
+        if self._patched is not None and name in self._patched:
+            del self._patched[name]
+            if not self._patched:
+                self._patched = None
+        else:
+            PyObject_GenericSetAttr(self, name, NULL)
 
     cdef object _override(self, str name):
         """The instance's override of a method, unless we are running inside it."""
@@ -172,7 +189,7 @@ cdef class Span:
 
     @property
     def start_time(self):
-        return self.start_ns / 1e9
+        return (<object>self.start_ns) / 1000000000   # exact: int / int rounds once
 
     # -- OpenTracing Span API -------------------------------------------------------
 
@@ -218,6 +235,7 @@ cdef class Span:
                 arena.n_unprintable += 1
                 return self
         fields = {}
+        cdef bint traceback_object = False
         for k, v in items:
             if type(k) is not str:
                 try:
@@ -225,7 +243,11 @@ cdef class Span:
                 except Exception:
                     arena.n_unprintable += 1
                     continue
+            if type(v) is _TRACEBACK:
+                traceback_object = True
             fields[k] = arena.clean_value(v)
+        if traceback_object:
+            fields = _as_error_log(fields, arena)
         arena.add_log(self.slot, self.gen, ts, fields)
         return self
 
@@ -281,7 +303,8 @@ cdef class Span:
     def __exit__(self, exc_type, exc_val, exc_tb):
         if self._patched is not None:
             # through the methods, which call what was overridden on the instance
-            opentracing.Span._on_error(self, exc_type, exc_val, exc_tb)
+            if exc_val is not None:
+                log_error(self, exc_type, exc_val, exc_tb)
             self.finish()
             return
         if exc_val is not None:
@@ -308,8 +331,9 @@ cdef class Span:
     cdef int _on_error(self, object exc_type, object exc_val, object exc_tb) except -1:
         if self.slot < 0 or self.finished:
             return 0
-        cdef dict fields = _error_fields(exc_type, exc_val, exc_tb)
+        cdef dict fields = error_fields(exc_type, exc_val, exc_tb)
         fields["message"] = self.arena.clean_value(fields["message"])
+        fields["stack"] = self.arena.clean_value(fields["stack"])
         self.arena.set_tag(self.slot, self.gen, "error", True)
         self.arena.add_log(self.slot, self.gen, ft_now_ns(), fields)
         return 0
@@ -359,10 +383,10 @@ cdef class Span:
 
 
 @cython.final
-@cython.no_gc
+@cython.no_gc_clear
 @cython.freelist(256)
 cdef class Scope:
-    """Activation of a span in a ScopeManager (opentracing.Scope's interface)."""
+    """Activation of a span in a ScopeManager (an opentracing.Scope)."""
 
     def __init__(self, *args, **kwargs):
         raise TypeError("scopes are created by ScopeManager.activate()")
@@ -404,15 +428,20 @@ cdef class Scope:
             if type(span) is Span and (<Span>span)._patched is None:
                 (<Span>span)._on_error(exc_type, exc_val, exc_tb)
             else:
-                opentracing.Span._on_error(span, exc_type, exc_val, exc_tb)
+                log_error(span, exc_type, exc_val, exc_tb)
         self.close()
 
 
 cdef class ScopeManagerCore:
-    """contextvars-based active-scope tracking (threads and asyncio tasks)."""
+    """contextvars-based active-scope tracking (threads and asyncio tasks).
+
+    The active scope lives in opentracing's own ContextVar, so
+    `opentracing.scope_managers.contextvars.no_parent_scope()` works here, and a scope
+    activated by opentracing's ContextVarsScopeManager is the active one here too.
+    """
 
     def __init__(self):
-        self._var = contextvars.ContextVar("fasttrace_active_scope", default=None)
+        self._var = _ACTIVE_SCOPE
 
     cdef object _active(self):
         return get_value(self._var)
@@ -483,6 +512,7 @@ cdef class TracerCore:
         cdef Arena arena = self._arena
         cdef Span span = Span.__new__(Span)
         cdef Span parent_span = None
+        ft_instance_dict_init(span)
         cdef SpanContext parent_ctx = None
         cdef list refs = None
         cdef bint follows = False
@@ -497,9 +527,10 @@ cdef class TracerCore:
             if type(child_of) is Span:
                 parent_span = <Span>child_of
             else:
-                parent_ctx = _as_context(child_of)
+                parent_ctx = self._parent_context(child_of)
         if references:
-            refs = _collect_references(child_of, references)
+            refs = self._references(
+                parent_span.context if parent_span is not None else parent_ctx, references)
             if parent_span is None and parent_ctx is None and refs:
                 for ref in refs:
                     if ref[0] == _CHILD_OF:
@@ -514,19 +545,20 @@ cdef class TracerCore:
             if self._fast_scopes is not None:
                 scope = self._fast_scopes._active()
                 if scope is not None:
-                    active = (<Scope>scope)._span
+                    # one of ours, or opentracing's ContextVarsScopeManager's
+                    active = (<Scope>scope)._span if type(scope) is Scope else scope.span
                     if type(active) is Span:
                         parent_span = <Span>active
-                    else:
-                        parent_ctx = _as_context(active)
+                    elif active is not None:    # activate(None) means "no parent"
+                        parent_ctx = self._parent_context(active)
             else:
                 active = self._scope_manager.active
                 if active is not None:
                     active = active.span
                     if type(active) is Span:
                         parent_span = <Span>active
-                    else:
-                        parent_ctx = _as_context(active)
+                    elif active is not None:
+                        parent_ctx = self._parent_context(active)
 
         # 2. ids and the sampling decision
         span._tracer = self
@@ -609,27 +641,17 @@ cdef class TracerCore:
         cdef Arena arena = self._arena
         cdef int32_t slot = arena.alloc()
         cdef object drained = None
-        cdef int64_t wait_until = 0
-        if slot < 0 and arena.finished_count > 0:
-            # full, but partly with finished spans: free them now (in C, atomically, so
-            # no other thread can see the arena full meanwhile), report them after
+        cdef int attempts = 0
+        while slot < 0 and arena.finished_count > 0 and attempts < 8:
+            # full, but partly with finished spans: free them now (the drain frees its
+            # slots in C, atomically), report them after.  Another thread may take them
+            # first while this one makes the drain's arrays; then slots are free anyway
+            # (and if other threads filled them again, this one tries again).
+            attempts += 1
             drained = arena.drain(-1)
             slot = arena.alloc()
-            # Another thread is in the middle of a drain: a garbage collection inside it
-            # ran a finalizer (Python code), and that let this thread in before the
-            # finished slots were freed.  Hand the GIL back until they are -- dropping
-            # here would drop spans of every thread for a whole switch interval.
-            while slot < 0 and drained is None and arena.drain_busy:
-                if wait_until == 0:
-                    wait_until = ft_system_now_ns() + MAX_DRAIN_WAIT_NS
-                elif ft_system_now_ns() > wait_until:
-                    break
-                with nogil:
-                    ft_yield()
-                slot = arena.alloc()
-                if slot < 0 and not arena.drain_busy and arena.finished_count > 0:
-                    drained = arena.drain(-1)
-                    slot = arena.alloc()
+            if drained is not None:
+                break
         if drained is not None:
             self._report_drained(drained)
         if slot < 0:
@@ -658,6 +680,43 @@ cdef class TracerCore:
 
     def _batch_ready(self):
         pass
+
+    # -- parents ----------------------------------------------------------------------
+
+    cdef SpanContext _parent_context(self, object parent):
+        """Our SpanContext for a parent given as a Span or SpanContext, ours or another
+        tracer's; None (counted, and logged once) for one this tracer cannot use."""
+        if type(parent) is SpanContext:
+            return <SpanContext>parent
+        if type(parent) is Span:
+            return (<Span>parent).context
+        cdef SpanContext ctx = _foreign_context(parent)
+        if ctx is None:
+            self._foreign_parents_unusable += 1
+            if self._foreign_parents_unusable == 1:
+                log.warning("fasttrace: a parent of type %s has no integer trace_id and "
+                            "span_id; the span starts a new trace (counted in stats()"
+                            "[\"foreign_parents\"][\"unusable\"])", type(parent).__name__)
+        elif type(parent) is not SpanContext and type(getattr(parent, "context", None)) is not SpanContext:
+            self._foreign_parents_adopted += 1
+        return ctx
+
+    cdef list _references(self, SpanContext child_of, object references):
+        """[(type, trace_id, span_id, SpanContext)] in order, child_of's context first."""
+        cdef list out = []
+        cdef SpanContext ctx = child_of
+        if ctx is not None:
+            out.append((_CHILD_OF, u128_to_int(ctx.trace_hi, ctx.trace_lo), ctx._span_id, ctx))
+        try:
+            for ref in references:
+                ctx = self._parent_context(ref.referenced_context)
+                if ctx is None:
+                    continue
+                kind = _FOLLOWS_FROM if ref.type == _FOLLOWS_FROM else _CHILD_OF
+                out.append((kind, u128_to_int(ctx.trace_hi, ctx.trace_lo), ctx._span_id, ctx))
+        except Exception:
+            log.warning("fasttrace: ignoring malformed references %r", references)
+        return out
 
     # -- propagation ----------------------------------------------------------------
 
@@ -697,34 +756,64 @@ cdef class TracerCore:
         raise UnsupportedFormatException(format)
 
 
-cdef SpanContext _as_context(object parent):
-    """Our SpanContext for a parent given as a Span or SpanContext (ours or foreign)."""
-    if type(parent) is SpanContext:
-        return <SpanContext>parent
-    if type(parent) is Span:
-        return (<Span>parent).context
-    ctx = getattr(parent, "context", None)
-    if type(ctx) is SpanContext:
-        return <SpanContext>ctx
-    return None
+cdef object _MAX_TRACE_ID = 1 << 128
+cdef object _MAX_SPAN_ID = 1 << 64
 
 
-cdef list _collect_references(object child_of, object references):
-    """[(type, trace_id, span_id, SpanContext)] in order, child_of first."""
-    cdef list out = []
-    cdef SpanContext ctx
-    if child_of is not None:
-        ctx = _as_context(child_of)
-        if ctx is not None:
-            out.append((_CHILD_OF, u128_to_int(ctx.trace_hi, ctx.trace_lo), ctx._span_id, ctx))
+cdef SpanContext _foreign_context(object parent):
+    """Another tracer's span or span context as ours, or None when it has no usable ids.
+
+    Adopted: integer `trace_id` and `span_id` on the context (MockTracer, jaeger-client)
+    or on what its `unwrap()` returns (the OpenTelemetry shim).  The sampling decision is
+    taken from what the context says (`sampled`, OpenTelemetry's `trace_flags`,
+    jaeger-client's `flags`), else left to this tracer's sampler; baggage is kept.
+    """
+    cdef uint64_t hi, lo, shi, slo
+    cdef uint8_t flags = FLAG_DEFERRED
     try:
-        for ref in references:
-            ctx = _as_context(ref.referenced_context)
-            if ctx is None:
-                continue
-            kind = _FOLLOWS_FROM if ref.type == _FOLLOWS_FROM else _CHILD_OF
-            out.append((kind, u128_to_int(ctx.trace_hi, ctx.trace_lo), ctx._span_id, ctx))
+        ctx = getattr(parent, "context", None)
+        if ctx is None:
+            ctx = parent
+        elif type(ctx) is SpanContext:
+            return <SpanContext>ctx
+        ids = ctx
+        if not hasattr(ids, "trace_id") and hasattr(ids, "unwrap"):
+            ids = ids.unwrap()
+        trace_id = getattr(ids, "trace_id", None)
+        span_id = getattr(ids, "span_id", None)
+        if (type(trace_id) is not int or type(span_id) is not int
+                or not 0 < trace_id < _MAX_TRACE_ID or not 0 < span_id < _MAX_SPAN_ID):
+            return None
+        sampled = getattr(ids, "sampled", None)
+        if type(sampled) is not bool:
+            trace_flags = getattr(ids, "trace_flags", None)
+            if trace_flags is not None:
+                sampled = bool(trace_flags.sampled)
+            elif type(ids).__module__.startswith("jaeger_client"):
+                sampled = bool(ids.flags & 1)
+                if ids.flags & 2:
+                    flags = FLAG_DEBUG
+        if type(sampled) is bool:
+            flags = (flags & FLAG_DEBUG) | (FLAG_SAMPLED if sampled else 0)
+        baggage = getattr(ctx, "baggage", None)
+        items = ({str(k): str(v) for k, v in baggage.items()} or None) if baggage else None
+        int_to_u128(trace_id, &hi, &lo)
+        int_to_u128(span_id, &shi, &slo)
+        return SpanContext.make(hi, lo, slo, flags, items, None)
     except Exception:
-        log.warning("fasttrace: ignoring malformed references %r", references)
-    return out
+        return None
 
+
+cdef Py_ssize_t _span_dict_offset():
+    cdef Span probe = Span.__new__(Span)
+    return <char*>&probe._dict - <char*><PyObject*>probe
+
+
+cdef Py_ssize_t _scope_dict_offset():
+    cdef Scope probe = Scope.__new__(Scope)
+    return <char*>&probe._dict - <char*><PyObject*>probe
+
+
+# Spans and scopes are opentracing.Span and opentracing.Scope (see src/ft_pytype.h).
+ft_type_adopt(Span, opentracing.Span, _span_dict_offset())
+ft_type_adopt(Scope, opentracing.Scope, _scope_dict_offset())

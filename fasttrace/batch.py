@@ -99,6 +99,10 @@ class SpanBatch:
         self.log_ts = columns["log_ts"]
         self.log_fields = columns["log_fields"]
         self.extras = columns["extras"]
+        # the position of this batch's first span in its arena's finish order, and
+        # which arena (so a reporter can restore each tracer's order)
+        self.first_seq = int(columns.get("first_seq", 0))
+        self.source = columns.get("source")
         self.service_name = service_name
         self.resource = dict(resource or {})
 
@@ -204,6 +208,7 @@ class SpanBatch:
         part.tag_offsets = self.tag_offsets[start:stop + 1]
         part.log_offsets = self.log_offsets[start:stop + 1]
         part.extras = self.extras[start:stop]
+        part.first_seq = self.first_seq + start
         return part
 
     def __repr__(self):

@@ -29,7 +29,8 @@ from typing import Any, Callable, Mapping, Optional, TypeVar, overload
 
 import opentracing
 
-from fasttrace.contrib import internal_error, mark_error
+from fasttrace.contrib import internal_error
+from fasttrace.errors import mark_error
 
 __all__ = ["traced"]
 

@@ -1,9 +1,23 @@
 # SPDX-License-Identifier: Apache-2.0
 """Reporters receive drained SpanBatches; exporters speak a backend's protocol.
 
-    Reporter.report(batch)          called by the tracer; must not block or raise
-    Reporter.flush(timeout) -> bool True when everything reported so far got out
-    Reporter.close(timeout)         flush and release resources; idempotent
+A reporter is any object with these three methods (subclassing Reporter is optional):
+
+    report(batch)                   called by the tracer; must not block or raise
+    flush(timeout) -> bool          True when everything reported so far got out
+    close(timeout)                  flush and release resources; idempotent
+
+and, if it wants them, these optional hooks, which the tracer looks up once and calls
+guarded (a hook that raises is logged once and the tracer carries on):
+
+    attach(tracer)                  each tracer reporting here calls it at construction
+    drain_threshold                 (an attribute) finished spans that wake the reporter
+    batch_ready(tracer)             `drain_threshold` spans have finished: the reporter
+                                    drains them itself (on its own thread) with
+                                    tracer._drain_to_reporter(); without this hook the
+                                    tracer drains inline, into report()
+    after_fork()                    in a forked child, before it records anything: the
+                                    parent's spans are the parent's to report
 
     Exporter.export(batch) -> bool  send one batch (called from a reporter's thread)
     Exporter.shutdown()
@@ -37,10 +51,10 @@ class Reporter:
         """Flushes and releases resources.  Calling it again does nothing."""
         self.flush(timeout)
 
-    def _attach(self, tracer):
+    def attach(self, tracer):
         """Called by each Tracer that reports here, so pull-style reporters can drain it."""
 
-    def _after_fork_in_child(self):
+    def after_fork(self):
         """Called in a forked child, before it records anything."""
 
 
@@ -72,7 +86,7 @@ class InMemoryReporter(Reporter):
         self.max_spans = max_spans
         self.dropped = 0
 
-    def _attach(self, tracer):
+    def attach(self, tracer):
         self._tracers.add(tracer)
 
     def report(self, batch):
@@ -84,23 +98,26 @@ class InMemoryReporter(Reporter):
                     self.dropped += len(batch) - room
                     if room == 0:
                         return
-                    batch = list(batch)[:room]
+                    batch = (batch.slice(0, room) if hasattr(batch, "slice")
+                             else list(batch)[:room])
             self._batches.append(batch)
             self._kept += len(batch)
 
     @property
     def spans(self):
-        """The finished spans reported so far (draining the tracers' arenas first)."""
+        """The finished spans reported so far, in the order they finished (draining the
+        tracers' arenas first).  With several tracers, each one's spans are in order."""
         for tracer in list(self._tracers):
             tracer._drain_to_reporter()
         with self._lock:
             if self._batches:
+                _restore_finish_order(self._batches)
                 for batch in self._batches:
                     self._spans.extend(batch)
                 self._batches.clear()
             return list(self._spans)
 
-    def _after_fork_in_child(self):
+    def after_fork(self):
         # the parent reports what it had; this process starts empty
         self._lock = threading.Lock()
         self._spans = []
@@ -116,6 +133,24 @@ class InMemoryReporter(Reporter):
 
     def stats(self):
         return {"kept": self._kept, "dropped": self.dropped}
+
+
+def _restore_finish_order(batches):
+    """Puts each tracer's batches back in the order their spans finished, in place.
+
+    Threads that drain one tracer at the same time may report their batches out of
+    order (a drain frees its slots at once and reports after); a batch knows where its
+    first span is in its tracer's finish order.  Batches of different tracers keep
+    the order they were reported in."""
+    groups = {}
+    for position, batch in enumerate(batches):
+        groups.setdefault(getattr(batch, "source", None), []).append(position)
+    for positions in groups.values():
+        if len(positions) > 1:
+            ordered = sorted((batches[p] for p in positions),
+                             key=lambda b: getattr(b, "first_seq", 0))
+            for p, batch in zip(positions, ordered):
+                batches[p] = batch
 
 
 class BatchReporter(Reporter):
@@ -194,7 +229,7 @@ class BatchReporter(Reporter):
 
     # -- called by tracers ----------------------------------------------------------
 
-    def _attach(self, tracer):
+    def attach(self, tracer):
         self._tracers.add(tracer)
 
     def batch_ready(self, tracer):
@@ -204,7 +239,7 @@ class BatchReporter(Reporter):
         if self._wake or self._closed:
             return
         if self._pid != os.getpid():
-            self._after_fork_in_child()
+            self.after_fork()
         with self._cond:
             self._wake = True
             self._cond.notify()
@@ -241,7 +276,7 @@ class BatchReporter(Reporter):
             was lost (dropped or failed) since the previous flush.
         """
         if self._pid != os.getpid():
-            self._after_fork_in_child()
+            self.after_fork()
         if not self._thread.is_alive():
             return self._queued == 0
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -308,7 +343,7 @@ class BatchReporter(Reporter):
         except Exception:
             log.exception("fasttrace: exporter %r failed to shut down", self.exporter)
 
-    def _after_fork_in_child(self):
+    def after_fork(self):
         """In a forked child: a fresh thread and an empty queue.  The parent's queued
         spans are the parent's to export, so they are forgotten here, not counted."""
         if self._pid == os.getpid():

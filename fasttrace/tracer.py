@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """fasttrace.Tracer: an opentracing.Tracer recording into a preallocated arena."""
+import concurrent.futures
 import logging
 import os
 import time
@@ -17,7 +18,7 @@ from fasttrace.scope import ContextVarsScopeManager
 
 log = logging.getLogger("fasttrace")
 
-__all__ = ["Tracer"]
+__all__ = ["Closed", "Tracer"]
 
 # Spans handed to the reporter per SpanBatch when the tracer drains on its own.
 DRAIN_CHUNK = 4096
@@ -43,6 +44,29 @@ def _propagator_names(propagators):
             continue
         names.append(name)
     return tuple(names)
+
+
+class Closed(concurrent.futures.Future):
+    """What Tracer.close() returns: a completed future of "every span was delivered".
+
+    jaeger-client's close() returns a future that tornado code yields
+    (``yield tracer.close()``); this one can be yielded the same way, awaited, or read
+    as a bool (``if not tracer.close(5): ...``).
+    """
+
+    def __init__(self, delivered):
+        super().__init__()
+        self.set_result(bool(delivered))
+
+    def __bool__(self):
+        return self.result()
+
+    def __await__(self):
+        return self.result()
+        yield  # pragma: no cover - makes this a generator: awaiting it never suspends
+
+    def __repr__(self):
+        return f"<fasttrace.Closed delivered={self.result()}>"
 
 
 class _DuckSampler(Sampler):
@@ -102,11 +126,26 @@ class Tracer(TracerCore, opentracing.Tracer):
         self._report_failures = 0
         self._lost_in_reporter = 0
         self._last_failure_log = 0.0
-        self._closed = False
+        self._closed = None
         self._draining_inline = False
         self._pid = os.getpid()
+        self._hook_failures_logged = set()
+        self._batch_ready_hook = getattr(reporter, "batch_ready", None)
         _live_tracers.add(self)
-        reporter._attach(self)
+        self._call_reporter_hook("attach", self)
+
+    def _call_reporter_hook(self, name, *args):
+        """Calls the reporter's optional hook `name` (see fasttrace.reporting); one that
+        is missing is skipped, one that raises is logged once."""
+        hook = getattr(self.reporter, name, None)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception:
+            if name not in self._hook_failures_logged:
+                self._hook_failures_logged.add(name)
+                log.exception("fasttrace: %r.%s() failed", self.reporter, name)
 
     # -- reporting ------------------------------------------------------------------
 
@@ -114,14 +153,24 @@ class Tracer(TracerCore, opentracing.Tracer):
     def _drain_threshold(reporter, capacity):
         # Draining small batches often keeps the arena's working set in cache and keeps
         # each inline drain short; reporters with a thread of their own say what they want.
-        wanted = getattr(reporter, "drain_threshold", None) or DRAIN_THRESHOLD
-        return max(1, min(int(wanted), capacity // 2 or 1))
+        try:
+            wanted = int(getattr(reporter, "drain_threshold", None) or DRAIN_THRESHOLD)
+        except (TypeError, ValueError):
+            log.warning("fasttrace: %r.drain_threshold is not an int; using %d",
+                        reporter, DRAIN_THRESHOLD)
+            wanted = DRAIN_THRESHOLD
+        return max(1, min(wanted, capacity // 2 or 1))
 
     def _batch_ready(self):
         """Called from Span.finish when drain_threshold finished spans are waiting."""
-        notify = getattr(self.reporter, "batch_ready", None)
+        notify = self._batch_ready_hook
         if notify is not None:
-            notify(self)
+            try:
+                notify(self)
+            except Exception:
+                if "batch_ready" not in self._hook_failures_logged:
+                    self._hook_failures_logged.add("batch_ready")
+                    log.exception("fasttrace: %r.batch_ready() failed", self.reporter)
         elif not self._draining_inline:
             self._draining_inline = True
             try:
@@ -174,15 +223,26 @@ class Tracer(TracerCore, opentracing.Tracer):
             return False
 
     def close(self, timeout=None):
-        """Flushes, then closes the reporter.  Calling it again does nothing."""
-        if self._closed:
-            return
-        self._closed = True
-        self._drain_to_reporter()
+        """Flushes within `timeout` seconds, then closes the reporter.
+
+        Returns:
+            A completed `Closed` future whose result is what `flush` returned (True:
+            every span was delivered).  It can be read as a bool, awaited, or yielded
+            from a tornado coroutine as jaeger-client's close() is.  Calling close()
+            again returns the same one.
+        """
+        if self._closed is not None:
+            return self._closed
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        delivered = self.flush(timeout)
         try:
-            self.reporter.close(timeout)
+            self.reporter.close(None if deadline is None
+                                else max(0.0, deadline - time.monotonic()))
         except Exception:
+            delivered = False
             log.exception("fasttrace: reporter close failed")
+        self._closed = Closed(delivered)
+        return self._closed
 
     def stats(self):
         """Counters: started, finished, sampled, unsampled, dropped (by reason),
@@ -193,6 +253,8 @@ class Tracer(TracerCore, opentracing.Tracer):
         counters["dropped"]["reporter_error"] = self._lost_in_reporter
         counters["unsampled_by_priority"] = counters["dropped"].pop("sampling_priority")
         counters["extract_errors"] = self._extract_errors
+        counters["foreign_parents"] = {"adopted": self._foreign_parents_adopted,
+                                       "unusable": self._foreign_parents_unusable}
         counters["exported"] = counters["export_failures"] = 0
         reporter_stats = getattr(self.reporter, "stats", None)
         if callable(reporter_stats):
@@ -212,7 +274,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         self._pid = os.getpid()
         self._arena.reset_if_forked()
         self._reported = self._report_failures = self._lost_in_reporter = 0
-        self.reporter._after_fork_in_child()
+        self._call_reporter_hook("after_fork")
 
     def __repr__(self):
         return f"<fasttrace.Tracer {self.service_name!r} sampler={self.sampler!r}>"

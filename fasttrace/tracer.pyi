@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Stub for fasttrace.tracer: the public Tracer (an opentracing.Tracer)."""
-from typing import Any, Dict, Iterable, Mapping, Optional, Union
+import concurrent.futures
+from typing import Any, Dict, Generator, Iterable, Mapping, Optional, Union
 
 import opentracing
 
@@ -10,6 +11,11 @@ from fasttrace.reporting import Reporter
 
 DRAIN_CHUNK: int
 DRAIN_THRESHOLD: int
+
+class Closed(concurrent.futures.Future[bool]):
+    def __init__(self, delivered: bool) -> None: ...
+    def __bool__(self) -> bool: ...
+    def __await__(self) -> Generator[Any, None, bool]: ...
 
 class Tracer(TracerCore, opentracing.Tracer):
     service_name: str
@@ -25,5 +31,5 @@ class Tracer(TracerCore, opentracing.Tracer):
                  capacity: int = 65536, max_tags: int = 128, max_logs: int = 128,
                  max_value_length: int = 4096) -> None: ...
     def flush(self, timeout: Optional[float] = None) -> bool: ...
-    def close(self, timeout: Optional[float] = None) -> None: ...
+    def close(self, timeout: Optional[float] = None) -> Closed: ...
     def stats(self) -> Dict[str, Any]: ...

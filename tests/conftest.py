@@ -4,6 +4,7 @@ loopback servers of tests/_fault_servers.py (HTTP sinks, an echo backend)."""
 import asyncio
 
 import pytest
+from opentracing.scope_managers.contextvars import _SCOPE
 
 import fasttrace
 from _fault_servers import HttpSink, echo
@@ -86,3 +87,13 @@ def echo_url():
     ``/redirect`` redirects to ``/echo``.  One per test module."""
     with HttpSink(echo) as sink:
         yield sink.url
+
+
+@pytest.fixture(autouse=True)
+def each_test_starts_with_no_active_scope():
+    """Every contextvars scope manager (fasttrace's and opentracing's) keeps the active
+    scope in one ContextVar, and opentracing's harness leaves a scope open on purpose
+    (test_close_wrong_order): without this, the next test would start inside it."""
+    token = _SCOPE.set(None)
+    yield
+    _SCOPE.reset(token)

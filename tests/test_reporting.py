@@ -333,11 +333,12 @@ def test_reading_spans_while_threads_finish_drops_nothing(make_tracer, reporter)
     assert len(reporter.spans) == made
 
 
-def test_span_starts_wait_for_a_drain_that_a_collection_interrupted(make_tracer, reporter):
-    # A garbage collection inside a drain may run Python code (finalizers, gc.callbacks)
-    # and switch threads before the drained slots are free; the other threads, finding
-    # the arena full and a drain in progress, must hand the GIL back, not drop spans.
-    # Here every collection yields the GIL, and collections are frequent.
+def test_no_span_is_dropped_while_a_collection_interrupts_a_drain(make_tracer, reporter):
+    # A garbage collection inside a drain (making its arrays) may run Python code
+    # (finalizers, gc.callbacks) and switch threads; the drain holds no slot then, so
+    # the other threads find the finished slots still there to drain or already free,
+    # and never a full arena.  Here every collection yields the GIL, and collections
+    # are frequent.
     tracer = make_tracer(reporter=reporter, capacity=64)
 
     def yield_gil(phase, info):

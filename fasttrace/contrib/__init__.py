@@ -17,11 +17,12 @@ the span).  ``fasttrace.contrib.stats()`` returns the counters.
 import contextvars
 import logging
 import threading
-import traceback
 
 import opentracing
 from opentracing import Format, SpanContextCorruptedException
 from opentracing.ext import tags as ext_tags
+
+from fasttrace.errors import mark_error  # noqa: F401  (the integrations' error log)
 
 log = logging.getLogger("fasttrace.contrib")
 
@@ -109,27 +110,6 @@ def inject(tracer, span, carrier, integration, fmt=Format.HTTP_HEADERS):
         tracer.inject(span.context, fmt, carrier)
     except Exception:
         internal_error(integration, "inject")
-
-
-def mark_error(span, exc=None, message=None):
-    """Sets ``error=true`` and logs the error (OpenTracing's error log fields)."""
-    try:
-        span.set_tag(ext_tags.ERROR, True)
-        if exc is not None:
-            try:
-                text = str(exc)
-            except Exception:
-                text = "<unprintable exception>"
-            fields = {"event": "error", "error.kind": type(exc).__name__,
-                      "error.object": exc, "message": text}
-            tb = exc.__traceback__
-            if tb is not None:
-                fields["stack"] = "".join(traceback.format_tb(tb))
-            span.log_kv(fields)
-        elif message:
-            span.log_kv({"event": "error", "message": message})
-    except Exception:
-        internal_error("core", "marking an error")
 
 
 def start_server_span(tracer, component, operation_name, request, method, path, url,
