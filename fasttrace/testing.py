@@ -75,6 +75,13 @@ from fasttrace.tracer import Tracer
 __all__ = ["LogData", "MockTracer", "SpanRecord"]
 
 
+def _seconds(ns):
+    """Integer nanoseconds as float seconds, rounded once (``ns / 1e9`` rounds twice: a
+    time of 1700000003.75 s would come back as 1700000003.7500002)."""
+    whole, rest = divmod(ns, 1_000_000_000)
+    return whole + rest / 1e9
+
+
 class LogData:
     """One log of a finished span, as opentracing's mocktracer ``LogData``."""
 
@@ -112,9 +119,9 @@ class SpanRecord:
         self.context = context
         self.operation_name = fs.operation_name
         self.tags = fs.tags
-        self.logs = [LogData(fields, ts / 1e9) for ts, fields in fs.logs]
-        self.start_time = fs.start_ns / 1e9
-        self.finish_time = fs.end_ns / 1e9
+        self.logs = [LogData(fields, _seconds(ts)) for ts, fields in fs.logs]
+        self.start_time = _seconds(fs.start_ns)
+        self.finish_time = _seconds(fs.end_ns)
         self.parent_id = fs.parent_id
         self.references = [Reference(kind, SpanContext(trace_id, span_id))
                            for kind, trace_id, span_id in fs.references]
@@ -193,7 +200,11 @@ class MockTracer(Tracer):
 
     def finished_spans(self):
         """The spans finished since construction or the last ``reset()``, in the order
-        they finished, as ``SpanRecord``\\ s (a new list at each call)."""
+        ``finish()`` was called, as ``SpanRecord``\\ s (a new list at each call).
+
+        The order is exact unless the arena fills up (about ``capacity`` spans, 65,536
+        by default, open at once): a span start then drains it outside the tracer's
+        drain lock, and with several threads two batches can swap places."""
         with self._read_lock:
             with self._live_lock:
                 # not recording now: finished (so drained below) or never recorded
