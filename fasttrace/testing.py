@@ -53,6 +53,8 @@ behaviour:
   per span, tags and logs are counted in ``stats()``, not kept.  ``sampling.priority``
   is acted on: 0 or less drops the span (it never appears in ``finished_spans()``).
 - **Log fields** are a copy of the dict given to ``log_kv``, not the dict itself.
+- **Writes after** ``finish()`` (tags, logs, a new operation name) are ignored, where a
+  MockSpan still takes them; a second ``finish()`` is ignored too.
 - **Propagation**: ``TEXT_MAP`` and ``HTTP_HEADERS`` speak fasttrace's configured
   propagators (W3C ``traceparent`` / ``baggage`` by default; ``propagators=`` picks others),
   not MockTracer's ``ot-tracer-*`` fields; ``BINARY`` is fasttrace's layout in a
