@@ -10,9 +10,11 @@ from typing import Dict, List, Optional
 
 import opentracing
 from opentracing import Format
+from opentracing.scope_managers import ThreadLocalScopeManager
 
 import fasttrace
 from fasttrace import FinishedSpan, SpanBatch
+from fasttrace.testing import MockTracer, SpanRecord
 
 
 class ListExporter(fasttrace.Exporter):
@@ -70,6 +72,16 @@ def main() -> None:
     local.start_span("one").finish()
     spans: List[FinishedSpan] = memory.spans
     assert [s.operation_name for s in spans] == ["one"]
+
+    # tests written against opentracing's MockTracer
+    mock = MockTracer(ThreadLocalScopeManager())
+    with mock.start_active_span("parent"):
+        mock.start_span("child").finish()
+    records: List[SpanRecord] = mock.finished_spans()
+    child, parent = records
+    parent_id: Optional[int] = child.parent_id
+    assert parent_id == parent.context.span_id and child.finish_time >= child.start_time
+    mock.reset()
 
 
 if __name__ == "__main__":

@@ -262,7 +262,8 @@ def test_mypy_sees_real_types_not_any(tmp_path):
 
 
 STUBBED = [f"fasttrace.{name}" for name in MODULES] + [
-    "fasttrace.batch", "fasttrace.reporting", "fasttrace.tracer", "fasttrace.config"]
+    "fasttrace.batch", "fasttrace.reporting", "fasttrace.tracer", "fasttrace.config",
+    "fasttrace.testing"]
 # Cython classes are "disjoint bases" (PEP 800); marking that needs a newer
 # typing_extensions than users of older mypy have, so it is not required here.
 # ScopeManagerCore has only a __cinit__, so its runtime __init__ is object's (*args).
