@@ -60,8 +60,9 @@ behaviour:
   not MockTracer's ``ot-tracer-*`` fields; ``BINARY`` is fasttrace's layout in a
   ``bytearray``.  ``extract()`` of a carrier without a context returns None where
   MockTracer raises ``SpanContextCorruptedException``.  ``register_propagator(format,
-  propagator)`` works as in MockTracer; a registered ``extract`` must return a
-  ``fasttrace.SpanContext`` for the next span to continue its trace.
+  propagator)`` works as in MockTracer; a registered ``extract`` returns a
+  ``fasttrace.SpanContext`` or any context with integer ``trace_id`` and ``span_id``
+  (adopted as the parent, as every foreign parent is).
 - **Times** come from fasttrace's span clock (nanoseconds); ``finish_time`` is never
   earlier than ``start_time``.
 """

@@ -370,8 +370,6 @@ def test_threads_multiple_callbacks(threads_tracer, pool):
     _multiple_callbacks_in_threads(threads_tracer, pool, count_on_span=False)
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on main: spans accept attributes "
-                                       "(the testbed keeps span._ref_count on the span)")
 def test_threads_multiple_callbacks_count_kept_on_the_span(threads_tracer, pool):
     _multiple_callbacks_in_threads(threads_tracer, pool, count_on_span=True)
 
@@ -899,13 +897,11 @@ def test_contextvars_task_started_in_an_empty_context_has_no_parent(contextvars_
     assert_root(one(spans, "detached"))
 
 
-# opentracing's no_parent_scope() resets opentracing's own ContextVar: with opentracing's
-# ContextVarsScopeManager it works today; with fasttrace's it has no effect yet.
+# opentracing's no_parent_scope() resets opentracing's own ContextVar, which fasttrace's
+# ContextVarsScopeManager shares
 NO_PARENT_MANAGERS = [
     pytest.param(OpentracingContextVarsScopeManager, id="opentracing-contextvars"),
-    pytest.param(ContextVarsScopeManager, id="fasttrace", marks=pytest.mark.xfail(
-        strict=True, reason="fixed on main: no_parent_scope() has no effect under "
-                            "fasttrace's ContextVarsScopeManager")),
+    pytest.param(ContextVarsScopeManager, id="fasttrace"),
 ]
 
 

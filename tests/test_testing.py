@@ -361,10 +361,8 @@ def test_register_propagator_as_in_mocktracer(tracer):
         tracer.inject(out.context, "unknown", {})
 
 
-# -- behaviour being fixed on main ----------------------------------------------------------
+# -- what users of other tracers rely on ----------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="fixed on main: spans, contexts and scopes become "
-                                       "opentracing.Span / SpanContext / Scope instances")
 def test_spans_contexts_scopes_are_opentracing_instances(tracer):
     with tracer.start_active_span("a") as scope:
         assert isinstance(scope, opentracing.Scope)
@@ -372,8 +370,6 @@ def test_spans_contexts_scopes_are_opentracing_instances(tracer):
         assert isinstance(scope.span.context, opentracing.SpanContext)
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on main: spans accept attributes of their "
-                                       "own (span._ref_count = ..., multiple_callbacks)")
 def test_span_accepts_attributes(tracer):
     span = tracer.start_span("a")
     span._ref_count = 1
@@ -383,7 +379,6 @@ def test_span_accepts_attributes(tracer):
     assert tracer.finished_spans()[0].operation_name == "a"
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on main: spans can be weakly referenced")
 def test_span_can_be_weakly_referenced(tracer):
     span = tracer.start_span("a")
     ref = weakref.ref(span)
@@ -391,8 +386,6 @@ def test_span_can_be_weakly_referenced(tracer):
     span.finish()
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on main: the error log of `with span:` and "
-                                       "of a scope is the one @traced writes")
 def test_error_log_of_with_span_is_the_one_of_traced(tracer):
     @fasttrace.traced("decorated", tracer=tracer)
     def fails():
