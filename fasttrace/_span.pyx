@@ -467,8 +467,10 @@ cdef class TracerCore:
     """The hot half of fasttrace.Tracer (which adds the readable, once-per-process parts)."""
 
     def _setup(self, Arena arena, Sampler sampler, scope_manager, Propagation propagation,
-               Propagation text_propagation, service_name, Py_ssize_t notify_at):
+               Propagation text_propagation, service_name, Py_ssize_t notify_at,
+               bint trace_id_64=False):
         self._arena = arena
+        self._trace_id_64 = trace_id_64
         self._sampler = sampler
         self._scope_manager = scope_manager
         self._fast_scopes = (scope_manager if isinstance(scope_manager, ScopeManagerCore)
@@ -586,7 +588,7 @@ cdef class TracerCore:
             if parent_ctx.debug_id is not None:
                 span.flags |= FLAG_SAMPLED | FLAG_DEBUG
         else:
-            span.trace_hi = ft_rand64()
+            span.trace_hi = 0 if self._trace_id_64 else ft_rand64()
             span.trace_lo = ft_rand_nonzero()
             span._parent_id = 0
             if parent_ctx is not None:

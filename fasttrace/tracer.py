@@ -97,11 +97,20 @@ class Tracer(TracerCore, opentracing.Tracer):
             stats()["dropped"]["arena_full"]); they still propagate their context.
         max_tags, max_logs: per-span limits; extra ones are counted, not kept.
         max_value_length: longer string values are truncated (and counted).
+        trace_id_bits: 128 (W3C, OpenTelemetry) or 64 (jaeger-client's default, for
+            backends or log pipelines that expect 16-hex-digit trace ids).  Ids from
+            peers are kept as they come either way.
+
+    Raises:
+        ValueError: trace_id_bits other than 64 or 128.
     """
 
     def __init__(self, service_name="unknown_service", sampler=None, reporter=None,
                  propagators=("tracecontext", "baggage"), scope_manager=None, tags=None,
-                 capacity=65536, max_tags=128, max_logs=128, max_value_length=4096):
+                 capacity=65536, max_tags=128, max_logs=128, max_value_length=4096,
+                 trace_id_bits=128):
+        if trace_id_bits not in (64, 128):
+            raise ValueError(f"trace_id_bits must be 64 or 128, not {trace_id_bits!r}")
         if sampler is None:
             sampler = ConstSampler(True)
         elif not isinstance(sampler, Sampler):
@@ -121,7 +130,8 @@ class Tracer(TracerCore, opentracing.Tracer):
             sampler, scope_manager,
             make_propagation(self._propagator_names),
             make_propagation(self._propagator_names, text_map=True),
-            self.service_name, self._drain_threshold(reporter, capacity))
+            self.service_name, self._drain_threshold(reporter, capacity),
+            trace_id_bits == 64)
         self._reported = 0
         self._report_failures = 0
         self._lost_in_reporter = 0

@@ -362,3 +362,27 @@ def test_close_reports_a_failed_delivery_as_false():
     tracer.start_span("op").finish()
     closed = tracer.close()
     assert closed.result() is False and not closed and tracer.close() is closed
+
+
+# -- what a jaeger-client user meets --------------------------------------------------------
+
+def test_64_bit_trace_ids_on_request(reporter):
+    tracer = fasttrace.Tracer(reporter=reporter, trace_id_bits=64,
+                              propagators=("jaeger", "tracecontext"))
+    with tracer.start_active_span("root") as root:
+        child = tracer.start_span("child")
+        assert 0 < root.span.trace_id < 2 ** 64
+        assert child.trace_id == root.span.trace_id
+        headers = {}
+        tracer.inject(child.context, Format.HTTP_HEADERS, headers)
+        child.finish()
+    assert headers["uber-trace-id"].split(":")[0] == f"{root.span.trace_id:016x}"
+    assert headers["traceparent"].split("-")[1] == f"{root.span.trace_id:032x}"
+    assert all(s.trace_id < 2 ** 64 for s in reporter.spans)
+    with pytest.raises(ValueError):
+        fasttrace.Tracer(trace_id_bits=96)
+
+
+def test_128_bit_trace_ids_by_default(tracer):
+    ids = {tracer.start_span("x").trace_id for _ in range(64)}
+    assert any(i >= 2 ** 64 for i in ids)
