@@ -27,9 +27,13 @@ valid context, or ``opentracing.SpanContextCorruptedException`` -- nothing else
 escapes.  A format whose spec calls bad input corrupt (Jaeger) raises only if no other
 propagator found a valid context.
 
-W3C Trace Context, Level 1 (https://www.w3.org/TR/trace-context/)
-==================================================================
-ABNF (RFC 5234); HEXDIGLC = DIGIT / "a"-"f"; OWS = *( SP / HTAB )::
+W3C Trace Context (https://www.w3.org/TR/trace-context/)
+========================================================
+ABNF (RFC 5234); HEXDIGLC = DIGIT / "a"-"f"; OWS = *( SP / HTAB ).  traceparent is
+Level 1; tracestate follows the editor's draft (https://w3c.github.io/trace-context/,
+``spec/`` of w3c/trace-context), whose key grammar makes "@" an ordinary key character
+instead of Level 1's ``tenant@system`` form with its own length limits (every Level 1
+key is still a key)::
 
     traceparent    = OWS version "-" version-format OWS
     version        = 2HEXDIGLC                  ; "ff" is invalid
@@ -42,12 +46,10 @@ ABNF (RFC 5234); HEXDIGLC = DIGIT / "a"-"f"; OWS = *( SP / HTAB )::
 
     tracestate     = list-member 0*31( OWS "," OWS list-member )
     list-member    = key "=" value / OWS        ; empty members are allowed
-    key            = simple-key / multi-tenant-key
-    simple-key     = lcalpha 0*255( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
-    multi-tenant-key = tenant-id "@" system-id
-    tenant-id      = ( lcalpha / DIGIT ) 0*240( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
-    system-id      = lcalpha 0*13( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
-    value          = 0*255( chr ) nblk-chr
+    key            = ( lcalpha / DIGIT ) 0*255( keychar )    ; 1 to 256 characters
+    keychar        = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"
+    lcalpha        = %x61-7A                    ; a-z
+    value          = 0*255( chr ) nblk-chr      ; trailing spaces are OWS, not value
     chr            = %x20 / nblk-chr
     nblk-chr       = %x21-2B / %x2D-3C / %x3E-7E
 
@@ -836,7 +838,7 @@ cdef object _parse_tracestate(object value):
 
 @cython.final
 cdef class TraceContextPropagator(Propagator):
-    """W3C ``traceparent`` / ``tracestate`` (Trace Context Level 1)."""
+    """W3C ``traceparent`` (Trace Context Level 1) / ``tracestate`` (editor's draft)."""
 
     def __cinit__(self):
         self.name = "tracecontext"

@@ -10,7 +10,9 @@ full in the module docstring of ``fasttrace._codec`` (``help(fasttrace._codec)``
 Propagator names (``propagators=(...)`` on the Tracer, ``OTEL_PROPAGATORS``):
 
 ``tracecontext``
-    W3C Trace Context Level 1: ``traceparent`` and ``tracestate``.  An invalid
+    W3C Trace Context: ``traceparent`` (Level 1) and ``tracestate`` (the editor's
+    draft's grammar: a key is ``a-z``/``0-9`` then up to 255 of ``a-z 0-9 _ - * / @``,
+    so ``foo@``, ``foo@@bar`` and ``1abc`` are keys).  An invalid
     traceparent is ignored (a new trace starts); a tracestate with a malformed member, a
     duplicate key or more than 32 members is dropped as a whole.
 ``baggage``

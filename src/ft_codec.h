@@ -237,36 +237,25 @@ static inline void ft_traceparent_format(char *out, uint64_t hi, uint64_t lo, ui
     out[54] = ft_hex_digits[flags & 0xF];
 }
 
-/* ---- W3C tracestate (Level 1, section 3.3) ---------------------------------------- */
+/* ---- W3C tracestate ---------------------------------------------------------------- */
 
+/* keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@" */
 static inline int ft_ts_keychar(unsigned char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'
-           || c == '*' || c == '/';
+           || c == '*' || c == '/' || c == '@';
 }
 
-/* key = simple-key / multi-tenant-key (Level 1 grammar). */
+/* key = ( lcalpha / DIGIT ) 0*255( keychar ), the editor's draft grammar: "@" is an
+ * ordinary key character, no longer the tenant/system separator of Level 1. */
 static inline int ft_ts_key_ok(const char *k, ptrdiff_t n) {
-    ptrdiff_t at = -1;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        if (k[i] == '@') {
-            if (at >= 0) return 0;
-            at = i;
-        } else if (!ft_ts_keychar((unsigned char)k[i])) {
-            return 0;
-        }
+    unsigned char c0;
+    if (n < 1 || n > 256) return 0;
+    c0 = (unsigned char)k[0];
+    if (!((c0 >= 'a' && c0 <= 'z') || (c0 >= '0' && c0 <= '9'))) return 0;
+    for (ptrdiff_t i = 1; i < n; i++) {
+        if (!ft_ts_keychar((unsigned char)k[i])) return 0;
     }
-    if (at < 0) {
-        /* simple-key = lcalpha 0*255( lcalpha / DIGIT / "_" / "-"/ "*" / "/" ) */
-        return n >= 1 && n <= 256 && k[0] >= 'a' && k[0] <= 'z';
-    }
-    /* tenant-id = ( lcalpha / DIGIT ) 0*240( keychar ); system-id = lcalpha 0*13( keychar ) */
-    {
-        ptrdiff_t tn = at, sn = n - at - 1;
-        unsigned char t0 = (unsigned char)k[0];
-        if (tn < 1 || tn > 241 || sn < 1 || sn > 14) return 0;
-        if (!((t0 >= 'a' && t0 <= 'z') || (t0 >= '0' && t0 <= '9'))) return 0;
-        return k[at + 1] >= 'a' && k[at + 1] <= 'z';
-    }
+    return 1;
 }
 
 /* value = 0*255(chr) nblk-chr; chr = %x20 / nblk-chr; nblk-chr = %x21-2B / %x2D-3C / %x3E-7E */
