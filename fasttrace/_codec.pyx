@@ -58,15 +58,22 @@ key is still a key)::
   failed to parse traceparent, it MUST NOT attempt to parse tracestate").  Counted as
   ``malformed_traceparent``.
 * Several tracestate headers are combined with "," (RFC 7230 3.2.2) before parsing.
-* tracestate with a malformed member, a duplicated key or more than 32 (non-empty)
-  members is discarded as a whole -- the spec's processing model lets a vendor discard
-  a tracestate it cannot parse, and the W3C test suite (test/test.py, strict level 2:
-  ``test_tracestate_duplicated_keys``, ``..._key_illegal_characters``,
+* tracestate with a malformed member or more than 32 (non-empty) members with distinct
+  keys is discarded as a whole -- the spec's processing model lets a vendor discard a
+  tracestate it cannot parse, and the W3C test suite (test/test.py, strict level 2:
+  ``test_tracestate_key_illegal_characters``, ``..._key_illegal_vendor_format``,
   ``..._member_count_limit``, ``..._key_length_limit``, ``..._value_illegal_characters``)
   expects exactly that; the traceparent is still used.  Counted as
-  ``tracestate_dropped``.  A valid tracestate is kept on the SpanContext, re-emitted as
-  is when it was already canonical, else with OWS and empty members removed (allowed:
-  "Optional whitespace MAY be excluded when propagating").  An empty one is dropped.
+  ``tracestate_dropped``.
+* A key repeated in the list is kept where it first appears and its later members are
+  dropped (not counted): the draft lets a vendor discard duplicates it did not generate,
+  the left-most entry is a vendor's latest, the test suite
+  (``test_tracestate_duplicated_keys``) expects the tracestate to be inherited, and a
+  header passed on with the duplicates would be dropped whole by readers that reject
+  them (OpenTelemetry).
+* A valid tracestate is kept on the SpanContext, re-emitted as is when it was already
+  canonical, else with OWS, empty members and repeated keys removed (allowed: "Optional
+  trailing whitespace MAY be excluded when propagating").  An empty one is dropped.
 * inject writes ``traceparent: 00-<32 hex>-<16 hex>-<2 hex>`` (flags 01 or 00) and
   ``tracestate`` when the context has one.
 

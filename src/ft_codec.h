@@ -271,9 +271,10 @@ static inline int ft_ts_value_ok(const char *v, ptrdiff_t n) {
 #define FT_TRACESTATE_MAX_MEMBERS 32
 
 /* Validates a combined tracestate and writes its canonical form (members joined by
- * ',', no OWS, no empty members) to out, which must hold n bytes.  Returns the number
- * of members (0 for an empty or whitespace-only list), FT_INVALID for a malformed
- * member, FT_DUPLICATE for a repeated key, FT_TOO_MANY above 32 members. */
+ * ',', no OWS, no empty members, a repeated key only where it first appears) to out,
+ * which must hold n bytes.  Returns the number of members written (0 for an empty or
+ * whitespace-only list), FT_INVALID for a malformed member, FT_TOO_MANY above 32
+ * distinct keys. */
 static inline int ft_tracestate_parse(const char *s, ptrdiff_t n, char *out, ptrdiff_t *out_len) {
     const char *keys[FT_TRACESTATE_MAX_MEMBERS];
     ptrdiff_t key_lens[FT_TRACESTATE_MAX_MEMBERS];
@@ -289,21 +290,29 @@ static inline int ft_tracestate_parse(const char *s, ptrdiff_t n, char *out, ptr
             if (mn > 0) {
                 const char *eq = memchr(m, '=', (size_t)mn);
                 ptrdiff_t kn;
+                int dup = 0;
                 if (eq == NULL) return FT_INVALID;
                 kn = eq - m;
                 if (!ft_ts_key_ok(m, kn) || !ft_ts_value_ok(eq + 1, mn - kn - 1))
                     return FT_INVALID;
-                if (count == FT_TRACESTATE_MAX_MEMBERS) return FT_TOO_MANY;
                 for (int i = 0; i < count; i++) {
-                    if (key_lens[i] == kn && memcmp(keys[i], m, (size_t)kn) == 0)
-                        return FT_DUPLICATE;
+                    if (key_lens[i] == kn && memcmp(keys[i], m, (size_t)kn) == 0) {
+                        dup = 1;
+                        break;
+                    }
                 }
-                keys[count] = m;
-                key_lens[count] = kn;
-                count++;
-                if (w > 0) out[w++] = ',';
-                memcpy(out + w, m, (size_t)mn);
-                w += mn;
+                /* the spec lets a vendor drop duplicates it did not generate; the
+                 * left-most entry is the vendor's latest, and passing both on would make
+                 * readers that reject duplicates (OpenTelemetry) drop the whole header */
+                if (!dup) {
+                    if (count == FT_TRACESTATE_MAX_MEMBERS) return FT_TOO_MANY;
+                    keys[count] = m;
+                    key_lens[count] = kn;
+                    count++;
+                    if (w > 0) out[w++] = ',';
+                    memcpy(out + w, m, (size_t)mn);
+                    w += mn;
+                }
             }
         }
         pos = end + 1;
