@@ -17,8 +17,9 @@ Propagator names (``propagators=(...)`` on the Tracer, ``OTEL_PROPAGATORS``):
     more than 32 members is dropped as a whole; of a repeated key, the first member is
     kept.
 ``baggage``
-    W3C Baggage: ``baggage``, percent-encoded UTF-8 values, at most 64 members and 8192
-    bytes (whole members beyond that are dropped and counted).
+    W3C Baggage: ``baggage``, percent-encoded UTF-8 values ("+" reads as a space, as
+    OpenTelemetry Python writes it; space and "+" are written as ``%20`` and ``%2B``), at
+    most 64 members and 8192 bytes (whole members beyond that are dropped and counted).
 ``jaeger``
     ``uber-trace-id``, ``uberctx-<key>``, ``jaeger-debug-id``, ``jaeger-baggage``.  A
     malformed ``uber-trace-id`` raises ``SpanContextCorruptedException``.

@@ -526,8 +526,9 @@ static inline ptrdiff_t ft_pct_encode(const char *s, ptrdiff_t n, unsigned cls, 
 }
 
 /* Decodes %XX escapes (either case) into out (n bytes suffice); a '%' not followed by
- * two hex digits is kept as it is, as urllib.parse.unquote does.  Returns the length. */
-static inline ptrdiff_t ft_pct_decode(const char *s, ptrdiff_t n, char *out) {
+ * two hex digits is kept as it is, as urllib.parse.unquote does; with plus_is_space, a
+ * '+' becomes a space (form decoding, urllib.parse.unquote_plus).  Returns the length. */
+static inline ptrdiff_t ft_pct_decode_ex(const char *s, ptrdiff_t n, int plus_is_space, char *out) {
     ptrdiff_t w = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n) {
@@ -539,9 +540,13 @@ static inline ptrdiff_t ft_pct_decode(const char *s, ptrdiff_t n, char *out) {
                 continue;
             }
         }
-        out[w++] = s[i];
+        out[w++] = (plus_is_space && s[i] == '+') ? ' ' : s[i];
     }
     return w;
+}
+
+static inline ptrdiff_t ft_pct_decode(const char *s, ptrdiff_t n, char *out) {
+    return ft_pct_decode_ex(s, n, 0, out);
 }
 
 /* Whether s holds an ASCII uppercase letter. */

@@ -408,8 +408,18 @@ BAGGAGE = [
     ("truncated utf-8 becomes U+FFFD", ["k=%E2%9C"], {"k": "\ufffd"}, True),
     ("lone % kept", ["k=100%"], {"k": "100%"}, True),
     ("bad escape kept", ["k=%zz"], {"k": "%zz"}, True),
-    ("plus is a plus (RFC 3986)", ["k=a+b"], {"k": "a+b"}, False),
+    # "+" is a space, as OpenTelemetry Python (and other form-style writers) send it;
+    # RFC 3986 readers (OpenTelemetry Java, Go) would give "a+b"
+    ("plus is a space", ["k=a+b"], {"k": "a b"}, True),
+    ("plus in a key", ["a+b=1"], {"a b": "1"}, True),
+    ("plus and encoded plus", ["k=1%2B1+2"], {"k": "1+1 2"}, True),
+    ("plus between escapes", ["k=%41+%42"], {"k": "A B"}, True),
+    ("plus after a lone %", ["k=%2+x"], {"k": "%2 x"}, True),
+    ("plus with utf-8", ["k=caf%C3%A9+cr%C3%A8me"], {"k": "caf\u00e9 cr\u00e8me"}, True),
+    ("leading and trailing plus", ["k=+a+"], {"k": " a "}, False),  # OpenTelemetry strips
+    ("encoded space", ["k=a%20b"], {"k": "a b"}, True),
     ("encoded plus", ["k=a%2Bb"], {"k": "a+b"}, True),
+    ("encoded percent then plus", ["k=%25+%2B"], {"k": "% +"}, True),
     ("last duplicate wins", ["k=1,k=2"], {"k": "2"}, True),
     ("malformed member skipped", ["a=1,novalue,b=2"], {"a": "1", "b": "2"}, True),
     ("space in value is malformed", ["a=1,b=x y,c=3"], {"a": "1", "c": "3"}, False),
@@ -515,6 +525,15 @@ def test_baggage_values_survive_opentelemetry(value):
     otel = dict(otel_baggage.get_all(OTEL_BAG.extract(carrier)))
     assert otel["key"] == value.strip()  # OpenTelemetry strips values after decoding
     assert otel["odd key/é"] == value.strip()
+    assert BAG.extract_py(carrier).baggage == {"key": value, "odd key/é": value}
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_baggage_values_from_opentelemetry(value):
+    """What OpenTelemetry writes (quote_plus: a space is '+') we read back exactly."""
+    ctx = otel_baggage.set_baggage("odd key/é", value, otel_baggage.set_baggage("key", value))
+    carrier = {}
+    OTEL_BAG.inject(carrier, ctx)
     assert BAG.extract_py(carrier).baggage == {"key": value, "odd key/é": value}
 
 
