@@ -75,7 +75,9 @@ key is still a key)::
   canonical, else with OWS, empty members and repeated keys removed (allowed: "Optional
   trailing whitespace MAY be excluded when propagating").  An empty one is dropped.
 * inject writes ``traceparent: 00-<32 hex>-<16 hex>-<2 hex>`` (flags 01 or 00) and
-  ``tracestate`` when the context has one.
+  ``tracestate`` when the context has one.  Level 2's random-trace-id flag (02) is not
+  passed on: a SpanContext has no bit for it (the W3C test suite's
+  ``TraceContext2Test.test_propagates_random_flag``, SPEC_LEVEL=2, fails).
 
 W3C Baggage (https://www.w3.org/TR/baggage/)
 ============================================
