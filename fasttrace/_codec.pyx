@@ -27,9 +27,13 @@ valid context, or ``opentracing.SpanContextCorruptedException`` -- nothing else
 escapes.  A format whose spec calls bad input corrupt (Jaeger) raises only if no other
 propagator found a valid context.
 
-W3C Trace Context, Level 1 (https://www.w3.org/TR/trace-context/)
-==================================================================
-ABNF (RFC 5234); HEXDIGLC = DIGIT / "a"-"f"; OWS = *( SP / HTAB )::
+W3C Trace Context (https://www.w3.org/TR/trace-context/)
+========================================================
+ABNF (RFC 5234); HEXDIGLC = DIGIT / "a"-"f"; OWS = *( SP / HTAB ).  traceparent is
+Level 1; tracestate follows the editor's draft (https://w3c.github.io/trace-context/,
+``spec/`` of w3c/trace-context), whose key grammar makes "@" an ordinary key character
+instead of Level 1's ``tenant@system`` form with its own length limits (every Level 1
+key is still a key)::
 
     traceparent    = OWS version "-" version-format OWS
     version        = 2HEXDIGLC                  ; "ff" is invalid
@@ -42,12 +46,10 @@ ABNF (RFC 5234); HEXDIGLC = DIGIT / "a"-"f"; OWS = *( SP / HTAB )::
 
     tracestate     = list-member 0*31( OWS "," OWS list-member )
     list-member    = key "=" value / OWS        ; empty members are allowed
-    key            = simple-key / multi-tenant-key
-    simple-key     = lcalpha 0*255( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
-    multi-tenant-key = tenant-id "@" system-id
-    tenant-id      = ( lcalpha / DIGIT ) 0*240( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
-    system-id      = lcalpha 0*13( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
-    value          = 0*255( chr ) nblk-chr
+    key            = ( lcalpha / DIGIT ) 0*255( keychar )    ; 1 to 256 characters
+    keychar        = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"
+    lcalpha        = %x61-7A                    ; a-z
+    value          = 0*255( chr ) nblk-chr      ; trailing spaces are OWS, not value
     chr            = %x20 / nblk-chr
     nblk-chr       = %x21-2B / %x2D-3C / %x3E-7E
 
@@ -56,17 +58,26 @@ ABNF (RFC 5234); HEXDIGLC = DIGIT / "a"-"f"; OWS = *( SP / HTAB )::
   failed to parse traceparent, it MUST NOT attempt to parse tracestate").  Counted as
   ``malformed_traceparent``.
 * Several tracestate headers are combined with "," (RFC 7230 3.2.2) before parsing.
-* tracestate with a malformed member, a duplicated key or more than 32 (non-empty)
-  members is discarded as a whole -- the spec's processing model lets a vendor discard
-  a tracestate it cannot parse, and the W3C test suite (test/test.py, strict level 2:
-  ``test_tracestate_duplicated_keys``, ``..._key_illegal_characters``,
+* tracestate with a malformed member or more than 32 (non-empty) members with distinct
+  keys is discarded as a whole -- the spec's processing model lets a vendor discard a
+  tracestate it cannot parse, and the W3C test suite (test/test.py, strict level 2:
+  ``test_tracestate_key_illegal_characters``, ``..._key_illegal_vendor_format``,
   ``..._member_count_limit``, ``..._key_length_limit``, ``..._value_illegal_characters``)
   expects exactly that; the traceparent is still used.  Counted as
-  ``tracestate_dropped``.  A valid tracestate is kept on the SpanContext, re-emitted as
-  is when it was already canonical, else with OWS and empty members removed (allowed:
-  "Optional whitespace MAY be excluded when propagating").  An empty one is dropped.
+  ``tracestate_dropped``.
+* A key repeated in the list is kept where it first appears and its later members are
+  dropped (not counted): the draft lets a vendor discard duplicates it did not generate,
+  the left-most entry is a vendor's latest, the test suite
+  (``test_tracestate_duplicated_keys``) expects the tracestate to be inherited, and a
+  header passed on with the duplicates would be dropped whole by readers that reject
+  them (OpenTelemetry).
+* A valid tracestate is kept on the SpanContext, re-emitted as is when it was already
+  canonical, else with OWS, empty members and repeated keys removed (allowed: "Optional
+  trailing whitespace MAY be excluded when propagating").  An empty one is dropped.
 * inject writes ``traceparent: 00-<32 hex>-<16 hex>-<2 hex>`` (flags 01 or 00) and
-  ``tracestate`` when the context has one.
+  ``tracestate`` when the context has one.  Level 2's random-trace-id flag (02) is not
+  passed on: a SpanContext has no bit for it (the W3C test suite's
+  ``TraceContext2Test.test_propagates_random_flag``, SPEC_LEVEL=2, fails).
 
 W3C Baggage (https://www.w3.org/TR/baggage/)
 ============================================
@@ -83,23 +94,27 @@ W3C Baggage (https://www.w3.org/TR/baggage/)
   that is not a token, a value octet outside baggage-octet) is skipped and counted as
   ``malformed_baggage``; empty members are skipped silently.  Within one header the
   last duplicate wins.
-* Values (and keys) are percent-decoded per RFC 3986: "+" is a literal "+", a "%" not
-  followed by two hex digits is kept as is, and decoded octets that are not valid UTF-8
-  become U+FFFD.  Keys are tokens and are normally left alone by peers; we percent-decode
-  them too, because we percent-encode keys that are not tokens (so every OpenTracing key
-  survives a hop) and OpenTelemetry Python decodes keys the same way.
+* Values (and keys) are percent-decoded (RFC 3986: a "%" not followed by two hex digits
+  is kept as is, decoded octets that are not valid UTF-8 become U+FFFD), and "+" reads
+  as a space.  The spec makes "+" a literal baggage-octet, but OpenTelemetry Python, the
+  tracer Python services next to (or moving to) fasttrace run, writes a space as "+"
+  and reads "+" as a space (``quote_plus`` / ``unquote_plus``); reading it the same way
+  keeps its "alice jones" from arriving as "alice+jones".  The cost: a writer that leaves
+  a literal "+" unencoded (OpenTelemetry Go does; Java and JS send ``%2B``) has it read
+  as a space here, as OpenTelemetry Python reads it.  Keys are tokens and are normally
+  left alone by peers; we decode them the same way, because we percent-encode keys that
+  are not tokens (so every OpenTracing key survives a hop) and OpenTelemetry Python
+  decodes keys so too.
 * Limits, on both extract and inject: at most 64 members and 8192 bytes of
   ``key=value`` members plus separators.  Beyond that whole members are dropped, never a
   partial one (a member too big to fit is skipped, later smaller ones may still fit), and
   counted as ``baggage_dropped``.
 * Encoding percent-encodes (uppercase hex) every octet of the UTF-8 value outside
   baggage-octet, plus "%" and "+", and every octet of a key outside ``tchar`` plus "%" and
-  "+".  Space is therefore ``%20`` and "+" is ``%2B``, so a peer that decodes with form
-  rules (OpenTelemetry Python's ``unquote_plus``, open-telemetry/opentelemetry-python
-  issue 5566) reads the same value.  The reverse is that peer's bug: it sends a space
-  as "+", which every spec-following reader (this one included) reads as "+".
-  Items whose key or value cannot be encoded as UTF-8 (lone surrogates) are dropped and
-  counted.
+  "+".  Space is therefore ``%20`` and "+" is ``%2B``: what we send means the same to a
+  reader that decodes with form rules (OpenTelemetry Python, and this one) and to one
+  that follows RFC 3986 (OpenTelemetry Java, Go, JS).  Items whose key or value cannot
+  be encoded as UTF-8 (lone surrogates) are dropped and counted.
 
 Jaeger (https://www.jaegertracing.io/docs/latest/client-libraries/#propagation-format)
 =====================================================================================
@@ -196,7 +211,7 @@ from fasttrace._cdefs cimport (
     FT_B3_ACCEPT, FT_B3_DEBUG, FT_B3_DEFERRED, FT_B3_DENY, FT_CC_BAGGAGE, FT_CC_TCHAR,
     FT_CC_UNRESERVED, FT_INVALID, FT_OK, ft_all_in_class, ft_ascii_lower, ft_b3_parse,
     ft_b3_sampled, ft_b3_span_id, ft_b3_trace_id, ft_codec_init, ft_get_u64be,
-    ft_has_prefix_ci, ft_has_upper, ft_pct_decode, ft_pct_encode, ft_pct_encoded_len,
+    ft_has_prefix_ci, ft_has_upper, ft_pct_encode, ft_pct_encoded_len,
     ft_put_u64be, ft_traceparent_format, ft_traceparent_parse, ft_tracestate_parse,
     ft_trim_ows, ft_uber_format, ft_uber_parse,
 )
@@ -220,8 +235,9 @@ cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
     object PyBytes_FromStringAndSize(const char *v, Py_ssize_t n)
 
-# scan helpers added after _cdefs.pxd (src/ft_codec.h)
+# helpers of src/ft_codec.h that _cdefs.pxd does not declare
 cdef extern from "ft_codec.h" nogil:
+    ptrdiff_t ft_pct_decode_ex(const char *s, ptrdiff_t n, int plus_is_space, char *out)
     int ft_is_uberctx(const char *s, ptrdiff_t n)
     int ft_is_jaeger(const char *s, ptrdiff_t n)
     int ft_is_uber_trace_id(const char *s, ptrdiff_t n)
@@ -327,18 +343,19 @@ cdef inline str _ascii(const char *p, Py_ssize_t n):
     return s
 
 
-cdef str _decode(const char *p, Py_ssize_t n):
-    """Percent-decodes UTF-8 bytes into a str (invalid UTF-8 -> U+FFFD)."""
+cdef str _decode(const char *p, Py_ssize_t n, bint plus_is_space):
+    """Percent-decodes UTF-8 bytes into a str (invalid UTF-8 -> U+FFFD); with
+    plus_is_space, '+' is a space."""
     cdef char stack[STACK_BUF]
     cdef char *buf
     cdef Py_ssize_t m
-    if memchr(p, b'%', n) == NULL:
+    if memchr(p, b'%', n) == NULL and (not plus_is_space or memchr(p, b'+', n) == NULL):
         return PyUnicode_DecodeUTF8(p, n, "replace")
     buf = &stack[0] if n <= STACK_BUF else <char *>PyMem_Malloc(n)
     if buf == NULL:
         raise MemoryError()
     try:
-        m = ft_pct_decode(p, n, buf)
+        m = ft_pct_decode_ex(p, n, plus_is_space, buf)
         return PyUnicode_DecodeUTF8(buf, m, "replace")
     finally:
         if buf != &stack[0]:
@@ -351,7 +368,7 @@ cdef str _decode_str(str s):
     cdef const char *p = _utf8(s, &n)
     if p == NULL or memchr(p, b'%', n) == NULL:
         return s
-    return _decode(p, n)
+    return _decode(p, n, False)
 
 
 cdef str _encode(const char *p, Py_ssize_t n, unsigned cls, str orig=None):
@@ -836,7 +853,7 @@ cdef object _parse_tracestate(object value):
 
 @cython.final
 cdef class TraceContextPropagator(Propagator):
-    """W3C ``traceparent`` / ``tracestate`` (Trace Context Level 1)."""
+    """W3C ``traceparent`` (Trace Context Level 1) / ``tracestate`` (editor's draft)."""
 
     def __cinit__(self):
         self.name = "tracecontext"
@@ -930,7 +947,7 @@ cdef int _parse_baggage(const char *s, Py_ssize_t n, dict out) except -1:
             continue
         if not _take(&budget, mn):
             continue
-        out[_decode(k, kn)] = _decode(v, vn)
+        out[_decode(k, kn, True)] = _decode(v, vn, True)
     return 0
 
 

@@ -10,12 +10,16 @@ full in the module docstring of ``fasttrace._codec`` (``help(fasttrace._codec)``
 Propagator names (``propagators=(...)`` on the Tracer, ``OTEL_PROPAGATORS``):
 
 ``tracecontext``
-    W3C Trace Context Level 1: ``traceparent`` and ``tracestate``.  An invalid
-    traceparent is ignored (a new trace starts); a tracestate with a malformed member, a
-    duplicate key or more than 32 members is dropped as a whole.
+    W3C Trace Context: ``traceparent`` (Level 1) and ``tracestate`` (the editor's
+    draft's grammar: a key is ``a-z``/``0-9`` then up to 255 of ``a-z 0-9 _ - * / @``,
+    so ``foo@``, ``foo@@bar`` and ``1abc`` are keys).  An invalid
+    traceparent is ignored (a new trace starts); a tracestate with a malformed member or
+    more than 32 members is dropped as a whole; of a repeated key, the first member is
+    kept.
 ``baggage``
-    W3C Baggage: ``baggage``, percent-encoded UTF-8 values, at most 64 members and 8192
-    bytes (whole members beyond that are dropped and counted).
+    W3C Baggage: ``baggage``, percent-encoded UTF-8 values ("+" reads as a space, as
+    OpenTelemetry Python writes it; space and "+" are written as ``%20`` and ``%2B``), at
+    most 64 members and 8192 bytes (whole members beyond that are dropped and counted).
 ``jaeger``
     ``uber-trace-id``, ``uberctx-<key>``, ``jaeger-debug-id``, ``jaeger-baggage``.  A
     malformed ``uber-trace-id`` raises ``SpanContextCorruptedException``.

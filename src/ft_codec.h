@@ -237,36 +237,25 @@ static inline void ft_traceparent_format(char *out, uint64_t hi, uint64_t lo, ui
     out[54] = ft_hex_digits[flags & 0xF];
 }
 
-/* ---- W3C tracestate (Level 1, section 3.3) ---------------------------------------- */
+/* ---- W3C tracestate ---------------------------------------------------------------- */
 
+/* keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@" */
 static inline int ft_ts_keychar(unsigned char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'
-           || c == '*' || c == '/';
+           || c == '*' || c == '/' || c == '@';
 }
 
-/* key = simple-key / multi-tenant-key (Level 1 grammar). */
+/* key = ( lcalpha / DIGIT ) 0*255( keychar ), the editor's draft grammar: "@" is an
+ * ordinary key character, no longer the tenant/system separator of Level 1. */
 static inline int ft_ts_key_ok(const char *k, ptrdiff_t n) {
-    ptrdiff_t at = -1;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        if (k[i] == '@') {
-            if (at >= 0) return 0;
-            at = i;
-        } else if (!ft_ts_keychar((unsigned char)k[i])) {
-            return 0;
-        }
+    unsigned char c0;
+    if (n < 1 || n > 256) return 0;
+    c0 = (unsigned char)k[0];
+    if (!((c0 >= 'a' && c0 <= 'z') || (c0 >= '0' && c0 <= '9'))) return 0;
+    for (ptrdiff_t i = 1; i < n; i++) {
+        if (!ft_ts_keychar((unsigned char)k[i])) return 0;
     }
-    if (at < 0) {
-        /* simple-key = lcalpha 0*255( lcalpha / DIGIT / "_" / "-"/ "*" / "/" ) */
-        return n >= 1 && n <= 256 && k[0] >= 'a' && k[0] <= 'z';
-    }
-    /* tenant-id = ( lcalpha / DIGIT ) 0*240( keychar ); system-id = lcalpha 0*13( keychar ) */
-    {
-        ptrdiff_t tn = at, sn = n - at - 1;
-        unsigned char t0 = (unsigned char)k[0];
-        if (tn < 1 || tn > 241 || sn < 1 || sn > 14) return 0;
-        if (!((t0 >= 'a' && t0 <= 'z') || (t0 >= '0' && t0 <= '9'))) return 0;
-        return k[at + 1] >= 'a' && k[at + 1] <= 'z';
-    }
+    return 1;
 }
 
 /* value = 0*255(chr) nblk-chr; chr = %x20 / nblk-chr; nblk-chr = %x21-2B / %x2D-3C / %x3E-7E */
@@ -282,9 +271,10 @@ static inline int ft_ts_value_ok(const char *v, ptrdiff_t n) {
 #define FT_TRACESTATE_MAX_MEMBERS 32
 
 /* Validates a combined tracestate and writes its canonical form (members joined by
- * ',', no OWS, no empty members) to out, which must hold n bytes.  Returns the number
- * of members (0 for an empty or whitespace-only list), FT_INVALID for a malformed
- * member, FT_DUPLICATE for a repeated key, FT_TOO_MANY above 32 members. */
+ * ',', no OWS, no empty members, a repeated key only where it first appears) to out,
+ * which must hold n bytes.  Returns the number of members written (0 for an empty or
+ * whitespace-only list), FT_INVALID for a malformed member, FT_TOO_MANY above 32
+ * distinct keys. */
 static inline int ft_tracestate_parse(const char *s, ptrdiff_t n, char *out, ptrdiff_t *out_len) {
     const char *keys[FT_TRACESTATE_MAX_MEMBERS];
     ptrdiff_t key_lens[FT_TRACESTATE_MAX_MEMBERS];
@@ -300,21 +290,29 @@ static inline int ft_tracestate_parse(const char *s, ptrdiff_t n, char *out, ptr
             if (mn > 0) {
                 const char *eq = memchr(m, '=', (size_t)mn);
                 ptrdiff_t kn;
+                int dup = 0;
                 if (eq == NULL) return FT_INVALID;
                 kn = eq - m;
                 if (!ft_ts_key_ok(m, kn) || !ft_ts_value_ok(eq + 1, mn - kn - 1))
                     return FT_INVALID;
-                if (count == FT_TRACESTATE_MAX_MEMBERS) return FT_TOO_MANY;
                 for (int i = 0; i < count; i++) {
-                    if (key_lens[i] == kn && memcmp(keys[i], m, (size_t)kn) == 0)
-                        return FT_DUPLICATE;
+                    if (key_lens[i] == kn && memcmp(keys[i], m, (size_t)kn) == 0) {
+                        dup = 1;
+                        break;
+                    }
                 }
-                keys[count] = m;
-                key_lens[count] = kn;
-                count++;
-                if (w > 0) out[w++] = ',';
-                memcpy(out + w, m, (size_t)mn);
-                w += mn;
+                /* the spec lets a vendor drop duplicates it did not generate; the
+                 * left-most entry is the vendor's latest, and passing both on would make
+                 * readers that reject duplicates (OpenTelemetry) drop the whole header */
+                if (!dup) {
+                    if (count == FT_TRACESTATE_MAX_MEMBERS) return FT_TOO_MANY;
+                    keys[count] = m;
+                    key_lens[count] = kn;
+                    count++;
+                    if (w > 0) out[w++] = ',';
+                    memcpy(out + w, m, (size_t)mn);
+                    w += mn;
+                }
             }
         }
         pos = end + 1;
@@ -528,8 +526,9 @@ static inline ptrdiff_t ft_pct_encode(const char *s, ptrdiff_t n, unsigned cls, 
 }
 
 /* Decodes %XX escapes (either case) into out (n bytes suffice); a '%' not followed by
- * two hex digits is kept as it is, as urllib.parse.unquote does.  Returns the length. */
-static inline ptrdiff_t ft_pct_decode(const char *s, ptrdiff_t n, char *out) {
+ * two hex digits is kept as it is, as urllib.parse.unquote does; with plus_is_space, a
+ * '+' becomes a space (form decoding, urllib.parse.unquote_plus).  Returns the length. */
+static inline ptrdiff_t ft_pct_decode_ex(const char *s, ptrdiff_t n, int plus_is_space, char *out) {
     ptrdiff_t w = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n) {
@@ -541,9 +540,13 @@ static inline ptrdiff_t ft_pct_decode(const char *s, ptrdiff_t n, char *out) {
                 continue;
             }
         }
-        out[w++] = s[i];
+        out[w++] = (plus_is_space && s[i] == '+') ? ' ' : s[i];
     }
     return w;
+}
+
+static inline ptrdiff_t ft_pct_decode(const char *s, ptrdiff_t n, char *out) {
+    return ft_pct_decode_ex(s, n, 0, out);
 }
 
 /* Whether s holds an ASCII uppercase letter. */

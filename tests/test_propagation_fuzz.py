@@ -165,7 +165,7 @@ trace_ids = st.one_of(st.integers(1, 2**64 - 1), st.integers(1, 2**128 - 1))
 span_ids = st.integers(1, 2**64 - 1)
 bag_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 baggages = st.dictionaries(bag_text.filter(bool), bag_text, max_size=8)
-tc_key = st.from_regex(r"[a-z][a-z0-9_\-*/]{0,10}", fullmatch=True)
+tc_key = st.from_regex(r"[a-z0-9][a-z0-9_\-*/@]{0,10}", fullmatch=True)
 tc_value = st.from_regex(r"[\x21-\x2b\x2d-\x3c\x3e-\x7e]{1,10}", fullmatch=True)
 tracestates = st.one_of(st.none(), st.dictionaries(tc_key, tc_value, min_size=1, max_size=5).map(
     lambda d: ",".join(f"{k}={v}" for k, v in d.items())))

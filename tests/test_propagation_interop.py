@@ -43,8 +43,9 @@ IDS = [
 ]
 SAMPLED = [pytest.param(True, id="sampled"), pytest.param(False, id="unsampled")]
 
-# values every peer carries faithfully (OpenTelemetry's W3C baggage propagator turns
-# "+" into a space and strips values; see test_otel_baggage_plus_is_its_bug)
+# values every peer carries faithfully, and values with spaces and "+", which
+# OpenTelemetry Python's W3C baggage propagator form-encodes (a space is "+"); see
+# test_w3c_baggage_plus_and_space_with_opentelemetry
 BAGGAGE = {"user": "alice", "tenant": "acme/eu-1", "note": "50%;a,b=c", "uni": "caf\u00e9\u2713"}
 BAGGAGE_SPACES = {"phrase": "hello world", "plus": "1+1=2"}
 
@@ -96,12 +97,13 @@ OTEL_W3C = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropa
 @pytest.mark.parametrize("sampled", SAMPLED)
 @pytest.mark.parametrize("trace_id,span_id", IDS)
 def test_w3c_from_opentelemetry(trace_id, span_id, sampled, carrier_kind):
+    baggage = {**BAGGAGE, **BAGGAGE_SPACES}
     carrier = {}
     OTEL_W3C.inject(carrier, otel_context(trace_id, span_id, sampled,
-                                          "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", BAGGAGE))
+                                          "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", baggage))
     ctx = W3C.extract_py(carrier_kind(carrier))
     assert ours(ctx) == ((trace_id, span_id, sampled),
-                         "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", BAGGAGE)
+                         "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", baggage)
 
 
 @pytest.mark.parametrize("carrier_kind", CARRIERS)
@@ -117,29 +119,51 @@ def test_w3c_to_opentelemetry(trace_id, span_id, sampled, carrier_kind):
 
 
 def test_w3c_round_trip_through_opentelemetry_twice():
-    """us -> OpenTelemetry -> us: nothing lost or changed on the way."""
+    """us -> OpenTelemetry -> us: nothing lost or changed on the way, spaces and "+"
+    included (we send %20 and %2B, it sends "+" and %2B)."""
     ctx = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True,
                       {**BAGGAGE, **BAGGAGE_SPACES}, tracestate="a=1,b@c=2")
     first = {}
     W3C.inject_py(ctx, first)
     second = {}
     OTEL_W3C.inject(second, OTEL_W3C.extract(first))
+    assert "+" in second["baggage"]  # its form encoding of the spaces
     back = W3C.extract_py(second)
-    # "+" and spaces went out encoded, came back encoded by OpenTelemetry's quote_plus
-    # as "+" ... except that we encode "+" ourselves, so only the space case differs
     assert (back.trace_id, back.span_id, back.sampled, back.tracestate) == (
         ctx.trace_id, ctx.span_id, True, "a=1,b@c=2")
-    assert {k: v for k, v in back.baggage.items() if k in BAGGAGE} == BAGGAGE
+    assert back.baggage == ctx.baggage
 
 
-def test_otel_baggage_plus_is_its_bug():
-    """OpenTelemetry Python encodes a space as '+' (form encoding,
-    open-telemetry/opentelemetry-python#5566); the W3C spec makes '+' a literal, so a
-    spec reader -- us -- reads '+'.  Our own encoding avoids the problem both ways."""
+# values OpenTelemetry keeps as they are: it strips leading and trailing whitespace after
+# decoding, and drops members it cannot encode as ASCII after quote_plus (none here)
+PLUS_VALUES = ["alice jones", "a+b", "a + b", "1+1=2", "++", "100% sure", "%2B", "%20",
+               "50%+", "caf\u00e9 cr\u00e8me", "\u2713+\u2713", "x\u00a0y", "tab\there",
+               "a+%41", "+%", "\U0001f600 + \U0001f601"]
+
+
+@pytest.mark.parametrize("value", PLUS_VALUES)
+def test_w3c_baggage_plus_and_space_with_opentelemetry(value):
+    """OpenTelemetry Python form-encodes baggage (quote_plus: a space is "+", "+" is
+    %2B) and form-decodes it (unquote_plus: "+" is a space).  We read "+" as a space
+    too, and write space and "+" percent-encoded, so both directions keep the value."""
+    items = {"k": value, "key with space+plus/\u00e9": value}
     carrier = {}
-    OTEL_W3C.inject(carrier, otel_context(1, 1, True, baggage={"k": "a b"}))
-    assert carrier["baggage"] == "k=a+b"
-    assert W3C.extract_py(carrier).baggage == {"k": "a+b"}
+    OTEL_W3C.inject(carrier, otel_context(1, 1, True, baggage=items))
+    assert W3C.extract_py(carrier).baggage == items
+    carrier = {}
+    W3C.inject_py(SpanContext(1, 1, True, items), carrier)
+    assert " " not in carrier["baggage"] and "+" not in carrier["baggage"]
+    assert otel_read(OTEL_W3C.extract(carrier))[2] == items
+    # and our own round trip
+    assert W3C.extract_py(carrier).baggage == items
+
+
+def test_w3c_baggage_plus_written_by_opentelemetry():
+    """The drop-in case: an OpenTelemetry Python service sets "alice jones"."""
+    carrier = {}
+    OTEL_W3C.inject(carrier, otel_context(1, 1, True, baggage={"user": "alice jones"}))
+    assert carrier["baggage"] == "user=alice+jones"
+    assert W3C.extract_py(carrier).baggage == {"user": "alice jones"}
 
 
 # -- B3 ----------------------------------------------------------------------------------
