@@ -101,19 +101,28 @@ cdef class Arena:
     cdef public uint64_t n_tag_pool_full
     cdef public uint64_t n_log_pool_full
     cdef public uint64_t n_unprintable
+    cdef public uint64_t n_keys_truncated
+    cdef public uint64_t n_bad_timestamps
+    cdef public uint64_t n_abandoned
     cdef public uint64_t n_drained
 
     cdef _column(self, str name, object dtype, Py_ssize_t n, object fill=*)
-    cdef void _release(self, int32_t slot) noexcept
+    cdef void _release(self, int32_t slot, list dead) noexcept
     cdef int32_t alloc(self) except -2
     cdef uint32_t intern_name(self, object name) except? 0xFFFFFFFE
     cdef uint32_t intern_key(self, object key) except? 0xFFFFFFFE
-    cdef int set_name(self, int32_t slot, uint32_t gen, object name) except -1
+    cdef int set_name(self, int32_t slot, uint32_t gen, str name) except -1
     cdef int set_tag(self, int32_t slot, uint32_t gen, object key, object value) except -1
     cdef int add_log(self, int32_t slot, uint32_t gen, int64_t ts, object fields) except -1
     cdef int set_flags(self, int32_t slot, uint32_t gen, uint8_t bits) except -1
     cdef bint finish(self, int32_t slot, uint32_t gen, int64_t end_ns) noexcept
     cdef int discard(self, int32_t slot, uint32_t gen) except -1
+    cdef int abandon(self, int32_t slot, uint32_t gen) noexcept
     cdef int check_fork(self) except -1
     cdef object clean_value(self, object value)
+    cdef str clean_key(self, object key)
+    cdef object tag_value(self, object value, uint8_t *vtype, int64_t *num)
     cdef object _drain(self, Py_ssize_t n)
+
+
+cdef str as_text(object value, Arena arena)

@@ -32,6 +32,11 @@ from cpython.object cimport PyObject
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(object op)
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.unicode cimport PyUnicode_FromObject
+from cpython.list cimport PyList_GET_ITEM
+from cpython.bool cimport PyBool_Check
+from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_Check
 
 from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_get, ft_list_move, ft_list_set
 from fasttrace._context cimport FLAG_SAMPLED
@@ -60,12 +65,37 @@ cdef object _unprintable(object value):
         return "<unprintable>"
 
 
-cdef inline object _safe_str(object value, Arena arena):
+cdef str as_text(object value, Arena arena):
+    """`value` as an exact str, for names, keys and text values.
+
+    An exact str compares and hashes in C; a str subclass may run Python code there
+    (its own __eq__ or __hash__), and the arena must never run Python code between its
+    ownership check and its writes.  A value whose str() raises becomes a placeholder,
+    counted."""
+    if type(value) is str:
+        return <str>value
     try:
-        return str(value)
+        value = str(value)
+        # str() of a str subclass may return the subclass itself; this copies it into
+        # an exact str without calling anything of the subclass's
+        return <str>PyUnicode_FromObject(value) if type(value) is not str else <str>value
     except Exception:
         arena.n_unprintable += 1
         return _unprintable(value)
+
+
+cdef inline void _give(list dead, list column, Py_ssize_t i) noexcept:
+    """column[i] = None, its object kept alive in `dead` (which must have room to grow:
+    list.append only fails without memory, and then the object is freed here)."""
+    cdef object value = <object>PyList_GET_ITEM(column, i)
+    if value is None:
+        return
+    if dead is not None:
+        try:
+            dead.append(value)
+        except BaseException:
+            pass
+    ft_list_set(column, i, None)
 
 
 cdef class Arena:
@@ -192,7 +222,16 @@ cdef class Arena:
         self.check_fork()
 
     def reset_after_fork(self):
+        """Empties the arena (a forked child: the parent reports its own spans).
+
+        The new object columns are made first and the old ones freed last: making or
+        freeing them may run a collection and finalizers, which may record spans, and
+        must find the arena either as it was or reset, never in between."""
         cdef Py_ssize_t i
+        new_extras = _object_column(self.capacity)
+        new_tag_obj = _object_column(self.tag_capacity)
+        new_log_fields = _object_column(self.log_capacity)
+        # -- C only from here to the swap --
         for i in range(self.capacity):
             self.generation[i] += 1     # handles inherited from the parent go stale
             self.state[i] = SLOT_FREE
@@ -204,22 +243,28 @@ cdef class Arena:
         self.free_top = self.capacity
         self.finished_head = 0
         self.finished_count = 0
-        self.extras = _object_column(self.capacity)
         for i in range(self.tag_capacity - 1):
             self.tag_next[i] = <int32_t>(i + 1)
         self.tag_next[self.tag_capacity - 1] = NO_ENTRY
         self.tag_free = 0
-        self.tag_obj = _object_column(self.tag_capacity)
         for i in range(self.log_capacity - 1):
             self.log_next[i] = <int32_t>(i + 1)
         self.log_next[self.log_capacity - 1] = NO_ENTRY
         self.log_free = 0
-        self.log_fields = _object_column(self.log_capacity)
         # counters describe this process only
         self.n_started = self.n_sampled = self.n_unsampled = self.n_finished = 0
         self.n_dropped_arena_full = self.n_dropped_priority = 0
         self.n_tags_dropped = self.n_logs_dropped = self.n_values_truncated = 0
         self.n_tag_pool_full = self.n_log_pool_full = self.n_unprintable = self.n_drained = 0
+        self.n_keys_truncated = self.n_bad_timestamps = self.n_abandoned = 0
+        old_extras = self.extras
+        old_tag_obj = self.tag_obj
+        old_log_fields = self.log_fields
+        self.extras = new_extras
+        self.tag_obj = new_tag_obj
+        self.log_fields = new_log_fields
+        # -- end of the C-only part: the parent's objects go now --
+        del old_extras, old_tag_obj, old_log_fields
         self.pid = os.getpid()
 
     # -- slots ---------------------------------------------------------------------
@@ -276,19 +321,24 @@ cdef class Arena:
             self.key_cache_id[h] = kid
         return kid
 
-    cdef int set_name(self, int32_t slot, uint32_t gen, object name) except -1:
+    cdef int set_name(self, int32_t slot, uint32_t gen, str name) except -1:
+        """`name` must be an exact str (as_text)."""
         cdef uint32_t nid = self.intern_name(name)
+        cdef dict fresh = None
+        if nid == UNINTERNED:
+            name = self.clean_value(name)
+            fresh = {}      # made before the ownership check (making it may run a collection)
         if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
             return 0
         self.name_id[slot] = nid
+        extra = self.extras[slot]
         if nid == UNINTERNED:
-            name = self.clean_value(name)
-            extra = self.extras[slot]
             if extra is None:
-                extra = self.extras[slot] = {}
-            extra["name"] = name
-        elif self.extras[slot] is not None:
-            (<dict>self.extras[slot]).pop("name", None)
+                ft_list_set(self.extras, slot, fresh)
+                extra = fresh
+            (<dict>extra)["name"] = name
+        elif extra is not None:
+            (<dict>extra).pop("name", None)
         return 0
 
     cdef object clean_value(self, object value):
@@ -298,60 +348,72 @@ cdef class Arena:
             return (<str>value)[:self.max_value_length]
         return value
 
-    cdef int set_tag(self, int32_t slot, uint32_t gen, object key, object value) except -1:
-        cdef uint8_t vtype
-        cdef int64_t num = 0
-        cdef double dbl
+    cdef str clean_key(self, object key):
+        """A tag key as stored: exact str, at most max_value_length characters (the
+        truncated key is the tag's identity: setting it again replaces it)."""
+        cdef str text = as_text(key, self)
+        if len(text) > self.max_value_length:
+            self.n_keys_truncated += 1
+            return text[:self.max_value_length]
+        return text
+
+    cdef object tag_value(self, object value, uint8_t *vtype, int64_t *num):
+        """Classifies a tag value without running any of its Python methods where the
+        type is known (a subclass of int or float keeps its C value), and never raises:
+        what cannot be read becomes a placeholder string, counted.  Returns the object
+        part (None for bool, int64, float)."""
         cdef int overflow = 0
-        cdef object obj = None
-        cdef uint32_t kid
-        cdef int32_t i, last
-        # 1. everything that may run Python code comes before the state check
-        if type(key) is not str:
-            key = _safe_str(key, self)
-        kid = self.intern_key(key)
+        cdef double dbl
         t = type(value)
         if t is str:
-            vtype = TAG_STR
-            obj = value
+            vtype[0] = TAG_STR
             if len(<str>value) > self.max_value_length:
-                obj = (<str>value)[:self.max_value_length]
                 self.n_values_truncated += 1
-        elif t is bool:
-            vtype = TAG_BOOL
-            num = 1 if value is True else 0
-        elif t is int:
-            num = PyLong_AsLongLongAndOverflow(value, &overflow)
-            if overflow:
-                vtype = TAG_BIGINT
-                obj = value
-            else:
-                vtype = TAG_INT
-        elif t is float:
-            vtype = TAG_FLOAT
-            dbl = value
-            memcpy(&num, &dbl, 8)
-        elif isinstance(value, bool):
-            vtype = TAG_BOOL
-            num = 1 if value else 0
-        elif isinstance(value, float):
-            vtype = TAG_FLOAT
-            dbl = float(value)
-            memcpy(&num, &dbl, 8)
-        elif isinstance(value, int):
-            value = int(value)
-            num = PyLong_AsLongLongAndOverflow(value, &overflow)
-            vtype = TAG_BIGINT if overflow else TAG_INT
-            if overflow:
-                obj = value
-        else:
+                return (<str>value)[:self.max_value_length]
+            return value
+        if t is bool:
+            vtype[0] = TAG_BOOL
+            num[0] = 1 if value is True else 0
+            return None
+        if t is float or (t is not int and PyFloat_Check(value)):
+            vtype[0] = TAG_FLOAT
+            dbl = PyFloat_AS_DOUBLE(value)
+            memcpy(num, &dbl, 8)
+            return None
+        if t is int or PyLong_Check(value):
+            num[0] = PyLong_AsLongLongAndOverflow(value, &overflow)
+            if not overflow:
+                vtype[0] = TAG_INT
+                return None
+            vtype[0] = TAG_BIGINT
+            # int's own conversion: an exact copy, never the subclass's __int__
+            return value if t is int else int.__int__(value)
+        vtype[0] = TAG_STR
+        text = as_text(value, self)
+        if len(text) > self.max_value_length:
+            self.n_values_truncated += 1
+            return text[:self.max_value_length]
+        return text
+
+    cdef int set_tag(self, int32_t slot, uint32_t gen, object key, object value) except -1:
+        cdef uint8_t vtype = TAG_STR
+        cdef int64_t num = 0
+        cdef object obj
+        cdef uint32_t kid
+        cdef int32_t i, last
+        # 1. everything that may run Python code comes before the state check; after
+        #    it, only exact strs and ints are compared, which runs none
+        if type(key) is not str or len(<str>key) > self.max_value_length:
+            key = self.clean_key(key)
+        kid = self.intern_key(key)
+        try:
+            obj = self.tag_value(value, &vtype, &num)
+        except Exception:
+            self.n_unprintable += 1
             vtype = TAG_STR
-            obj = _safe_str(value, self)
-            if len(<str>obj) > self.max_value_length:
-                obj = (<str>obj)[:self.max_value_length]
-                self.n_values_truncated += 1
+            obj = _unprintable(value)
         if kid == UNINTERNED:
-            obj = (self.clean_value(key), obj)
+            obj = (key, obj)
         # 2. the handle must still own an open slot
         if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
             return 0
@@ -360,7 +422,7 @@ cdef class Arena:
         last = NO_ENTRY
         while i != NO_ENTRY:
             if self.tag_key[i] == kid and (kid != UNINTERNED
-                                           or (<tuple>self.tag_obj[i])[0] == key):
+                                           or <str>(<tuple>self.tag_obj[i])[0] == <str>key):
                 self.tag_type[i] = vtype
                 self.tag_num[i] = num
                 ft_list_set(self.tag_obj, i, obj)
@@ -420,20 +482,24 @@ cdef class Arena:
         self.n_finished += 1
         return True
 
-    cdef void _release(self, int32_t slot) noexcept:
-        """Returns a slot's tag and log entries to their pools and the slot to the free stack."""
+    cdef void _release(self, int32_t slot, list dead) noexcept:
+        """Returns a slot's tag and log entries to their pools and the slot to the free
+        stack.  The objects it still holds go to `dead` (None: the caller moved them
+        all out), so none is freed here: freeing one may run a finalizer, and a
+        finalizer may call back into the arena (finish a span, log on it) -- it must
+        find the arena whole, never a slot half released."""
         cdef int32_t i, nxt
         i = self.tag_head[slot]
         while i != NO_ENTRY:
             nxt = self.tag_next[i]
-            ft_list_set(self.tag_obj, i, None)
+            _give(dead, self.tag_obj, i)
             self.tag_next[i] = self.tag_free
             self.tag_free = i
             i = nxt
         i = self.log_head[slot]
         while i != NO_ENTRY:
             nxt = self.log_next[i]
-            ft_list_set(self.log_fields, i, None)
+            _give(dead, self.log_fields, i)
             self.log_next[i] = self.log_free
             self.log_free = i
             i = nxt
@@ -441,7 +507,7 @@ cdef class Arena:
         self.log_head[slot] = NO_ENTRY
         self.tag_count[slot] = 0
         self.log_count[slot] = 0
-        ft_list_set(self.extras, slot, None)
+        _give(dead, self.extras, slot)
         self.generation[slot] += 1
         self.state[slot] = SLOT_FREE
         self.free_stack[self.free_top] = slot
@@ -449,9 +515,24 @@ cdef class Arena:
 
     cdef int discard(self, int32_t slot, uint32_t gen) except -1:
         """Frees an open slot without reporting it (sampling.priority = 0)."""
+        cdef list dead
         if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
             return 0
-        self._release(slot)
+        dead = []
+        self._release(slot, dead)
+        return 0            # `dead` goes here: its finalizers find the slot free
+
+    cdef int abandon(self, int32_t slot, uint32_t gen) noexcept:
+        """Frees the slot of a span whose handle died before it finished (counted)."""
+        cdef list dead
+        if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
+            return 0
+        try:
+            dead = []
+        except BaseException:
+            return 0        # no memory for the list: the slot stays (better than a crash)
+        self._release(slot, dead)
+        self.n_abandoned += 1
         return 0
 
     cdef int set_flags(self, int32_t slot, uint32_t gen, uint8_t bits) except -1:
@@ -460,12 +541,14 @@ cdef class Arena:
         return 0
 
     def set_extra(self, int32_t slot, uint32_t gen, str key, object value):
+        cdef dict fresh = {}     # before the ownership check: making it may run a collection
         if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
             return
         extra = self.extras[slot]
         if extra is None:
-            extra = self.extras[slot] = {}
-        extra[key] = value
+            ft_list_set(self.extras, slot, fresh)
+            extra = fresh
+        (<dict>extra)[key] = value
 
     # -- draining ------------------------------------------------------------------
 
@@ -567,7 +650,7 @@ cdef class Arena:
                 i = self.log_next[i]
             l += self.log_count[slot]
             ft_list_move(extras, k, self.extras, slot)
-            self._release(slot)     # every object was moved out: drops no reference
+            self._release(slot, None)   # every object was moved out: drops nothing
             k += 1
         tag_offsets[k] = <int32_t>t
         log_offsets[k] = <int32_t>l
@@ -605,7 +688,7 @@ cdef class Arena:
                 "log_offsets": log_offsets_arr, "log_ts": log_ts_arr,
                 "log_fields": log_fields, "extras": extras,
                 "names": self.names, "keys": self.keys, "first_seq": first_seq,
-                "source": id(self)}
+                "source": id(self), "pid": self.pid}
 
     def counters(self):
         return {
@@ -617,6 +700,7 @@ cdef class Arena:
             "dropped": {
                 "arena_full": self.n_dropped_arena_full,
                 "sampling_priority": self.n_dropped_priority,
+                "abandoned": self.n_abandoned,
             },
             "truncated": {
                 "tags": self.n_tags_dropped,
@@ -625,6 +709,8 @@ cdef class Arena:
                 "tag_pool_full": self.n_tag_pool_full,
                 "log_pool_full": self.n_log_pool_full,
                 "unprintable": self.n_unprintable,
+                "keys": self.n_keys_truncated,
+                "timestamps": self.n_bad_timestamps,
             },
             "arena_capacity": self.capacity,
             "arena_open": self.open_count,

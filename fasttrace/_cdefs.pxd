@@ -21,7 +21,8 @@ cdef extern from "ft_hex.h" nogil:
     int ft_hex_value(uint32_t c, int lower_only)
 
 cdef extern from "ft_pytype.h":
-    int ft_type_adopt(object type, object api_base, Py_ssize_t dictoffset) except -1
+    int ft_type_adopt(object type, object api_base, Py_ssize_t dictoffset,
+                      void (*before_dealloc)(object) noexcept) except -1
     void ft_instance_dict_init(object o) noexcept
 
 cdef extern from "ft_pyutil.h":

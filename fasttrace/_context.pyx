@@ -7,6 +7,7 @@ on demand.
 """
 cimport cython
 from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_FromObject
 from libc.stdint cimport uint8_t, uint64_t
 
 import opentracing
@@ -23,16 +24,26 @@ cdef object u128_to_int(uint64_t hi, uint64_t lo):
     return (<object>hi << 64) | lo
 
 
+cdef inline str _exact_str(object value):
+    """str(value) as an exact str (a str subclass could run its own __hash__ or __eq__
+    in the dict); raises what str() raises."""
+    if type(value) is str:
+        return <str>value
+    value = str(value)
+    return <str>value if type(value) is str else <str>PyUnicode_FromObject(value)
+
+
 cdef object baggage_with(object baggage, object key, object value):
     """A copy of a baggage dict (or None) with one item set, or removed when value is None;
     None when the result is empty.  Keys and values become str (W3C baggage is text)."""
+    key = _exact_str(key)
+    if value is not None:
+        value = _exact_str(value)
     cdef dict items = dict(baggage) if baggage else {}
-    if type(key) is not str:
-        key = str(key)
     if value is None:
         items.pop(key, None)
     else:
-        items[key] = value if type(value) is str else str(value)
+        items[key] = value
     return items or None
 
 
@@ -155,4 +166,4 @@ cdef Py_ssize_t _dict_offset():
     return <char*>&probe._dict - <char*><PyObject*>probe
 
 # a SpanContext is an opentracing.SpanContext (see src/ft_pytype.h)
-ft_type_adopt(SpanContext, opentracing.SpanContext, _dict_offset())
+ft_type_adopt(SpanContext, opentracing.SpanContext, _dict_offset(), NULL)

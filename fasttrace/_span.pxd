@@ -51,6 +51,7 @@ cdef class Scope:
     cdef object _previous
     cdef bint _finish_on_close
     cdef bint _closed
+    cdef bint _closed_elsewhere     # closed from a context other than the one it was set in
 
 
 cdef class ScopeManagerCore:
@@ -72,9 +73,11 @@ cdef class TracerCore:
     cdef public uint64_t _extract_errors
     cdef public uint64_t _foreign_parents_adopted
     cdef public uint64_t _foreign_parents_unusable
+    cdef public uint64_t _sampler_errors
 
     cdef Span _start(self, object name, object child_of, object references, object tags,
                      object start_time, bint ignore_active)
     cdef int _record(self, Span span) except -1
+    cdef bint _sample(self, Span span, object name)
     cdef SpanContext _parent_context(self, object parent)
     cdef list _references(self, SpanContext child_of, object references)

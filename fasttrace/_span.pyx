@@ -8,6 +8,9 @@ valid), plus (slot, generation) pointing at the arena row it records into.
 cimport cython
 from cpython.contextvars cimport PyContextVar_Set, PyContextVar_Reset, get_value
 from cpython.object cimport PyObject
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.dict cimport PyDict_Next
+from cpython.exc cimport PyErr_Fetch, PyErr_Restore
 from libc.math cimport fabs, floor, isfinite, llround
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
@@ -24,7 +27,7 @@ from opentracing.scope_managers.contextvars import _SCOPE as _ACTIVE_SCOPE
 from opentracing import Format, ReferenceType
 from opentracing import UnsupportedFormatException, SpanContextCorruptedException
 
-from fasttrace._arena cimport (Arena, SLOT_FIRST_REF_FOLLOWS, UNINTERNED)
+from fasttrace._arena cimport Arena, SLOT_FIRST_REF_FOLLOWS, UNINTERNED, as_text
 from fasttrace._cdefs cimport (ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_init,
                                ft_clock_init, ft_clock_uses_tsc, ft_system_now_ns,
                                ft_instance_dict_init, ft_type_adopt)
@@ -87,21 +90,94 @@ cdef dict _as_error_log(dict fields, Arena arena):
     return fields
 
 
-cdef int64_t _seconds_to_ns(object seconds) except? -1:
-    """OpenTracing timestamps (float seconds since the epoch) as integer nanoseconds.
+cdef bint _nonempty(object value, Arena arena) noexcept:
+    """bool(value) for references= and the like, False (counted) when it raises."""
+    if type(value) is list:
+        return len(<list>value) > 0
+    try:
+        return bool(value)
+    except BaseException:
+        arena.n_unprintable += 1
+        return False
+
+
+cdef int _set_tags(Span span, object tags, Arena arena) except -1:
+    """start_span's tags=: any mapping; items that are not (key, value) pairs are
+    skipped and counted."""
+    cdef Py_ssize_t pos = 0
+    cdef PyObject *pk
+    cdef PyObject *pv
+    if type(tags) is dict:
+        # as in log_kv: a dict changed while it is read never raises
+        while PyDict_Next(tags, &pos, &pk, &pv):
+            span._set_tag(<object>pk, <object>pv)
+        return 0
+    try:
+        items = list(tags.items())
+    except Exception:
+        arena.n_unprintable += 1
+        return 0
+    for item in items:
+        try:
+            key, value = item
+        except Exception:
+            arena.n_unprintable += 1
+            continue
+        span._set_tag(key, value)
+    return 0
+
+
+cdef int _priority_sign(object value) noexcept:
+    """The sign of a sampling.priority value (1, 0 or -1 as int() reads it, any size),
+    or 2 when it is not a number."""
+    try:
+        number = int(value)
+        return 1 if number > 0 else (0 if number == 0 else -1)
+    except BaseException:
+        return 2
+
+
+cdef enum:
+    # the latest nanosecond timestamp an int64 holds (2262-04-11): later, or before the
+    # epoch, or not a number, is not a time a span can have
+    MAX_TIMESTAMP_S = 9223372036
+
+
+cdef bint _seconds_to_ns(object seconds, int64_t *out) noexcept:
+    """OpenTracing timestamps (seconds since the epoch) as integer nanoseconds; False
+    for one that is no time a span can have (NaN, infinite, negative, beyond 2262, not a
+    number), which the caller replaces with now and counts.
 
     `seconds * 1e9` would lose up to ~256 ns (an epoch time in ns needs 61 bits, a
     double has 53) and truncate; whole and fractional seconds are converted apart, so
     the result is the float's exact value rounded to the nearest nanosecond.
     """
     cdef double x, whole
-    if type(seconds) is int:
-        return <int64_t>seconds * 1000000000
-    x = float(seconds)
-    if not isfinite(x) or fabs(x) > 9.2e9:
-        raise ValueError(f"timestamp out of range: {seconds!r}")
+    cdef long long whole_s
+    cdef int overflow = 0
+    try:
+        if type(seconds) is int:
+            whole_s = PyLong_AsLongLongAndOverflow(seconds, &overflow)
+            if overflow or whole_s < 0 or whole_s >= MAX_TIMESTAMP_S:
+                return False
+            out[0] = <int64_t>whole_s * 1000000000
+            return True
+        x = float(seconds)
+    except BaseException:
+        return False
+    if not isfinite(x) or x < 0 or x >= MAX_TIMESTAMP_S:
+        return False
     whole = floor(x)
-    return <int64_t>whole * 1000000000 + llround((x - whole) * 1e9)
+    out[0] = <int64_t>whole * 1000000000 + llround((x - whole) * 1e9)
+    return True
+
+
+cdef int64_t _timestamp_or_now(object seconds, Arena arena) noexcept:
+    cdef int64_t ns
+    if _seconds_to_ns(seconds, &ns):
+        return ns
+    arena.n_bad_timestamps += 1
+    return ft_now_ns()
 
 
 @cython.final
@@ -199,7 +275,7 @@ cdef class Span:
             if override is not None:
                 return self._call_override(override, (operation_name,))
         if type(operation_name) is not str:
-            operation_name = "" if operation_name is None else str(operation_name)
+            operation_name = "" if operation_name is None else as_text(operation_name, self.arena)
         if not self.finished:
             self._name = operation_name
             if self.slot >= 0:
@@ -218,6 +294,10 @@ cdef class Span:
         cdef int64_t ts
         cdef dict fields
         cdef Arena arena
+        cdef Py_ssize_t pos = 0
+        cdef PyObject *pk
+        cdef PyObject *pv
+        cdef bint traceback_object = False
         if self._patched is not None:
             override = self._override("log_kv")
             if override is not None:
@@ -225,27 +305,36 @@ cdef class Span:
         if self.slot < 0 or self.finished:
             return self
         arena = self.arena
-        ts = ft_now_ns() if timestamp is None else _seconds_to_ns(timestamp)
+        ts = ft_now_ns() if timestamp is None else _timestamp_or_now(timestamp, arena)
+        fields = {}
         if type(key_values) is dict:
-            items = (<dict>key_values).items()
+            # PyDict_Next, not an items() iterator: nothing to allocate, and a dict that
+            # another thread changes meanwhile is read as far as it goes, never raises
+            while PyDict_Next(key_values, &pos, &pk, &pv):
+                k = <object>pk
+                v = <object>pv
+                if type(k) is not str:
+                    k = as_text(k, arena)
+                if type(v) is _TRACEBACK:
+                    traceback_object = True
+                fields[k] = arena.clean_value(v)
         else:
             try:
                 items = list(key_values.items())
             except Exception:
                 arena.n_unprintable += 1
                 return self
-        fields = {}
-        cdef bint traceback_object = False
-        for k, v in items:
-            if type(k) is not str:
+            for item in items:
                 try:
-                    k = str(k)
+                    k, v = item
                 except Exception:
                     arena.n_unprintable += 1
                     continue
-            if type(v) is _TRACEBACK:
-                traceback_object = True
-            fields[k] = arena.clean_value(v)
+                if type(k) is not str:
+                    k = as_text(k, arena)
+                if type(v) is _TRACEBACK:
+                    traceback_object = True
+                fields[k] = arena.clean_value(v)
         if traceback_object:
             fields = _as_error_log(fields, arena)
         arena.add_log(self.slot, self.gen, ts, fields)
@@ -277,7 +366,11 @@ cdef class Span:
             override = self._override("set_baggage_item")
             if override is not None:
                 return self._call_override(override, (key, value))
-        self.baggage = baggage_with(self.baggage, key, value)
+        try:
+            self.baggage = baggage_with(self.baggage, key, value)
+        except Exception:
+            self.arena.n_unprintable += 1     # a key or value whose str() raises
+            return self
         self._ctx = None
         return self
 
@@ -295,7 +388,10 @@ cdef class Span:
             override = self._override("finish")
             if override is not None:
                 return self._call_override(override, () if finish_time is None else (finish_time,))
-        self._finish(0 if finish_time is None else _seconds_to_ns(finish_time))
+        if finish_time is None:
+            self._finish(ft_now_ns())
+        else:
+            self._finish(_timestamp_or_now(finish_time, self.arena))
 
     def __enter__(self):
         return self
@@ -309,7 +405,7 @@ cdef class Span:
             return
         if exc_val is not None:
             self._on_error(exc_type, exc_val, exc_tb)
-        self._finish(0)
+        self._finish(ft_now_ns())
 
     def __repr__(self):
         return (f"<fasttrace.Span {self._name!r} trace_id={self.trace_hi:016x}"
@@ -340,32 +436,44 @@ cdef class Span:
 
     cdef int _set_priority(self, object value) except -1:
         """sampling.priority as jaeger-client reads it; True if the tag is to be recorded."""
-        cdef long long priority
-        if self.flags & FLAG_DEBUG and value:
-            return 0            # already forced; jaeger-client ignores a repeat
-        try:
-            priority = int(value)
-        except Exception:
-            return 0
+        cdef int priority
+        cdef int32_t slot
+        cdef bint was_sampled = self.flags & FLAG_SAMPLED
+        cdef Arena arena = self.arena
+        priority = _priority_sign(value)
+        if priority == 2:
+            return 0            # not a number
         if priority <= 0:
             self.flags &= ~(FLAG_SAMPLED | FLAG_DEBUG)
             self._ctx = None
             if self.slot >= 0:
-                self.arena.discard(self.slot, self.gen)
-                self.arena.n_dropped_priority += 1
-                self.arena.n_sampled -= 1
-                self.arena.n_unsampled += 1
+                slot = self.slot
                 self.slot = -1
+                arena.n_dropped_priority += 1
+                if arena.n_sampled > 0:
+                    arena.n_sampled -= 1
+                arena.n_unsampled += 1
+                # last: the values it frees may have finalizers, which must find this
+                # span already not recording
+                arena.discard(slot, self.gen)
             return 0
+        if self.flags & FLAG_DEBUG:
+            return 0            # already forced; jaeger-client ignores a repeat
         self.flags |= FLAG_SAMPLED | FLAG_DEBUG
         self._ctx = None
         if self.slot >= 0:
-            self.arena.set_flags(self.slot, self.gen, FLAG_SAMPLED | FLAG_DEBUG)
-        else:
-            self.arena.n_unsampled -= 1
-            if self.start_ns == 0:
-                self.start_ns = ft_now_ns()
-            self._tracer._record(self)
+            arena.set_flags(self.slot, self.gen, FLAG_SAMPLED | FLAG_DEBUG)
+            return 1
+        # counted once already: as unsampled, or (sampled) as dropped for a full arena,
+        # which _record counts again if the arena is still full
+        if not was_sampled:
+            if arena.n_unsampled > 0:
+                arena.n_unsampled -= 1
+        elif arena.n_dropped_arena_full > 0:
+            arena.n_dropped_arena_full -= 1
+        if self.start_ns == 0:
+            self.start_ns = ft_now_ns()
+        self._tracer._record(self)
         return 1
 
     cdef int _finish(self, int64_t end_ns) except -1:
@@ -375,7 +483,7 @@ cdef class Span:
         self.finished = True
         if self.slot < 0:
             return 0
-        if self.arena.finish(self.slot, self.gen, end_ns if end_ns else ft_now_ns()):
+        if self.arena.finish(self.slot, self.gen, end_ns):
             tracer = self._tracer
             if self.arena.finished_count >= tracer._notify_at:
                 tracer._batch_ready()
@@ -408,14 +516,15 @@ cdef class Scope:
             PyContextVar_Reset(manager._var, self._token)
         except ValueError:
             # closed from another context (a scope handed to another task or thread):
-            # the token cannot be used there, so restore the previous scope by value.
+            # the token cannot be used there, so restore the previous scope by value,
+            # and the context it was activated in skips it from now on
+            self._closed_elsewhere = True
             PyContextVar_Set(manager._var, self._previous)
         self._token = None
-        self._previous = None
         if self._finish_on_close:
             span = self._span
             if type(span) is Span and (<Span>span)._patched is None:
-                (<Span>span)._finish(0)
+                (<Span>span)._finish(ft_now_ns())
             else:
                 span.finish()
 
@@ -444,7 +553,15 @@ cdef class ScopeManagerCore:
         self._var = _ACTIVE_SCOPE
 
     cdef object _active(self):
-        return get_value(self._var)
+        # A scope closed from another task or thread cannot be unset in the context it
+        # was activated in (a token only resets where it was made): there it stays
+        # set, and the active scope is the one it replaced.  (A scope closed where it
+        # was activated stays active in the contexts copied from there before, for
+        # the tasks and callbacks that were started under it.)
+        scope = get_value(self._var)
+        while type(scope) is Scope and (<Scope>scope)._closed_elsewhere:
+            scope = (<Scope>scope)._previous
+        return scope
 
     cdef Scope _activate(self, object span, bint finish_on_close):
         cdef Scope scope = Scope.__new__(Scope)
@@ -517,11 +634,12 @@ cdef class TracerCore:
         ft_instance_dict_init(span)
         cdef SpanContext parent_ctx = None
         cdef list refs = None
+        cdef SpanContext without_ids = None
         cdef bint follows = False
         cdef object scope
         arena.check_fork()
         if type(name) is not str:
-            name = "" if name is None else str(name)
+            name = "" if name is None else as_text(name, arena)
 
         # 1. the parent: child_of, else the first child_of reference, else the first
         #    reference, else (unless ignored) the active span
@@ -530,9 +648,17 @@ cdef class TracerCore:
                 parent_span = <Span>child_of
             else:
                 parent_ctx = self._parent_context(child_of)
-        if references:
+        if references is not None and _nonempty(references, arena):
             refs = self._references(
                 parent_span.context if parent_span is not None else parent_ctx, references)
+            if refs and refs[len(refs) - 1][0] is None:    # (no wraparound here)
+                with_ids = []
+                for ref in refs:
+                    if ref[0] is not None:
+                        with_ids.append(ref)
+                    elif without_ids is None:
+                        without_ids = ref[3]
+                refs = with_ids
             if parent_span is None and parent_ctx is None and refs:
                 for ref in refs:
                     if ref[0] == _CHILD_OF:
@@ -541,7 +667,11 @@ cdef class TracerCore:
                 else:
                     parent_ctx = refs[0][3]
                     follows = True
-            if refs is not None and len(refs) < 2 and not follows:
+            if parent_span is None and parent_ctx is None and without_ids is not None:
+                # references to contexts without ids only: a new trace with the
+                # baggage of the first of them
+                parent_ctx = without_ids
+            if len(refs) < 2 and not follows:
                 refs = None     # a single child_of reference is just the parent
         elif child_of is None and not ignore_active:
             if self._fast_scopes is not None:
@@ -581,8 +711,7 @@ cdef class TracerCore:
             span.baggage = parent_ctx._baggage
             span.tracestate = parent_ctx.tracestate
             if parent_ctx.flags & FLAG_DEFERRED:
-                span.flags = FLAG_SAMPLED if self._sampler.sample(
-                    span.trace_hi, span.trace_lo, name) else 0
+                span.flags = FLAG_SAMPLED if self._sample(span, name) else 0
             else:
                 span.flags = parent_ctx.flags & _CONTEXT_FLAGS
             if parent_ctx.debug_id is not None:
@@ -600,57 +729,73 @@ cdef class TracerCore:
                 # a propagated decision without ids (b3: 0, b3: d, X-B3-Sampled alone)
                 span.flags = parent_ctx.flags & _CONTEXT_FLAGS
             else:
-                span.flags = FLAG_SAMPLED if self._sampler.sample(
-                    span.trace_hi, span.trace_lo, name) else 0
+                span.flags = FLAG_SAMPLED if self._sample(span, name) else 0
         span._span_id = ft_rand_nonzero()
         # Unsampled spans never report a start time, so they skip the clock; one forced
         # on later by sampling.priority starts its recording then (see _set_priority).
         if start_time is not None:
-            span.start_ns = _seconds_to_ns(start_time)
+            span.start_ns = _timestamp_or_now(start_time, arena)
         elif span.flags & FLAG_SAMPLED:
             span.start_ns = ft_now_ns()
         arena.n_started += 1
 
         # 3. a slot, for sampled spans only
-        if span.flags & FLAG_SAMPLED:
+        if not span.flags & FLAG_SAMPLED:
+            arena.n_unsampled += 1
+        else:
             self._record(span)
+        # nothing below raises on bad input; anything else (MemoryError, a signal
+        # handler's KeyboardInterrupt) must not leave the slot taken by a span no one has
+        cdef bint started = False
+        try:
             if span.slot >= 0:
                 if follows:
-                    arena.flags[span.slot] |= SLOT_FIRST_REF_FOLLOWS
+                    arena.set_flags(span.slot, span.gen, SLOT_FIRST_REF_FOLLOWS)
                 if refs is not None:
                     arena.set_extra(span.slot, span.gen, "refs",
                                     [(r[0], r[1], r[2]) for r in refs])
-        else:
-            arena.n_unsampled += 1
-        if parent_ctx is not None and parent_ctx.debug_id is not None and span.slot >= 0:
-            arena.set_tag(span.slot, span.gen, "jaeger-debug-id", parent_ctx.debug_id)
-        if tags:
-            if type(tags) is dict:
-                for key, value in (<dict>tags).items():
-                    span._set_tag(key, value)
-            else:
-                try:
-                    items = list(tags.items())
-                except Exception:
-                    arena.n_unprintable += 1
-                else:
-                    for key, value in items:
-                        span._set_tag(key, value)
+                if parent_ctx is not None and parent_ctx.debug_id is not None:
+                    arena.set_tag(span.slot, span.gen, "jaeger-debug-id", parent_ctx.debug_id)
+            if tags is not None:
+                _set_tags(span, tags, arena)
+            started = True
+        finally:
+            if not started and span.slot >= 0:
+                span.finished = True
+                arena.discard(span.slot, span.gen)
         return span
+
+    cdef bint _sample(self, Span span, object name):
+        """The sampler's decision for a new trace; a sampler that raises says no (counted,
+        logged once): tracing never raises into the application."""
+        try:
+            return self._sampler.sample(span.trace_hi, span.trace_lo, name)
+        except Exception:
+            self._sampler_errors += 1
+            if self._sampler_errors == 1:
+                log.warning("fasttrace: the sampler %r raised; its traces are not sampled "
+                            "(counted in stats()[\"sampler_errors\"])", self._sampler,
+                            exc_info=True)
+            return False
 
     cdef int _record(self, Span span) except -1:
         """Gives a sampled span an arena slot and writes its fixed fields."""
         cdef Arena arena = self._arena
         cdef int32_t slot = arena.alloc()
         cdef object drained = None
+        cdef Py_ssize_t room
         cdef int attempts = 0
         while slot < 0 and arena.finished_count > 0 and attempts < 8:
-            # full, but partly with finished spans: free them now (the drain frees its
-            # slots in C, atomically), report them after.  Another thread may take them
-            # first while this one makes the drain's arrays; then slots are free anyway
-            # (and if other threads filled them again, this one tries again).
+            # full, but partly with finished spans: free as many as the reporter can
+            # take now (the drain frees its slots in C, atomically), report them after.
+            # Another thread may take them first while this one makes the drain's
+            # arrays; then slots are free anyway (and if other threads filled them
+            # again, this one tries again).
             attempts += 1
-            drained = arena.drain(-1)
+            room = self._reporter_room()
+            if room == 0:
+                break           # the reporter is full too: the span is dropped, counted
+            drained = arena.drain(room)
             slot = arena.alloc()
             if drained is not None:
                 break
@@ -673,6 +818,10 @@ cdef class TracerCore:
         if arena.name_id[slot] == UNINTERNED:
             arena.set_name(slot, span.gen, span._name)
         return 0
+
+    def _reporter_room(self):
+        """Spans the reporter takes now (-1: any number)."""
+        return -1
 
     def _report_drained(self, columns):
         raise NotImplementedError
@@ -704,8 +853,12 @@ cdef class TracerCore:
         return ctx
 
     cdef list _references(self, SpanContext child_of, object references):
-        """[(type, trace_id, span_id, SpanContext)] in order, child_of's context first."""
+        """[(type, trace_id, span_id, SpanContext)] in order, child_of's context first.
+
+        A context without ids (baggage alone, from extract()) is no span to refer to:
+        it comes last, as (None, 0, 0, context), for its baggage."""
         cdef list out = []
+        cdef list without_ids = []
         cdef SpanContext ctx = child_of
         if ctx is not None:
             out.append((_CHILD_OF, u128_to_int(ctx.trace_hi, ctx.trace_lo), ctx._span_id, ctx))
@@ -714,11 +867,15 @@ cdef class TracerCore:
                 ctx = self._parent_context(ref.referenced_context)
                 if ctx is None:
                     continue
+                if not (ctx.trace_hi or ctx.trace_lo):
+                    without_ids.append((None, 0, 0, ctx))
+                    continue
                 kind = _FOLLOWS_FROM if ref.type == _FOLLOWS_FROM else _CHILD_OF
                 out.append((kind, u128_to_int(ctx.trace_hi, ctx.trace_lo), ctx._span_id, ctx))
         except Exception:
-            log.warning("fasttrace: ignoring malformed references %r", references)
-        return out
+            self._arena.n_unprintable += 1
+            log.debug("fasttrace: ignoring malformed references", exc_info=True)
+        return out + without_ids
 
     # -- propagation ----------------------------------------------------------------
 
@@ -816,6 +973,20 @@ cdef Py_ssize_t _scope_dict_offset():
     return <char*>&probe._dict - <char*><PyObject*>probe
 
 
+cdef void _span_dies(object span) noexcept:
+    """A span whose handle dies before it finished gives its slot back (counted as
+    abandoned): otherwise the slot would stay open for good.  Called with the span's
+    reference count at 0: only its fields are read, never a reference taken."""
+    cdef PyObject *exc_type
+    cdef PyObject *exc_value
+    cdef PyObject *exc_tb
+    if (<Span>span).slot < 0 or (<Span>span).finished:
+        return
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb)
+    (<Span>span).arena.abandon((<Span>span).slot, (<Span>span).gen)
+    PyErr_Restore(exc_type, exc_value, exc_tb)
+
+
 # Spans and scopes are opentracing.Span and opentracing.Scope (see src/ft_pytype.h).
-ft_type_adopt(Span, opentracing.Span, _span_dict_offset())
-ft_type_adopt(Scope, opentracing.Scope, _scope_dict_offset())
+ft_type_adopt(Span, opentracing.Span, _span_dict_offset(), _span_dies)
+ft_type_adopt(Scope, opentracing.Scope, _scope_dict_offset(), NULL)

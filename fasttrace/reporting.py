@@ -31,6 +31,8 @@ import threading
 import time
 import weakref
 
+from fasttrace._reentry import GuardedLock, Signal
+
 log = logging.getLogger("fasttrace")
 
 __all__ = ["BatchReporter", "Exporter", "InMemoryReporter", "Reporter"]
@@ -72,32 +74,55 @@ class Exporter:
 class InMemoryReporter(Reporter):
     """Keeps finished spans in memory, for tests and interactive use.
 
+    report() only appends to a deque: tracer code may call it from a finalizer or a
+    signal handler in the middle of anything, reading `spans` included, and must never
+    wait there.  The batches are counted against `max_spans` and turned into records
+    by whichever thread gets to them first (see fasttrace/_reentry.py).
+
     Args:
         max_spans: keep at most this many spans (None: no limit); spans beyond it are
             counted in `dropped` and in the tracer's stats, not kept.
     """
 
     def __init__(self, max_spans=None):
-        self._spans = []
-        self._batches = []
-        self._kept = 0
-        self._lock = threading.Lock()
-        self._tracers = weakref.WeakSet()
         self.max_spans = max_spans
-        self.dropped = 0
+        self._tracers = weakref.WeakSet()
+        self._init_state()
+
+    def _init_state(self):
+        self._inbox = collections.deque()   # batches report() handed over
+        self._batches = []                  # counted against max_spans, not yet records
+        self._spans = []                    # FinishedSpan records, in finish order
+        self._kept = 0
+        self._dropped = 0
+        self._lock = GuardedLock()
+
+    @property
+    def dropped(self):
+        return self._dropped
 
     def attach(self, tracer):
         self._tracers.add(tracer)
 
     def report(self, batch):
-        # keep the columnar batch; FinishedSpan records are built when someone reads them
-        with self._lock:
+        self._inbox.append(batch)
+        if self._lock.enter(blocking=False):
+            try:
+                self._absorb()
+            finally:
+                self._lock.exit()
+
+    def _absorb(self):
+        """Moves the inbox into the kept batches, counting max_spans (lock held)."""
+        inbox = self._inbox
+        while inbox:
+            batch = inbox.popleft()
             if self.max_spans is not None:
                 room = max(0, self.max_spans - self._kept)
                 if room < len(batch):
-                    self.dropped += len(batch) - room
+                    self._dropped += len(batch) - room
                     if room == 0:
-                        return
+                        continue
                     batch = (batch.slice(0, room) if hasattr(batch, "slice")
                              else list(batch)[:room])
             self._batches.append(batch)
@@ -109,30 +134,38 @@ class InMemoryReporter(Reporter):
         tracers' arenas first).  With several tracers, each one's spans are in order."""
         for tracer in list(self._tracers):
             tracer._drain_to_reporter()
-        with self._lock:
-            if self._batches:
-                _restore_finish_order(self._batches)
-                for batch in self._batches:
-                    self._spans.extend(batch)
-                self._batches.clear()
-            return list(self._spans)
+        if self._lock.enter():
+            try:
+                self._absorb()
+                while self._batches:
+                    batches, self._batches = self._batches, []
+                    _restore_finish_order(batches)
+                    for batch in batches:
+                        self._spans.extend(batch)
+                    self._absorb()      # what finalizers reported meanwhile
+            finally:
+                self._lock.exit()
+        # (a finalizer or signal handler reading this while the same thread was
+        # building records gets the records built so far)
+        return list(self._spans)
 
     def after_fork(self):
         # the parent reports what it had; this process starts empty
-        self._lock = threading.Lock()
-        self._spans = []
-        self._batches = []
-        self._kept = 0
-        self.dropped = 0
+        self._init_state()
 
     def clear(self):
-        with self._lock:
-            self._spans.clear()
-            self._batches.clear()
+        mine = self._lock.enter()
+        try:
+            self._inbox.clear()
+            self._spans = []
+            self._batches = []
             self._kept = 0
+        finally:
+            if mine:
+                self._lock.exit()
 
     def stats(self):
-        return {"kept": self._kept, "dropped": self.dropped}
+        return {"kept": self._kept, "dropped": self._dropped}
 
 
 def _restore_finish_order(batches):
@@ -153,6 +186,247 @@ def _restore_finish_order(batches):
                 batches[p] = batch
 
 
+class _FlushTicket:
+    """One flush() call: done when every span finished before it left the process."""
+
+    __slots__ = ("targets", "deadline", "done", "mark", "ok")
+
+    def __init__(self, targets, deadline):
+        self.targets = targets      # [(weakref to tracer, its spans_finished at the call)]
+        self.deadline = deadline    # monotonic seconds, or None
+        self.done = Signal()
+        self.mark = None            # queue position to reach, once the arenas are drained
+        self.ok = False
+
+
+class _Pipeline:
+    """A BatchReporter's state, owned by its worker thread.
+
+    Only the worker touches the queue and the counters; other threads append to
+    `inbox` (report), to `tickets` (flush) and `late_drops` (report after close), and
+    wake the worker with `wake` -- operations that are single C calls, so tracer code
+    running in a finalizer or a signal handler on any thread, at any moment, can never
+    wait on them.  The worker keeps only a weak reference to the reporter: a reporter
+    dropped without close() still gets its queue exported, and its thread ends.
+    """
+
+    def __init__(self, exporter, flush_interval, max_batch_size, max_queue_size):
+        self.exporter = exporter
+        self.flush_interval = flush_interval
+        self.max_batch_size = max_batch_size
+        self.max_queue_size = max_queue_size
+        self.tracers = weakref.WeakSet()
+        self.inbox = collections.deque()
+        self.tickets = collections.deque()
+        self.late_drops = collections.deque()       # spans report() got after close
+        self.intake_drops = collections.deque()     # ... or had no room for
+        self.wake = Signal()
+        self.queue = collections.deque()
+        self.queued = 0
+        self.queue_in = 0           # spans that ever entered the queue
+        self.queue_out = 0          # ... and that left it: exported, failed or dropped
+        self.exported = 0
+        self.export_calls = 0
+        self.export_failures = 0
+        self.dropped = {"queue_full": 0, "export_failed": 0, "shutdown": 0}
+        self.closed = False         # report() drops from now on
+        self.stopping = False       # the worker finishes up and exits
+        self.stop_deadline = None   # ... exporting until then
+        self.abandoned = False      # close() gave up waiting; the worker counts nothing more
+        self.last_log = -1e18
+        self.suppressed_logs = 0
+        self.pending = []
+
+    # -- any thread ---------------------------------------------------------------------
+
+    def inbox_spans(self):
+        # a copy is one C call: iterating the deque itself could meet an append
+        return sum(len(batch) for batch in self.inbox.copy())
+
+    def room(self):
+        """Spans the queue can still take, counting what waits in the inbox."""
+        return max(0, self.max_queue_size - self.queued - self.inbox_spans())
+
+    def dropped_counts(self):
+        dropped = dict(self.dropped)
+        dropped["queue_full"] += sum(self.intake_drops.copy())
+        dropped["closed"] = sum(self.late_drops.copy())
+        return dropped
+
+    def lost(self):
+        return sum(self.dropped_counts().values())
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def run(self, reporter_ref):
+        next_cycle = time.monotonic() + self.flush_interval
+        while True:
+            try:
+                if not (self.pending or self.tickets or self.stopping):
+                    remaining = next_cycle - time.monotonic()
+                    if remaining > 0:
+                        self.wake.wait(remaining)
+                if reporter_ref() is None and not self.stopping:
+                    self.stopping = True        # dropped without close(): export what's left
+                next_cycle = time.monotonic() + self.flush_interval
+                self.cycle()
+                if self.stopping and self.finish_stopping():
+                    return
+            except BaseException:   # the thread must outlive anything an exporter raises
+                self.log_failure("fasttrace: reporter thread error", exc_info=True)
+
+    def cycle(self):
+        while self.tickets:
+            self.pending.append(self.tickets.popleft())
+        self.absorb_inbox()
+        self.drain_tracers()
+        self.export_queued(self.queued)
+        self.settle_tickets()
+
+    def absorb_inbox(self):
+        inbox = self.inbox
+        while inbox:
+            batch = inbox.popleft()
+            n = len(batch)
+            room = self.max_queue_size - self.queued
+            if n > room:
+                # memory stays bounded: the newest spans are the ones dropped
+                self.dropped["queue_full"] += n - max(room, 0)
+                self.queue_in += n - max(room, 0)
+                self.queue_out += n - max(room, 0)
+                if room <= 0:
+                    continue
+                batch = batch.slice(0, room)
+                n = room
+            self.enqueue(batch, n)
+
+    def enqueue(self, batch, n):
+        self.queue.append(batch)
+        self.queued += n
+        self.queue_in += n
+
+    def drain_tracers(self):
+        for tracer in list(self.tracers):
+            # no more than the queue has room for: the rest waits in the tracer's
+            # preallocated arena, which is a burst buffer too, instead of being dropped
+            while True:
+                room = self.room()
+                if room <= 0:
+                    return
+                try:
+                    batch = tracer.drain(min(room, self.max_batch_size * 8))
+                except Exception:
+                    self.log_failure("fasttrace: draining %r failed", tracer, exc_info=True)
+                    break
+                if batch is None:
+                    break
+                self.enqueue(batch, len(batch))
+
+    def export_queued(self, limit):
+        """Exports queued spans until `limit` of them went out or the queue is empty."""
+        while limit > 0 and self.queue:
+            batch = self.queue.popleft()
+            if len(batch) > self.max_batch_size:
+                self.queue.appendleft(batch.slice(self.max_batch_size, len(batch)))
+                batch = batch.slice(0, self.max_batch_size)
+            n = len(batch)
+            self.queued -= n
+            limit -= n
+            self.export(batch)
+            self.queue_out += n
+            if self.wake.take():
+                # a tracer filled a batch meanwhile: keep its arena free
+                self.absorb_inbox()
+                self.drain_tracers()
+
+    def past_stop_deadline(self):
+        return (self.stopping and self.stop_deadline is not None
+                and time.monotonic() >= self.stop_deadline)
+
+    def export(self, batch):
+        n = len(batch)
+        if self.past_stop_deadline():
+            self.dropped["shutdown"] += n
+            return
+        try:
+            ok = bool(self.exporter.export(batch))
+        except BaseException:
+            ok = False
+            self.log_failure("fasttrace: exporter %r raised; %d spans lost", self.exporter,
+                             n, exc_info=True)
+        else:
+            if not ok and not self.past_stop_deadline():
+                self.log_failure("fasttrace: exporter %r failed; %d spans lost",
+                                 self.exporter, n)
+        self.export_calls += 1
+        if ok:
+            self.exported += n
+        elif self.past_stop_deadline():
+            # close() ran out of time and shut the exporter down under this request
+            self.dropped["shutdown"] += n
+        else:
+            self.export_failures += 1
+            self.dropped["export_failed"] += n
+
+    def settle_tickets(self):
+        now = time.monotonic()
+        still = []
+        for ticket in self.pending:
+            if ticket.mark is None and all(
+                    (tracer := ref()) is None or tracer.spans_drained >= target
+                    for ref, target in ticket.targets):
+                ticket.mark = self.queue_in
+            if ticket.mark is not None and self.queue_out >= ticket.mark:
+                ticket.ok = True
+                ticket.done.set()
+            elif ticket.deadline is not None and now >= ticket.deadline:
+                ticket.done.set()
+            else:
+                still.append(ticket)
+        self.pending = still
+
+    def nothing_left(self):
+        return not (self.queue or self.inbox or any(t.backlog for t in list(self.tracers)))
+
+    def finish_stopping(self):
+        """True when the worker is done: everything exported, or the deadline passed."""
+        if not (self.nothing_left() or self.past_stop_deadline()):
+            return False
+        if not self.abandoned:
+            left = self.queued + sum(len(b) for b in self.inbox)
+            # and what never left the arenas: finished before close, never sent
+            for tracer in list(self.tracers):
+                try:
+                    while (batch := tracer.drain(-1)) is not None:
+                        left += len(batch)
+                except Exception:
+                    pass
+            self.dropped["shutdown"] += left
+        self.queue.clear()
+        self.inbox.clear()
+        self.queued = 0
+        for ticket in self.pending:
+            ticket.done.set()
+        self.pending = []
+        return True
+
+    def log_failure(self, msg, *args, exc_info=False):
+        # at most one message per flush_interval: a dead backend must not flood the logs
+        now = time.monotonic()
+        if now - self.last_log < self.flush_interval:
+            self.suppressed_logs += 1
+            return
+        self.last_log = now
+        if self.suppressed_logs:
+            msg += " (%d similar messages suppressed)"
+            args += (self.suppressed_logs,)
+            self.suppressed_logs = 0
+        try:
+            log.warning(msg, *args, exc_info=exc_info)
+        except Exception:
+            pass
+
+
 class BatchReporter(Reporter):
     """Exports finished spans from a background thread, in batches.
 
@@ -161,10 +435,13 @@ class BatchReporter(Reporter):
     the tracers' arenas itself -- so the application thread never pays for draining or
     encoding -- and hands the spans to the exporter in chunks of at most `max_batch_size`.
 
-    Memory is bounded: at most `max_queue_size` spans wait for export; beyond that the
-    newest spans are dropped and counted (`stats()["dropped"]["queue_full"]`).  Nothing
-    raises into the application: export errors are counted and logged at most once per
-    `flush_interval`.
+    Memory is bounded: at most `max_queue_size` spans wait for export; what does not fit
+    waits in the tracer's arena, and only when the arena is full too are new spans
+    dropped (counted as the tracer's `arena_full`).  `flush()` and `close()` move spans
+    from the arena at the exporter's pace until they are out or the timeout ends.
+    Nothing raises into the application, and nothing tracer code calls (report,
+    batch_ready, stats) ever waits on a lock: export errors are counted and logged at
+    most once per `flush_interval`.
 
     Args:
         exporter: an `Exporter`; `export(batch) -> bool` is only ever called from this
@@ -193,8 +470,8 @@ class BatchReporter(Reporter):
         self.exit_timeout = exit_timeout
         # read by the Tracer: it calls batch_ready() once this many spans have finished
         self.drain_threshold = self.max_batch_size
-        self._tracers = weakref.WeakSet()
         self._closed = False
+        self._tracers = weakref.WeakSet()
         self._init_state()
         self._exit_hook = _make_exit_hook(self)
         atexit.register(self._exit_hook)
@@ -206,23 +483,19 @@ class BatchReporter(Reporter):
     def _init_state(self):
         """Everything a forked child must not share with its parent."""
         self._pid = os.getpid()
-        self._cond = threading.Condition(threading.Lock())
-        self._queue = collections.deque()
-        self._queued = 0            # spans in _queue
-        self._wake = False          # set by batch_ready: drain now
-        self._stopping = False
-        self._flush_requested = 0   # flush() tickets handed out ...
-        self._flush_done = 0        # ... and completed by the worker
-        self._exported = 0
-        self._export_calls = 0
-        self._export_failures = 0
-        self._dropped = {"queue_full": 0, "export_failed": 0, "shutdown": 0, "closed": 0}
-        self._last_log = -1e18
-        self._lost_mark = 0         # _lost() when the last flush returned
-        self._suppressed_logs = 0
-        self._thread = threading.Thread(target=self._run, name="fasttrace-reporter",
-                                        daemon=True)
-        self._thread.start()
+        self._lost_mark = 0         # lost spans when the last flush returned
+        self._pipe = _Pipeline(self.exporter, self.flush_interval, self.max_batch_size,
+                               self.max_queue_size)
+        for tracer in list(self._tracers):
+            self._pipe.tracers.add(tracer)
+        if self._closed:
+            self._pipe.closed = True
+        # the worker holds the reporter only weakly, and wakes when it is gone
+        reporter_ref = weakref.ref(self, _wake_on_collect(self._pipe.wake))
+        self._thread = threading.Thread(target=self._pipe.run, args=(reporter_ref,),
+                                        name="fasttrace-reporter", daemon=True)
+        if not self._closed:
+            self._thread.start()
 
     def __repr__(self):
         return f"<BatchReporter exporter={self.exporter!r}>"
@@ -231,106 +504,108 @@ class BatchReporter(Reporter):
 
     def attach(self, tracer):
         self._tracers.add(tracer)
+        self._pipe.tracers.add(tracer)
 
     def batch_ready(self, tracer):
         """A tracer has max_batch_size finished spans: wake the thread to drain them."""
-        # Checked without the lock first: while the thread is busy exporting, every
-        # finishing span lands here, and must stay cheap.
-        if self._wake or self._closed:
-            return
         if self._pid != os.getpid():
             self.after_fork()
-        with self._cond:
-            self._wake = True
-            self._cond.notify()
+        self._pipe.wake.set()
+
+    def room(self):
+        """Spans the queue can take now: what the tracer may drain inline when its arena
+        is full (the rest waits there)."""
+        return self._pipe.room()
 
     def report(self, batch):
-        """Queues a SpanBatch for export (normally called from the reporter thread)."""
+        """Queues a SpanBatch for export (from a tracer's inline drain)."""
         n = len(batch)
         if not n:
             return
-        with self._cond:
-            if self._closed:
-                self._dropped["closed"] += n
+        pipe = self._pipe
+        if pipe.closed:
+            pipe.late_drops.append(n)
+            return
+        room = pipe.room()
+        if n > room:
+            # memory stays bounded: the newest spans are the ones dropped
+            pipe.intake_drops.append(n - room)
+            if room == 0:
                 return
-            room = self.max_queue_size - self._queued
-            if n > room:
-                # memory stays bounded: the newest spans are the ones dropped
-                self._dropped["queue_full"] += n - max(room, 0)
-                if room <= 0:
-                    return
-                batch = batch.slice(0, room)
-                n = room
-            self._queue.append(batch)
-            self._queued += n
-            if (self._queued >= self.max_batch_size
-                    and threading.current_thread() is not self._thread):
-                self._cond.notify()
+            batch = batch.slice(0, room)
+        pipe.inbox.append(batch)
+        # a full batch is worth waking the thread for; fewer wait for the interval
+        if pipe.queued + pipe.inbox_spans() >= self.max_batch_size:
+            pipe.wake.set()
+
+    # -- called by the application ------------------------------------------------------------
 
     def flush(self, timeout=None):
-        """Drains the tracers and exports everything queued.
+        """Exports every span finished before the call, draining the tracers' arenas as
+        the queue makes room.
 
         Returns:
-            True when everything reported before the call was exported within
-            `timeout` seconds (None: wait as long as the exporter takes) and no span
-            was lost (dropped or failed) since the previous flush.
+            True when they were all exported within `timeout` seconds (None: as long as
+            the exporter takes) and no span was lost (dropped or failed) since the
+            previous flush.
         """
         if self._pid != os.getpid():
             self.after_fork()
+        pipe = self._pipe
         if not self._thread.is_alive():
-            return self._queued == 0
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        with self._cond:
-            self._flush_requested += 1
-            ticket = self._flush_requested
-            self._cond.notify()
-            while self._flush_done < ticket:
-                if not self._thread.is_alive():
-                    return False
-                if deadline is None:
-                    self._cond.wait(1.0)
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            lost = self._lost()
-            ok = lost == self._lost_mark
+            lost = pipe.lost()
+            ok = lost == self._lost_mark and not pipe.queue and not pipe.inbox
             self._lost_mark = lost
             return ok
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        ticket = _FlushTicket([(weakref.ref(t), t.spans_finished) for t in list(pipe.tracers)],
+                              deadline)
+        pipe.tickets.append(ticket)
+        pipe.wake.set()
+        while not ticket.done.wait(1.0 if deadline is None
+                                   else max(0.0, deadline - time.monotonic())):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if not self._thread.is_alive():
+                break
+        lost = pipe.lost()
+        ok = ticket.ok and lost == self._lost_mark
+        self._lost_mark = lost
+        return ok
 
     def close(self, timeout=None):
-        """Flushes within `timeout` seconds, stops the thread and shuts the exporter
-        down.  Spans still queued after that are dropped and counted.  Idempotent."""
-        with self._cond:
-            if self._closed:
-                return
+        """Exports what finished before the call, within `timeout` seconds, then stops
+        the thread and shuts the exporter down.  Spans never sent are counted as
+        `shutdown`.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        pipe = self._pipe
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         try:
+            atexit.unregister(self._exit_hook)
+        except Exception:  # pragma: no cover - interpreter shutting down
+            pass
+        if self._thread.is_alive():
             self.flush(timeout)
-        finally:
-            with self._cond:
-                self._closed = True
-                self._stopping = True
-                self._cond.notify_all()
-            try:
-                atexit.unregister(self._exit_hook)
-            except Exception:  # pragma: no cover - interpreter shutting down
-                pass
-            self._join(deadline)
-            if self._thread.is_alive():
-                # stuck in an export: shutting the exporter down aborts its retries
-                self._shutdown_exporter()
-                self._join(None if deadline is None else time.monotonic() + 0.5)
-            else:
-                self._shutdown_exporter()
-            with self._cond:
-                self._dropped["shutdown"] += self._queued
-                self._queue.clear()
-                self._queued = 0
+        pipe.stop_deadline = time.monotonic()     # nothing is exported from here on
+        pipe.stopping = True
+        pipe.wake.set()
+        self._join(deadline)
+        if self._thread.is_alive():
+            # stuck in an export: shutting the exporter down aborts its retries
+            self._shutdown_exporter()
+            self._join(time.monotonic() + 0.5)
+        else:
+            self._shutdown_exporter()
+        pipe.closed = True
+        if self._thread.is_alive():
+            # still stuck: count what it holds now, and let it count nothing more
+            pipe.abandoned = True
+            pipe.dropped["shutdown"] += pipe.queued + sum(len(b) for b in list(pipe.inbox))
 
     def _join(self, deadline):
-        if self._thread is threading.current_thread():
+        if self._thread is threading.current_thread() or not self._thread.is_alive():
             return
         if deadline is None:
             self._thread.join()
@@ -355,25 +630,20 @@ class BatchReporter(Reporter):
             except Exception:
                 log.exception("fasttrace: resetting exporter %r after fork failed",
                               self.exporter)
-        if self._closed:
-            self._pid = os.getpid()
-            self._queue = collections.deque()
-            self._queued = 0
-            self._cond = threading.Condition(threading.Lock())
-            return
         self._init_state()
 
     def stats(self):
         """Counters: exported (spans), export_calls, export_failures (calls), dropped
         (spans, by reason), queue_length (spans waiting), and the exporter's own stats."""
-        with self._cond:
-            out = {
-                "exported": self._exported,
-                "export_calls": self._export_calls,
-                "export_failures": self._export_failures,
-                "dropped": dict(self._dropped),
-                "queue_length": self._queued,
-            }
+        pipe = self._pipe
+        dropped = pipe.dropped_counts()
+        out = {
+            "exported": pipe.exported,
+            "export_calls": pipe.export_calls,
+            "export_failures": pipe.export_failures,
+            "dropped": dropped,
+            "queue_length": pipe.queued + pipe.inbox_spans(),
+        }
         exporter_stats = getattr(self.exporter, "stats", None)
         if callable(exporter_stats):
             try:
@@ -382,108 +652,11 @@ class BatchReporter(Reporter):
                 pass
         return out
 
-    # -- the reporter thread ----------------------------------------------------------
 
-    def _lost(self):
-        d = self._dropped
-        return d["queue_full"] + d["export_failed"] + d["shutdown"] + d["closed"]
-
-    def _run(self):
-        next_cycle = time.monotonic() + self.flush_interval
-        cond = self._cond
-        while True:
-            with cond:
-                while not (self._wake or self._stopping
-                           or self._flush_requested > self._flush_done
-                           or self._queued >= self.max_batch_size):
-                    remaining = next_cycle - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    cond.wait(remaining)
-                self._wake = False
-                ticket = self._flush_requested
-                stopping = self._stopping
-            next_cycle = time.monotonic() + self.flush_interval
-            try:
-                self._drain_tracers()
-                # only what is queued now: under sustained load new spans keep arriving,
-                # and a flush must not wait for a queue that never empties
-                with cond:
-                    target = self._queued
-                self._export_queued(target)
-            except Exception:  # pragma: no cover - defensive: the thread must not die
-                self._log_failure("fasttrace: reporter thread error", exc_info=True)
-            with cond:
-                if ticket > self._flush_done:
-                    self._flush_done = ticket
-                cond.notify_all()
-            if stopping:
-                return
-
-    def _drain_tracers(self):
-        for tracer in list(self._tracers):
-            # no more than the queue has room for: the rest waits in the tracer's
-            # preallocated arena, which is a burst buffer too, instead of being dropped
-            room = self.max_queue_size - self._queued
-            if room <= 0:
-                return
-            try:
-                tracer._drain_to_reporter(room)
-            except Exception:
-                self._log_failure("fasttrace: draining %r failed", tracer, exc_info=True)
-
-    def _export_queued(self, limit):
-        """Exports queued spans until `limit` of them went out or the queue is empty."""
-        while limit > 0:
-            with self._cond:
-                if not self._queue:
-                    return
-                batch = self._queue.popleft()
-                if len(batch) > self.max_batch_size:
-                    rest = batch.slice(self.max_batch_size, len(batch))
-                    batch = batch.slice(0, self.max_batch_size)
-                    self._queue.appendleft(rest)
-                self._queued -= len(batch)
-                limit -= len(batch)
-                drain_again = self._wake
-                self._wake = False
-            self._export(batch)
-            if drain_again:
-                # a tracer filled a batch while we were exporting: keep its arena free
-                self._drain_tracers()
-
-    def _export(self, batch):
-        n = len(batch)
-        try:
-            ok = bool(self.exporter.export(batch))
-        except Exception:
-            ok = False
-            self._log_failure("fasttrace: exporter %r raised; %d spans lost", self.exporter,
-                              n, exc_info=True)
-        else:
-            if not ok:
-                self._log_failure("fasttrace: exporter %r failed; %d spans lost",
-                                  self.exporter, n)
-        with self._cond:
-            self._export_calls += 1
-            if ok:
-                self._exported += n
-            else:
-                self._export_failures += 1
-                self._dropped["export_failed"] += n
-
-    def _log_failure(self, msg, *args, exc_info=False):
-        # at most one message per flush_interval: a dead backend must not flood the logs
-        now = time.monotonic()
-        if now - self._last_log < self.flush_interval:
-            self._suppressed_logs += 1
-            return
-        self._last_log = now
-        if self._suppressed_logs:
-            msg += " (%d similar messages suppressed)"
-            args += (self._suppressed_logs,)
-            self._suppressed_logs = 0
-        log.warning(msg, *args, exc_info=exc_info)
+def _wake_on_collect(wake):
+    def collected(_ref):
+        wake.set()
+    return collected
 
 
 def _finalize_in_multiprocessing_child(reporter):

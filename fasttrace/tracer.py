@@ -141,6 +141,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         self._pid = os.getpid()
         self._hook_failures_logged = set()
         self._batch_ready_hook = getattr(reporter, "batch_ready", None)
+        self._room_hook = getattr(reporter, "room", None)
         _live_tracers.add(self)
         self._call_reporter_hook("attach", self)
 
@@ -178,15 +179,57 @@ class Tracer(TracerCore, opentracing.Tracer):
             try:
                 notify(self)
             except Exception:
-                if "batch_ready" not in self._hook_failures_logged:
-                    self._hook_failures_logged.add("batch_ready")
-                    log.exception("fasttrace: %r.batch_ready() failed", self.reporter)
+                # a broken hook is not called again: the tracer drains inline instead
+                self._batch_ready_hook = None
+                log.exception("fasttrace: %r.batch_ready() failed; draining inline from now "
+                              "on", self.reporter)
         elif not self._draining_inline:
             self._draining_inline = True
             try:
                 self._drain_to_reporter()
             finally:
                 self._draining_inline = False
+
+    def _reporter_room(self):
+        """How many spans the reporter takes now, when the arena is full (its optional
+        room() hook; -1 when it has none: any number)."""
+        room = self._room_hook
+        if room is None:
+            return -1
+        try:
+            return max(0, int(room()))
+        except Exception:
+            return -1
+
+    # -- what a reporter with a thread of its own calls --------------------------------
+
+    def drain(self, max_spans=-1):
+        """Takes up to `max_spans` finished spans (all when < 0) out of the arena, as one
+        SpanBatch; None when none had finished.  For reporters that drain on their own
+        thread (see the batch_ready hook in fasttrace.reporting)."""
+        if self._pid != os.getpid():
+            self._after_fork_in_child()
+        columns = self._arena.drain(max_spans)
+        if columns is None or columns["pid"] != os.getpid():
+            return None
+        batch = SpanBatch(columns, self.service_name, self.tags)
+        self._reported += len(batch)
+        return batch
+
+    @property
+    def spans_finished(self):
+        """Spans finished into the arena so far in this process (monotonic)."""
+        return self._arena.n_finished
+
+    @property
+    def spans_drained(self):
+        """Spans that left the arena so far in this process (monotonic)."""
+        return self._arena.n_drained
+
+    @property
+    def backlog(self):
+        """Finished spans waiting in the arena."""
+        return self._arena.finished_count
 
     def _drain_to_reporter(self, max_spans=-1):
         """Moves finished spans out of the arena to the reporter; returns how many."""
@@ -205,6 +248,10 @@ class Tracer(TracerCore, opentracing.Tracer):
 
     def _report_drained(self, columns):
         """Hands drained columns to the reporter as a SpanBatch; returns how many spans."""
+        if columns["pid"] != os.getpid():
+            # drained before a fork (by this thread: a finalizer forked in between): the
+            # parent reports these spans, the child must not report them again
+            return 0
         batch = SpanBatch(columns, self.service_name, self.tags)
         try:
             self.reporter.report(batch)
@@ -222,10 +269,14 @@ class Tracer(TracerCore, opentracing.Tracer):
     def flush(self, timeout=None):
         """Drains every finished span to the reporter and waits for it to deliver them.
 
+        A reporter that drains on its own thread (batch_ready) takes them from the arena
+        itself, at its exporter's pace: what its queue cannot hold yet waits there.
+
         Returns:
             True when the reporter confirmed delivery within `timeout` seconds.
         """
-        self._drain_to_reporter()
+        if self._batch_ready_hook is None:
+            self._drain_to_reporter()
         try:
             return bool(self.reporter.flush(timeout))
         except Exception:
@@ -252,6 +303,10 @@ class Tracer(TracerCore, opentracing.Tracer):
             delivered = False
             log.exception("fasttrace: reporter close failed")
         self._closed = Closed(delivered)
+        # the reporter's thread is gone: spans finished from now on are handed to its
+        # report() inline, which counts them as dropped (closed)
+        self._batch_ready_hook = None
+        self._room_hook = None
         return self._closed
 
     def stats(self):
@@ -265,6 +320,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         counters["extract_errors"] = self._extract_errors
         counters["foreign_parents"] = {"adopted": self._foreign_parents_adopted,
                                        "unusable": self._foreign_parents_unusable}
+        counters["sampler_errors"] = self._sampler_errors
         counters["exported"] = counters["export_failures"] = 0
         reporter_stats = getattr(self.reporter, "stats", None)
         if callable(reporter_stats):
@@ -276,15 +332,29 @@ class Tracer(TracerCore, opentracing.Tracer):
                 # what left the process, as DESIGN.md lists it at the top level
                 counters["exported"] = reported.get("exported", 0)
                 counters["export_failures"] = reported.get("export_failures", 0)
-                for reason, count in (reported.get("dropped") or {}).items():
-                    counters["dropped"][f"reporter_{reason}"] = count
+                dropped = reported.get("dropped") or {}
+                if isinstance(dropped, int):
+                    counters["dropped"]["reporter_dropped"] = dropped
+                else:
+                    for reason, count in dropped.items():
+                        counters["dropped"][f"reporter_{reason}"] = count
         return counters
 
     def _after_fork_in_child(self):
         self._pid = os.getpid()
+        self._draining_inline = False   # the fork may have come from inside a drain
         self._arena.reset_if_forked()
         self._reported = self._report_failures = self._lost_in_reporter = 0
         self._call_reporter_hook("after_fork")
+
+    def __del__(self):
+        # a tracer dropped without close(): what finished goes to the reporter, which
+        # (a BatchReporter going too) still exports what it was given
+        try:
+            if self._closed is None and self._arena.finished_count:
+                self._drain_to_reporter()
+        except Exception:
+            pass
 
     def __repr__(self):
         return f"<fasttrace.Tracer {self.service_name!r} sampler={self.sampler!r}>"

@@ -36,6 +36,7 @@ typedef struct {
     traverseproc traverse;      /* the compiled type's own slots */
     destructor dealloc;
     setattrofunc setattro;
+    void (*before_dealloc)(PyObject *);     /* the compiled type's own, or NULL */
     int gc;
 } ft_adopted_t;
 
@@ -90,6 +91,7 @@ static inline int ft_adopted_traverse(PyObject *o, visitproc visit, void *arg) {
 #define FT_ADOPTED_DEALLOC(I)                                                         \
     static inline void ft_adopted_dealloc_##I(PyObject *o) {                                 \
         PyObject **p = ft_instance_dict_ptr(o);                                       \
+        if (ft_adopted[I].before_dealloc != NULL) ft_adopted[I].before_dealloc(o);    \
         if (*p == ft_shared_empty_dict) {                                             \
             Py_DECREF(*p);  /* never the last reference: runs no code */               \
             *p = NULL;                                                                \
@@ -141,8 +143,10 @@ static PyGetSetDef ft_instance_dict_getset = {
 
 /* Makes `type` (a ready, static, final extension type whose `dictoffset` field is a
  * PyObject* the compiled code never touches) an `api_base` at runtime.  Call once per
- * type, at module import. */
-static inline int ft_type_adopt(PyObject *type_obj, PyObject *api_base, Py_ssize_t dictoffset) {
+ * type, at module import.  `before_dealloc`, if not NULL, runs first when an instance
+ * dies, with the object's reference count at 0: it must not take a reference to it. */
+static inline int ft_type_adopt(PyObject *type_obj, PyObject *api_base, Py_ssize_t dictoffset,
+                                void (*before_dealloc)(PyObject *)) {
     PyTypeObject *type = (PyTypeObject *)type_obj;
     PyObject *own, *base_mro, *mro, *descr;
     Py_ssize_t i, n_own, n_base, k = 0;
@@ -182,6 +186,7 @@ static inline int ft_type_adopt(PyObject *type_obj, PyObject *api_base, Py_ssize
     ft_adopted[ft_n_adopted].traverse = type->tp_traverse;
     ft_adopted[ft_n_adopted].dealloc = type->tp_dealloc;
     ft_adopted[ft_n_adopted].setattro = type->tp_setattro;
+    ft_adopted[ft_n_adopted].before_dealloc = before_dealloc;
     ft_adopted[ft_n_adopted].gc = (type->tp_flags & Py_TPFLAGS_HAVE_GC) != 0;
     if (ft_adopted[ft_n_adopted].gc) type->tp_traverse = ft_adopted_traverse;
     type->tp_dealloc = ft_adopted_deallocs[ft_n_adopted];

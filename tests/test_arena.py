@@ -148,14 +148,19 @@ def test_arena_holds_open_plus_finished_up_to_capacity(make_tracer, reporter):
     assert sorted(s.operation_name for s in reporter.spans) == ["a", "b", "c", "d"]
 
 
-def test_unreferenced_open_span_keeps_its_slot(make_tracer, reporter):
-    # a span that is never finished keeps occupying its slot (bounded, counted)
+def test_a_span_dropped_open_gives_its_slot_back(make_tracer, reporter):
+    # a span that is never finished and no longer referenced frees its slot, counted as
+    # abandoned (unreported, as jaeger-client drops an unfinished span)
     tracer = make_tracer(reporter=reporter, capacity=2)
     tracer.start_span("leaked")
-    gc.collect()
-    tracer.start_span("second")
-    tracer.start_span("third")
-    assert tracer.stats()["dropped"]["arena_full"] == 1
+    second = tracer.start_span("second")
+    third = tracer.start_span("third")
+    assert second.is_recording and third.is_recording
+    stats = tracer.stats()
+    assert stats["dropped"]["arena_full"] == 0 and stats["dropped"]["abandoned"] == 1
+    second.finish()
+    third.finish()
+    assert [s.operation_name for s in reporter.spans] == ["second", "third"]
 
 
 def test_capacity_one(make_tracer, reporter):

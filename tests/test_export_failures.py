@@ -68,9 +68,12 @@ def test_slow_backend_neither_blocks_spans_nor_flush_nor_close(collector):
         with tracer.start_active_span("op") as scope:
             scope.span.set_tag("i", i)
     stats = tracer.stats()
-    assert stats["started"] == 20001 and stats["finished"] == 20001
+    # what the queue could not take waited in the arena; past that, spans were dropped
+    assert stats["started"] == 20001
+    assert stats["finished"] + stats["dropped"]["arena_full"] == 20001
     # bounded: neither the queue nor the arena grew past their limits
     assert stats["reporter"]["queue_length"] <= 1000
+    assert stats["arena_open"] + stats["arena_finished"] <= 4096
     t0 = time.monotonic()
     assert tracer.flush(0.3) is False
     assert time.monotonic() - t0 < 2.0
@@ -78,9 +81,9 @@ def test_slow_backend_neither_blocks_spans_nor_flush_nor_close(collector):
     tracer.close(0.5)
     assert time.monotonic() - t0 < 3.0
     release.set()
-    rep = tracer.stats()["reporter"]
-    dropped = sum(rep["dropped"].values())
-    assert dropped > 0
+    st = tracer.stats()
+    rep = st["reporter"]
+    assert sum(rep["dropped"].values()) + st["dropped"]["arena_full"] > 0
     assert rep["exporter"]["failed_exports"] >= 1      # the slow request timed out
 
 
@@ -101,22 +104,26 @@ def test_queue_limit_is_honoured_and_drops_counted():
     exporter = Stuck()
     reporter = BatchReporter(exporter, flush_interval=0.02, max_batch_size=50,
                              max_queue_size=300)
-    tracer = fasttrace.Tracer("svc", reporter=reporter)
+    tracer = fasttrace.Tracer("svc", reporter=reporter, capacity=2000)
     peak = 0
     for i in range(5000):
         tracer.start_span("op").finish()
         if i % 100 == 0:
             peak = max(peak, reporter.stats()["queue_length"])
-            tracer._drain_to_reporter()       # as an arena-full drain would
-    tracer._drain_to_reporter()
     peak = max(peak, reporter.stats()["queue_length"])
     assert peak <= 300
+    # a drain that hands the reporter more than its queue holds (a tracer dropped
+    # without close() does) drops the excess, counted
+    tracer._drain_to_reporter()
+    assert reporter.stats()["queue_length"] <= 300
     gate.set()
     assert tracer.flush(5) is False           # spans were dropped, so not everything got out
-    rep = tracer.stats()["reporter"]
-    assert rep["dropped"]["queue_full"] > 0
-    assert rep["exported"] == exporter.spans
-    assert rep["exported"] + rep["dropped"]["queue_full"] == 5000
+    st = tracer.stats()
+    assert st["dropped"]["arena_full"] > 0    # the arena held what the queue could not...
+    assert st["reporter"]["dropped"]["queue_full"] > 0      # ... until it was full
+    assert st["exported"] == exporter.spans
+    assert st["exported"] + st["dropped"]["reporter_queue_full"] == st["sampled"]
+    assert st["sampled"] + st["dropped"]["arena_full"] == 5000
     tracer.close(2)
 
 

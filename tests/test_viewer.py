@@ -353,9 +353,9 @@ def test_ascii_fallback_when_stdout_is_not_utf8(trace_file):
 
 
 def test_color_only_on_a_terminal_and_not_with_no_color(trace_file):
-    path, _ = trace_file
+    path, recorded = trace_file
     spans = load_jsonl(path).spans
-    first_trace = [s for s in spans if s.trace_id == spans[0].trace_id]
+    first_trace = [s for s in spans if s.trace_id == recorded["GET /checkout"].trace_id]
 
     class Tty:
         encoding = "utf-8"
