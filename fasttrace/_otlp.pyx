@@ -58,6 +58,7 @@ from libc.string cimport memcpy, memmove, strlen
 import numpy as np
 
 from fasttrace._text import placeholder as _placeholder, text as _py_text
+from fasttrace.batch import shadowed_tags as _shadowed_tags
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
@@ -404,7 +405,7 @@ cdef class _Encoder:
         cdef list tag_obj = batch.tag_obj
         cdef list log_fields = batch.log_fields
         cdef list extras = batch.extras
-        cdef Py_ssize_t n = span_id.shape[0], i, t, j
+        cdef Py_ssize_t n = span_id.shape[0], i, t, t1, j
         cdef Py_ssize_t rs_body, ss_body, sc_body, sp_body, kv_body, av_body, ev_body, st_body
         cdef uint32_t kid, nid
         cdef uint8_t ty, cls
@@ -412,6 +413,7 @@ cdef class _Encoder:
         cdef bint error, parent_seen
         cdef uint64_t parent
         cdef dict fields
+        cdef set shadowed
         # what each key id means (span.kind, error, other), found on first use; a key
         # table holds at most 16,384 keys
         cdef bytearray key_classes
@@ -450,25 +452,28 @@ cdef class _Encoder:
             b.n += 1
             _fixed64(b, <uint64_t>end_ns[i])
 
+            # tags, read as SpanBatch.tags() reads them: an uninterned entry's tag_obj is
+            # (key, object value or None), its other columns are those of any entry
             kind = KIND_INTERNAL
             error = False
-            for t in range(tag_offsets[i], tag_offsets[i + 1]):
+            shadowed = None
+            t1 = tag_offsets[i + 1]
+            for t in range(tag_offsets[i], t1):
                 kid = tag_key[t]
                 ty = tag_type[t]
                 if kid == UNINTERNED:
-                    key, value = tag_obj[t]
-                    if key == "span.kind" and value in _KIND_NAMES:
-                        kind = _KIND_NAMES[value]
+                    if shadowed is None:
+                        shadowed = _shadowed_tags(batch.tag_key, tag_obj, t, t1)
+                    if t in shadowed:
                         continue
-                    if key == "error" and value is True:
-                        error = True
-                    _kv_obj(b, K_SPAN_ATTRIBUTES, key, value)
-                    continue
-                key = keys[kid]
-                obj = tag_obj[t]
-                cls = key_class[kid]
-                if cls == 0:
-                    cls = key_class[kid] = _key_class(key)
+                    key, obj = <tuple>tag_obj[t]
+                    cls = _key_class(key)
+                else:
+                    key = keys[kid]
+                    obj = tag_obj[t]
+                    cls = key_class[kid]
+                    if cls == 0:
+                        cls = key_class[kid] = _key_class(key)
                 if cls == KEY_KIND:
                     if ty == TAG_STR:
                         value = _KIND_NAMES.get(obj if type(obj) is str else _text(b, obj))

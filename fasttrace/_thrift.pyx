@@ -43,6 +43,7 @@ from libc.string cimport memcpy, strlen
 import numpy as np
 
 from fasttrace._text import placeholder as _placeholder, text as _py_text
+from fasttrace.batch import shadowed_tags as _shadowed_tags
 
 cdef extern from "Python.h":
     # Declared without an exception spec: a NULL return (lone surrogates) is handled here.
@@ -473,18 +474,53 @@ cdef class _Columns:
             self.key_cache[kid] = cached
         return cached
 
+    cdef int write_tags(self, WBuf *b, bint binary, int *last, Py_ssize_t t0,
+                        Py_ssize_t t1, object extra_tag, set shadowed) except -1:
+        """The Span.tags list: tags [t0, t1) read as SpanBatch.tags() reads them, then
+        `extra_tag`.  `shadowed` holds the uninterned entries a later one replaces, or is
+        None until the first uninterned entry (the list header counts every entry; it is
+        written again in the rare case that some must go)."""
+        cdef Py_ssize_t t, list_at = b.n
+        cdef int last_before = last[0]
+        cdef uint32_t kid
+        cdef int kind
+        w_list(b, binary, last, 10, CT_STRUCT, BT_STRUCT,
+               t1 - t0 + (extra_tag is not None) - (len(shadowed) if shadowed else 0))
+        for t in range(t0, t1):
+            kid = self.tag_key[t]
+            kind = self.tag_type[t]
+            if kid == _UNINTERNED:
+                if shadowed is None:
+                    shadowed = _shadowed_tags(self.tag_key, self.tag_obj, t, t1)
+                    if shadowed:
+                        b.n = list_at
+                        last[0] = last_before
+                        return self.write_tags(b, binary, last, t0, t1, extra_tag, shadowed)
+                elif t in shadowed:
+                    continue
+                # tag_obj holds (key, object value or None); the other columns as usual
+                key, value = <tuple>self.tag_obj[t]
+            else:
+                key = self.key_bytes(kid)
+                value = self.tag_obj[t]
+            if kind == TAG_STR or kind == TAG_BIGINT:
+                # beyond i64: exact as a string (Jaeger has no wider integer)
+                w_tag_str(b, binary, key, value)
+            else:
+                w_tag_num(b, binary, key, kind, self.tag_num[t])
+        if extra_tag is not None:
+            w_tag_obj(b, binary, extra_tag[0], extra_tag[1])
+        return 0
+
     cdef int write_span(self, WBuf *b, bint binary, Py_ssize_t i,
                         object extra_tag) except -1:
         """Span i as one struct.  `extra_tag` is None or a (key, value) appended to its tags."""
         cdef int last = 0
         cdef int lastref
-        cdef Py_ssize_t t, t0 = self.tag_off[i], t1 = self.tag_off[i + 1]
+        cdef Py_ssize_t t0 = self.tag_off[i], t1 = self.tag_off[i + 1]
         cdef Py_ssize_t l, l0 = self.log_off[i], l1 = self.log_off[i + 1]
-        cdef Py_ssize_t ntags = t1 - t0
         cdef int64_t dur
-        cdef uint32_t kid
-        cdef int kind
-        cdef object key, refs = None, extra = self.extras[i]
+        cdef object refs = None, extra = self.extras[i]
         w_i64(b, binary, &last, 1, <int64_t>self.lo[i])
         w_i64(b, binary, &last, 2, <int64_t>self.hi[i])
         w_i64(b, binary, &last, 3, <int64_t>self.sid[i])
@@ -514,24 +550,8 @@ cdef class _Columns:
         w_i64(b, binary, &last, 8, self.start[i] // 1000)
         dur = (self.end[i] - self.start[i]) // 1000
         w_i64(b, binary, &last, 9, dur if dur > 0 else 0)
-        if ntags or extra_tag is not None:
-            w_list(b, binary, &last, 10, CT_STRUCT, BT_STRUCT,
-                   ntags + (extra_tag is not None))
-            for t in range(t0, t1):
-                kid = self.tag_key[t]
-                kind = self.tag_type[t]
-                if kid == _UNINTERNED:
-                    key, value = <tuple>self.tag_obj[t]
-                else:
-                    key = self.key_bytes(kid)
-                    value = self.tag_obj[t]
-                if kind == TAG_STR or kind == TAG_BIGINT:
-                    # beyond i64: exact as a string (Jaeger has no wider integer)
-                    w_tag_str(b, binary, key, value)
-                else:
-                    w_tag_num(b, binary, key, kind, self.tag_num[t])
-            if extra_tag is not None:
-                w_tag_obj(b, binary, extra_tag[0], extra_tag[1])
+        if t1 > t0 or extra_tag is not None:
+            self.write_tags(b, binary, &last, t0, t1, extra_tag, None)
         if l1 > l0:
             w_list(b, binary, &last, 11, CT_STRUCT, BT_STRUCT, l1 - l0)
             for l in range(l0, l1):
@@ -1192,7 +1212,7 @@ def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoi
     """
     cdef _Columns c = _Columns(batch)
     cdef WBuf b
-    cdef Py_ssize_t i, t, l, nkeys = len(c.keys), nres = len(resource_tags), r
+    cdef Py_ssize_t i, t, t1, l, nkeys = len(c.keys), nres = len(resource_tags), r
     cdef int64_t dur, st
     cdef uint32_t kid, nid
     cdef int kind, cls, res
@@ -1205,6 +1225,7 @@ def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoi
     cdef list key_json = [None] * nkeys
     cdef object kind_json, overridden, key, obj
     cdef object p_service, p_host, p_ipv4, p_ipv6, p_port
+    cdef set shadowed
     # resource tags: pre-encoded `"key":"value"` members
     for r, (k, v) in enumerate(resource_tags.items()):
         wb_init(&b, 64)
@@ -1263,10 +1284,17 @@ def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoi
             mask = 0
             overridden = None
             p_service = p_host = p_ipv4 = p_ipv6 = p_port = None
-            for t in range(c.tag_off[i], c.tag_off[i + 1]):
+            shadowed = None
+            t1 = c.tag_off[i + 1]
+            for t in range(c.tag_off[i], t1):
                 kid = c.tag_key[t]
                 kind = c.tag_type[t]
                 if kid == _UNINTERNED:
+                    # read as SpanBatch.tags() reads it: tag_obj holds (key, object or None)
+                    if shadowed is None:
+                        shadowed = _shadowed_tags(c.tag_key, c.tag_obj, t, t1)
+                    if t in shadowed:
+                        continue
                     key, obj = <tuple>c.tag_obj[t]
                     key = _plain(&b, key)
                     cls = _ZK_KEY_CLASS.get(key, ZK_PLAIN)

@@ -265,7 +265,7 @@ def test_hand_built_columns_edge_cases():
     batch = make_batch(
         n=3, names=("a", "ü" * 200), keys=("span.kind", "error", "k"),
         tags=[[(U, 0, 0, ("span.kind", "client")), (U, 0, 0, ("loose", [1])),
-               (U, 0, 0, ("error", True))],
+               (U, 1, 1, ("error", None))],
               [(0, 0, 0, "weird"), (2, 2, -1, None), (1, 1, 0, None), (2, 3, nan_bits, None)],
               [(2, 4, 0, 2**100)]],
         extras=[None, {"name": "uninterned-name"}, None])

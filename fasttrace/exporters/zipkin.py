@@ -28,7 +28,8 @@ import threading
 
 from fasttrace import _thrift
 from fasttrace._text import placeholder, text
-from fasttrace.batch import TAG_BIGINT, TAG_BOOL, TAG_FLOAT, TAG_INT, TAG_STR, UNINTERNED
+from fasttrace.batch import (TAG_BIGINT, TAG_BOOL, TAG_FLOAT, TAG_INT, TAG_STR, UNINTERNED,
+                             shadowed_tags)
 from fasttrace.exporters._http import HttpSender, RateLimitedLog
 from fasttrace.exporters.jaeger import host_info
 from fasttrace.reporting import Exporter
@@ -188,11 +189,14 @@ def encode_spans_json_py(batch, endpoint=None):
         tags = dict(resource_tags)
         peer = None
         kind = None
+        shadowed = shadowed_tags(batch.tag_key, tag_obj, tag_off[i], tag_off[i + 1])
         for t in range(tag_off[i], tag_off[i + 1]):
             k = t - t_lo
             key_id = tag_key[k]
             typ = tag_type[k]
             if key_id == UNINTERNED:
+                if t in shadowed:
+                    continue
                 key, obj = tag_obj[t]
             else:
                 key = keys[key_id]
