@@ -58,7 +58,9 @@ from libc.string cimport memcpy, memmove, strlen
 import numpy as np
 
 from fasttrace._text import placeholder as _placeholder, text as _py_text
+from fasttrace._version import __version__ as _VERSION
 from fasttrace.batch import shadowed_tags as _shadowed_tags
+from fasttrace.errors import exception_attributes as _exception_attributes
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
@@ -331,11 +333,25 @@ cdef int _kv_obj(Buf *b, uint32_t key, object name, object value) except -1:
 
 cdef int _resource(Buf *b, str service_name, dict resource) except -1:
     cdef Py_ssize_t body = _begin(b, K_RS_RESOURCE, 2)
+    cdef int named = 0
     _kv_obj(b, K_RES_ATTRIBUTES, "service.name", service_name)
     for key, value in resource.items():
         if _named(key, "service.name"):
             continue
+        if _named(key, "telemetry.sdk.language"):
+            named |= 1
+        elif _named(key, "telemetry.sdk.name"):
+            named |= 2
+        elif _named(key, "telemetry.sdk.version"):
+            named |= 4
         _kv_obj(b, K_RES_ATTRIBUTES, key, value)
+    # as the OpenTelemetry SDK describes itself on every resource; the tracer's tags win
+    if not named & 1:
+        _kv_obj(b, K_RES_ATTRIBUTES, "telemetry.sdk.language", "python")
+    if not named & 2:
+        _kv_obj(b, K_RES_ATTRIBUTES, "telemetry.sdk.name", "fasttrace")
+    if not named & 4:
+        _kv_obj(b, K_RES_ATTRIBUTES, "telemetry.sdk.version", _VERSION)
     _end(b, body, 2)
     return 0
 
@@ -383,6 +399,10 @@ cdef class _Encoder:
 
     def __dealloc__(self):
         PyMem_Free(self.buf.p)
+
+    def text(self, value):
+        """`_text` for Python code (fasttrace.errors.exception_attributes)."""
+        return _text(&self.buf, value)
 
     cdef int _batch(self, batch) except -1:
         cdef Buf *b = &self.buf
@@ -515,20 +535,37 @@ cdef class _Encoder:
                 # one pass, the name after the attributes (protobuf fields may come in any
                 # order); the event field is found by its characters, not looked up, so
                 # no key's own __eq__ runs
+                attributes_at = b.n
+                unprintable_at = b.unprintable
                 event = _NO_EVENT
                 for key, value in fields.items():
                     if event is _NO_EVENT and (key is "event" or _named(key, "event")):
                         event = value
                         continue
                     _kv_obj(b, K_EVENT_ATTRIBUTES, key, value)
-                _key_str(b, K_EVENT_NAME, "log" if event is _NO_EVENT else event)
+                exception = None
+                if event is not _NO_EVENT and _named(event, "error"):
+                    exception = _exception_attributes(fields, self.text)
+                if exception is not None:
+                    b.n = attributes_at
+                    b.unprintable = unprintable_at
+                    message = None
+                    for key, value in <list>exception:
+                        _kv_obj(b, K_EVENT_ATTRIBUTES, key, value)
+                        if _named(key, "exception.message"):
+                            message = value
+                    _key_str(b, K_EVENT_NAME, "exception")
+                else:
+                    _key_str(b, K_EVENT_NAME, "log" if event is _NO_EVENT else event)
                 _end(b, ev_body, 1)
                 if error and status_message is None and event is not _NO_EVENT \
                         and _named(event, "error"):
                     # as opentracing's Span.__exit__ writes it: message, else error.object
-                    status_message = _field(fields, "message", None)
-                    if status_message is None:
-                        status_message = _field(fields, "error.object", None)
+                    if exception is None:
+                        message = _field(fields, "message", None)
+                        if message is None:
+                            message = _field(fields, "error.object", None)
+                    status_message = message
 
             extra = extras[i]
             if extra is not None and "refs" in extra:

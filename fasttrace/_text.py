@@ -6,10 +6,17 @@ any object), so turning one into text must never fail the batch it is in:
 
 - a ``str``, ``int`` or ``float`` subclass gives its built-in value, read without calling
   any method of the subclass (as the ``json`` module reads them);
+- a traceback gives the formatted traceback, an exception class its name, an exception
+  ``str(exception)``, as in fasttrace's error log (`fasttrace.errors`);
 - anything else gives its ``str()``; when that raises, the exporter sends
   ``placeholder(value)`` and counts it in ``stats()["unprintable_values"]``.
 """
+import traceback
+import types
+
 __all__ = ["counted_text", "placeholder", "text"]
+
+_TRACEBACK = types.TracebackType
 
 
 def text(value):
@@ -28,6 +35,10 @@ def text(value):
             return int.__repr__(value)
         if issubclass(t, float):
             return float.__repr__(value)
+        if t is _TRACEBACK:
+            return "".join(traceback.format_tb(value))
+        if issubclass(t, type) and issubclass(value, BaseException):
+            return str.__str__(value.__name__)
         s = str(value)
         return s if type(s) is str else str.__str__(s)
     except Exception:
