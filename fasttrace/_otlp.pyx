@@ -13,16 +13,16 @@ however many spans use it.
 Wire format (opentelemetry-proto, collector/trace/v1 and trace/v1; field numbers)::
 
     ExportTraceServiceRequest { 1: repeated ResourceSpans }        one per SpanBatch
-    ResourceSpans   { 1: Resource { 1: repeated KeyValue }          service.name + tracer tags
-                      2: repeated ScopeSpans }
+    ResourceSpans   { 1: Resource { 1: repeated KeyValue }          service.name, tracer tags,
+                      2: repeated ScopeSpans }                     telemetry.sdk.*
     ScopeSpans      { 1: InstrumentationScope { 1: name "fasttrace", 2: version }
                       2: repeated Span }
     Span            { 1: trace_id bytes(16, big-endian)   2: span_id bytes(8)
                       4: parent_span_id bytes(8), absent for a root
                       5: name   6: kind (enum)   7: start_time_unix_nano fixed64
                       8: end_time_unix_nano fixed64   9: repeated attributes KeyValue
-                      11: repeated Event { 1: time_unix_nano fixed64, 2: name,
-                                           3: repeated attributes }
+                      11: repeated Event { 1: time_unix_nano fixed64, 3: repeated
+                                           attributes, 2: name (written last) }
                       13: repeated Link { 1: trace_id, 2: span_id, 4: attributes }
                       15: Status { 2: message, 3: code (2 = ERROR) }
                       16: flags fixed32 (W3C trace flags: 0x01 sampled) }
@@ -34,16 +34,31 @@ Wire format (opentelemetry-proto, collector/trace/v1 and trace/v1; field numbers
 
 Mapping from OpenTracing (decisions, see also fasttrace/exporters/otlp.py):
 
+- resource: ``service.name``, the tracer's tags, then ``telemetry.sdk.language``
+  (``python``), ``telemetry.sdk.name`` (``fasttrace``) and ``telemetry.sdk.version``, as
+  the OpenTelemetry SDK describes itself, unless the tracer's tags name them.
 - kind: the ``span.kind`` tag ``server``/``client``/``producer``/``consumer`` becomes
   SERVER/CLIENT/PRODUCER/CONSUMER and is not repeated as an attribute; any other value
   (or none) gives INTERNAL, and an unrecognised value is kept as the attribute.
 - tags are typed attributes: str, bool, int (int64), float (double); an int beyond
-  64 bits is sent as its decimal string.
+  64 bits is sent as its decimal string.  A tag whose key is not interned (the key table
+  full, a key over 256 characters) is read as ``SpanBatch.tags()`` reads it, typed and
+  with ``span.kind`` and ``error`` understood; when the arena kept several entries for
+  one such key, the last is sent (OTLP attribute keys are unique).
 - status: ERROR when the ``error`` tag is True (the tag is kept as an attribute too); the
-  message is the ``message`` (else ``str(error.object)``) field of the first log whose
+  message is the ``message`` (else ``error.object``) field of the first log whose
   ``event`` is ``"error"``, as opentracing's ``Span.__exit__`` writes it.
 - logs become events: the name is the ``event`` field (else ``"log"``), the other fields
-  attributes; values that are not str/bool/int/float are sent as ``str(value)``.
+  attributes.  The error log of an exception (``event="error"`` with ``error.kind`` or
+  ``error.object``, see `fasttrace.errors`) is the OpenTelemetry ``exception`` event,
+  attribute for attribute as the SDK's ``Span.record_exception(exc, escaped=True)``
+  writes it: ``exception.type``, ``exception.message``, ``exception.stacktrace``,
+  ``exception.escaped`` (the string ``"True"``), then the log's other fields.
+- values: str, bool, int and float (their subclasses as the built-in value, read without
+  calling their methods) keep their type; anything else is sent as its text
+  (`fasttrace._text`), and a value whose ``str()`` raises as ``<unprintable TypeName>``,
+  counted in ``stats["unprintable_values"]``.  Keys are matched by their characters,
+  never with a key's own ``__eq__``.
 - references: the parent is ``parent_span_id``; every other reference (``follows_from``,
   extra ``child_of``) is a link with attribute ``opentracing.ref_type``.  A span whose
   first reference is ``follows_from`` has that span as parent *and* a link, so the

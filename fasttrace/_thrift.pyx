@@ -29,6 +29,9 @@ Wire formats (Apache Thrift protocol specs, doc/specs/thrift-{compact,binary}-pr
               list   = (size << 4 | ctype):u8 when size < 15, else (0xF0 | ctype) varint(size)
               message = 0x82, (version 1 | type << 5), varint seqid, string name, args struct
 
+Values are written as fasttrace/exporters/jaeger.py and zipkin.py describe: typed where the
+format has the type, else as their text (`fasttrace._text`), never failing the batch.
+
 Every span struct is self-contained (compact field deltas restart in each struct), so the
 spans of a batch are encoded once, back to back, with their offsets; the agent's datagrams
 and the collector's body are assembled from those byte ranges without re-encoding.

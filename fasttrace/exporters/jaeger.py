@@ -17,6 +17,14 @@ never 4xx or other errors, all within `timeout` seconds.
 
 The process carries the service name, `jaeger.version` ("Python-fasttrace-<version>"),
 `hostname` and `ip` (as jaeger-client reports them), then the tracer's tags, which win.
+
+Tags and log fields are typed Jaeger tags: str, bool, int (an int beyond 64 bits as its
+decimal string), float; str, int and float subclasses as their built-in value.  Anything
+else is its text (`fasttrace._text`: an exception as `str(exc)`, an exception class by
+name, a traceback formatted), where jaeger-client sends `str(value)`; a value whose
+`str()` raises is sent as `<unprintable TypeName>` and counted in
+`stats()["unprintable_values"]`.  The error log is sent as the OpenTracing log it is.  A
+tag whose key is not interned is read as `SpanBatch.tags()` reads it.
 """
 import logging
 import socket

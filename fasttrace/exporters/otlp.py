@@ -2,7 +2,10 @@
 """OTLPExporter: OTLP/HTTP with protobuf bodies, to any OpenTelemetry Collector.
 
 The request body is encoded in Cython straight from the SpanBatch columns
-(`fasttrace._otlp`, whose docstring has the OpenTracing -> OTLP mapping).  HTTP goes
+(`fasttrace._otlp`, whose docstring has the OpenTracing -> OTLP mapping: the error log
+as the OpenTelemetry `exception` event, `telemetry.sdk.*` on the resource).  A value
+whose `str()` raises is sent as `<unprintable TypeName>` and counted in
+`stats()["unprintable_values"]`; the rest of the batch goes out as usual.  HTTP goes
 through the standard library's `http.client` over one kept-alive connection.
 
 Retries follow the OTLP/HTTP spec (see fasttrace/exporters/_http.py, shared with the

@@ -13,9 +13,15 @@ Mapping from OpenTracing (https://zipkin.io/zipkin-api/#/default/post_spans):
   `peer.ipv4`, `peer.ipv6`, `peer.port`, when any is present (they stay tags too).
 - tags: every value as a string (bools "true"/"false", floats as Python's repr, ints beyond
   64 bits exact); the tracer's tags (the process's) are added to every span, span tags
-  winning, as OpenTelemetry's Zipkin exporter does with resource attributes.
+  winning, as OpenTelemetry's Zipkin exporter does with resource attributes.  A tag whose
+  key is not interned is read as `SpanBatch.tags()` reads it (of several entries the
+  arena kept for one such key, the last).
 - annotations: one per log, at its timestamp; the value is the `event` field when it is
-  the only one, else the fields as compact JSON (so nothing logged is lost).
+  the only one, else the fields as compact JSON (so nothing logged is lost).  The error
+  log is such an annotation, its exception as `str(exc)`, the class by name.
+- values JSON has no type for are written as their text (`fasttrace._text`); one whose
+  `str()` raises as `<unprintable TypeName>`, counted in `stats()["unprintable_values"]`,
+  and the rest of the span and batch as usual.
 - debug: true for debug spans; shared is omitted.
 
 Retries are the Jaeger collector's (`fasttrace.exporters._http.HttpSender`): connection
