@@ -45,7 +45,8 @@ from libc.string cimport memcpy, strlen
 
 import numpy as np
 
-from fasttrace._text import placeholder as _placeholder, text as _py_text
+from fasttrace._text import counted_text as _counted_text, placeholder as _placeholder, \
+    text as _py_text
 from fasttrace.batch import shadowed_tags as _shadowed_tags
 
 cdef extern from "Python.h":
@@ -984,6 +985,7 @@ cdef dict _ZK_KINDS = {"server": b',"kind":"SERVER"', "client": b',"kind":"CLIEN
 cdef const char *_HEX = b"0123456789abcdef"
 
 import json as _json
+from functools import partial as _partial
 
 
 class _Unprintable(Exception):
@@ -1012,27 +1014,15 @@ cdef bytes _json_text(WBuf *b, object value):
         pass
     except (TypeError, ValueError, RecursionError):
         return _json_quote(b, value)
-    default = _CountingDefault()
+    # something in it is unprintable: encoded again with placeholders, counted
+    counts = {}
     try:
-        out = _json.JSONEncoder(separators=(",", ":"), default=default).encode(value)
+        out = _json.JSONEncoder(separators=(",", ":"),
+                                default=_partial(_counted_text, stats=counts)).encode(value)
     except (TypeError, ValueError, RecursionError):
         return _json_quote(b, value)
-    b.unprintable += default.unprintable
+    b.unprintable += counts.get("unprintable_values", 0)
     return out.encode("ascii")
-
-
-class _CountingDefault:
-    """json's `default` for a value holding something unprintable: placeholders, counted."""
-
-    def __init__(self):
-        self.unprintable = 0
-
-    def __call__(self, value):
-        text = _py_text(value)
-        if text is None:
-            self.unprintable += 1
-            return _placeholder(value)
-        return text
 
 
 cdef inline int j_lit(WBuf *b, bytes s) except -1:
