@@ -13,16 +13,16 @@ however many spans use it.
 Wire format (opentelemetry-proto, collector/trace/v1 and trace/v1; field numbers)::
 
     ExportTraceServiceRequest { 1: repeated ResourceSpans }        one per SpanBatch
-    ResourceSpans   { 1: Resource { 1: repeated KeyValue }          service.name + tracer tags
-                      2: repeated ScopeSpans }
+    ResourceSpans   { 1: Resource { 1: repeated KeyValue }          service.name, tracer tags,
+                      2: repeated ScopeSpans }                     telemetry.sdk.*
     ScopeSpans      { 1: InstrumentationScope { 1: name "fasttrace", 2: version }
                       2: repeated Span }
     Span            { 1: trace_id bytes(16, big-endian)   2: span_id bytes(8)
                       4: parent_span_id bytes(8), absent for a root
                       5: name   6: kind (enum)   7: start_time_unix_nano fixed64
                       8: end_time_unix_nano fixed64   9: repeated attributes KeyValue
-                      11: repeated Event { 1: time_unix_nano fixed64, 2: name,
-                                           3: repeated attributes }
+                      11: repeated Event { 1: time_unix_nano fixed64, 3: repeated
+                                           attributes, 2: name (written last) }
                       13: repeated Link { 1: trace_id, 2: span_id, 4: attributes }
                       15: Status { 2: message, 3: code (2 = ERROR) }
                       16: flags fixed32 (W3C trace flags: 0x01 sampled) }
@@ -34,30 +34,56 @@ Wire format (opentelemetry-proto, collector/trace/v1 and trace/v1; field numbers
 
 Mapping from OpenTracing (decisions, see also fasttrace/exporters/otlp.py):
 
+- resource: ``service.name``, the tracer's tags, then ``telemetry.sdk.language``
+  (``python``), ``telemetry.sdk.name`` (``fasttrace``) and ``telemetry.sdk.version``, as
+  the OpenTelemetry SDK describes itself, unless the tracer's tags name them.
 - kind: the ``span.kind`` tag ``server``/``client``/``producer``/``consumer`` becomes
   SERVER/CLIENT/PRODUCER/CONSUMER and is not repeated as an attribute; any other value
   (or none) gives INTERNAL, and an unrecognised value is kept as the attribute.
 - tags are typed attributes: str, bool, int (int64), float (double); an int beyond
-  64 bits is sent as its decimal string.
+  64 bits is sent as its decimal string.  A tag whose key is not interned (the key table
+  full, a key over 256 characters) is read as ``SpanBatch.tags()`` reads it, typed and
+  with ``span.kind`` and ``error`` understood; when the arena kept several entries for
+  one such key, the last is sent (OTLP attribute keys are unique).
 - status: ERROR when the ``error`` tag is True (the tag is kept as an attribute too); the
-  message is the ``message`` (else ``str(error.object)``) field of the first log whose
+  message is the ``message`` (else ``error.object``) field of the first log whose
   ``event`` is ``"error"``, as opentracing's ``Span.__exit__`` writes it.
 - logs become events: the name is the ``event`` field (else ``"log"``), the other fields
-  attributes; values that are not str/bool/int/float are sent as ``str(value)``.
+  attributes.  The error log of an exception (``event="error"`` with ``error.kind`` or
+  ``error.object``, see `fasttrace.errors`) is the OpenTelemetry ``exception`` event,
+  attribute for attribute as the SDK's ``Span.record_exception(exc, escaped=True)``
+  writes it: ``exception.type``, ``exception.message``, ``exception.stacktrace``,
+  ``exception.escaped`` (the string ``"True"``), then the log's other fields.
+- values: str, bool, int and float (their subclasses as the built-in value, read without
+  calling their methods) keep their type; anything else is sent as its text
+  (`fasttrace._text`), and a value whose ``str()`` raises as ``<unprintable TypeName>``,
+  counted in ``stats["unprintable_values"]``.  Keys are matched by their characters,
+  never with a key's own ``__eq__``.
 - references: the parent is ``parent_span_id``; every other reference (``follows_from``,
   extra ``child_of``) is a link with attribute ``opentracing.ref_type``.  A span whose
   first reference is ``follows_from`` has that span as parent *and* a link, so the
   reference type is not lost.
 """
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, int32_t
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy, memmove, strlen
 
 import numpy as np
 
+from fasttrace._text import placeholder as _placeholder, text as _py_text
+from fasttrace._version import __version__ as _VERSION
+from fasttrace.batch import shadowed_tags as _shadowed_tags
+from fasttrace.errors import exception_attributes as _exception_attributes
+
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+    object PyUnicode_AsEncodedString(object s, const char *encoding, const char *errors)
+    int PyUnicode_CompareWithASCIIString(object s, const char *name) noexcept
+    Py_ssize_t PyUnicode_GET_LENGTH(object s) noexcept
     object PyBytes_FromStringAndSize(const char *s, Py_ssize_t n)
+    double PyFloat_AS_DOUBLE(object f) noexcept
 
 __all__ = ["decode_export_response", "encode_export_request"]
 
@@ -77,6 +103,10 @@ cdef enum:
     KIND_PRODUCER = 4
     KIND_CONSUMER = 5
     STATUS_ERROR = 2
+    # what a tag key means to the encoder (0: not looked at yet)
+    KEY_PLAIN = 1
+    KEY_KIND = 2
+    KEY_ERROR = 3
 
 cdef const uint32_t UNINTERNED = 0xFFFFFFFF
 
@@ -119,14 +149,15 @@ cdef enum:
 # Span.flags is field 16, fixed32: its key 0x85 needs two varint bytes.
 cdef const uint32_t K_SPAN_FLAGS = (16 << 3) | 5
 
-cdef object _KIND_NAMES = {"server": KIND_SERVER, "client": KIND_CLIENT,
-                           "producer": KIND_PRODUCER, "consumer": KIND_CONSUMER}
+cdef dict _KIND_NAMES = {"server": KIND_SERVER, "client": KIND_CLIENT,
+                         "producer": KIND_PRODUCER, "consumer": KIND_CONSUMER}
 
 
 cdef struct Buf:
     unsigned char *p
     Py_ssize_t n
     Py_ssize_t cap
+    Py_ssize_t unprintable      # values sent as a placeholder (fasttrace._text)
 
 
 cdef int _grow(Buf *b, Py_ssize_t extra) except -1:
@@ -197,16 +228,17 @@ cdef inline int _key_bytes(Buf *b, uint32_t key, const char *s, Py_ssize_t n) ex
 
 
 cdef int _key_str(Buf *b, uint32_t key, object s) except -1:
-    """A string field from a str (anything else is str()-ed first)."""
+    """A string field from a str (anything else as its text, see `_text`)."""
     cdef Py_ssize_t n
     cdef const char *u
-    if type(s) is not str:
-        s = _text(s)
+    if not isinstance(s, str):
+        s = _text(b, s)
     try:
+        # a str subclass too: its characters are read without calling its methods
         u = PyUnicode_AsUTF8AndSize(s, &n)
     except UnicodeError:
         # lone surrogates: protobuf strings must be valid UTF-8
-        data = (<str>s).encode("utf-8", "replace")
+        data = PyUnicode_AsEncodedString(s, "utf-8", "replace")
         return _key_bytes(b, key, data, len(data))
     return _key_bytes(b, key, u, n)
 
@@ -247,51 +279,63 @@ cdef int _end(Buf *b, Py_ssize_t body, int reserve) except -1:
     return 0
 
 
-cdef object _text(object value):
-    try:
-        return str(value)
-    except Exception:
-        return "<unprintable %s>" % type(value).__name__
+cdef object _text(Buf *b, object value):
+    """The text of a value that has no protobuf type of its own (`fasttrace._text`); a
+    placeholder, counted, when it cannot be printed."""
+    s = _py_text(value)
+    if s is None:
+        b.unprintable += 1
+        s = _placeholder(value)
+    return s
+
+
+cdef inline bint _named(object s, const char *name) noexcept:
+    # compares the characters, never calls a str subclass's __eq__; the length (strlen of
+    # a literal is a constant) rejects most keys without a call
+    return (isinstance(s, str) and PyUnicode_GET_LENGTH(s) == <Py_ssize_t>strlen(name)
+            and PyUnicode_CompareWithASCIIString(s, name) == 0)
+
+
+cdef int _av_double(Buf *b, double d) except -1:
+    cdef uint64_t bits
+    memcpy(&bits, &d, 8)
+    _room(b, 9)
+    b.p[b.n] = K_AV_DOUBLE
+    b.n += 1
+    _fixed64(b, bits)
+    return 0
+
+
+cdef int _av_int(Buf *b, object value) except -1:
+    # an int subclass too: its value is read without calling __int__ or __index__
+    cdef int overflow = 0
+    cdef long long num = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow:
+        return _key_str(b, K_AV_STRING, value)      # beyond int64: its decimal text
+    return _key_varint(b, K_AV_INT, <uint64_t><int64_t>num)
 
 
 cdef int _any_value(Buf *b, object value) except -1:
-    """The AnyValue for a Python value (str/bool/int/float; else its str())."""
+    """The AnyValue for a Python value: str, bool, int, float (subclasses as their
+    built-in value); anything else as its text."""
     cdef Py_ssize_t body = _begin(b, K_KV_VALUE, 1)
-    cdef double d
-    cdef uint64_t bits
     t = type(value)
     if t is str:
         _key_str(b, K_AV_STRING, value)
     elif t is bool:
-        _key_varint(b, K_AV_BOOL, 1 if value else 0)
+        _key_varint(b, K_AV_BOOL, 1 if value is True else 0)
     elif t is int:
-        if -(1 << 63) <= value < (1 << 63):
-            _key_varint(b, K_AV_INT, <uint64_t><int64_t>value)
-        else:
-            _key_str(b, K_AV_STRING, str(value))
+        _av_int(b, value)
     elif t is float:
-        d = value
-        memcpy(&bits, &d, 8)
-        _room(b, 9)
-        b.p[b.n] = K_AV_DOUBLE
-        b.n += 1
-        _fixed64(b, bits)
-    elif isinstance(value, bool):
-        _key_varint(b, K_AV_BOOL, 1 if value else 0)
-    elif isinstance(value, int):
-        return _any_value_reset(b, body, int(value))
+        _av_double(b, PyFloat_AS_DOUBLE(value))
+    elif isinstance(value, int):                    # bool cannot be subclassed
+        _av_int(b, value)
     elif isinstance(value, float):
-        return _any_value_reset(b, body, float(value))
+        _av_double(b, PyFloat_AS_DOUBLE(value))
     else:
-        _key_str(b, K_AV_STRING, _text(value))
+        _key_str(b, K_AV_STRING, value)
     _end(b, body, 1)
     return 0
-
-
-cdef int _any_value_reset(Buf *b, Py_ssize_t body, object value) except -1:
-    # an int/float subclass: rewind and write it as the plain type
-    b.n = body - 2
-    return _any_value(b, value)
 
 
 cdef int _kv_obj(Buf *b, uint32_t key, object name, object value) except -1:
@@ -304,11 +348,25 @@ cdef int _kv_obj(Buf *b, uint32_t key, object name, object value) except -1:
 
 cdef int _resource(Buf *b, str service_name, dict resource) except -1:
     cdef Py_ssize_t body = _begin(b, K_RS_RESOURCE, 2)
+    cdef int named = 0
     _kv_obj(b, K_RES_ATTRIBUTES, "service.name", service_name)
     for key, value in resource.items():
-        if key == "service.name":
+        if _named(key, "service.name"):
             continue
+        if _named(key, "telemetry.sdk.language"):
+            named |= 1
+        elif _named(key, "telemetry.sdk.name"):
+            named |= 2
+        elif _named(key, "telemetry.sdk.version"):
+            named |= 4
         _kv_obj(b, K_RES_ATTRIBUTES, key, value)
+    # as the OpenTelemetry SDK describes itself on every resource; the tracer's tags win
+    if not named & 1:
+        _kv_obj(b, K_RES_ATTRIBUTES, "telemetry.sdk.language", "python")
+    if not named & 2:
+        _kv_obj(b, K_RES_ATTRIBUTES, "telemetry.sdk.name", "fasttrace")
+    if not named & 4:
+        _kv_obj(b, K_RES_ATTRIBUTES, "telemetry.sdk.version", _VERSION)
     _end(b, body, 2)
     return 0
 
@@ -324,6 +382,25 @@ cdef int _link(Buf *b, object ref) except -1:
     return 0
 
 
+cdef uint8_t _key_class(object key) noexcept:
+    if _named(key, "span.kind"):
+        return KEY_KIND
+    if _named(key, "error"):
+        return KEY_ERROR
+    return KEY_PLAIN
+
+
+cdef object _field(dict fields, const char *name, object default):
+    # a log field, found without hashing or comparing the application's keys with ==
+    for key, value in fields.items():
+        if _named(key, name):
+            return value
+    return default
+
+
+cdef object _NO_EVENT = object()
+
+
 cdef class _Encoder:
     """One request's buffer (reused between calls on the same encoder)."""
     cdef Buf buf
@@ -333,9 +410,14 @@ cdef class _Encoder:
         self.buf.p = NULL
         self.buf.n = 0
         self.buf.cap = 0
+        self.buf.unprintable = 0
 
     def __dealloc__(self):
         PyMem_Free(self.buf.p)
+
+    def text(self, value):
+        """`_text` for Python code (fasttrace.errors.exception_attributes)."""
+        return _text(&self.buf, value)
 
     cdef int _batch(self, batch) except -1:
         cdef Buf *b = &self.buf
@@ -358,26 +440,23 @@ cdef class _Encoder:
         cdef list tag_obj = batch.tag_obj
         cdef list log_fields = batch.log_fields
         cdef list extras = batch.extras
-        cdef Py_ssize_t n = span_id.shape[0], i, t, j
+        cdef Py_ssize_t n = span_id.shape[0], i, t, t1, j
         cdef Py_ssize_t rs_body, ss_body, sc_body, sp_body, kv_body, av_body, ev_body, st_body
         cdef uint32_t kid, nid
-        cdef uint8_t ty
+        cdef uint8_t ty, cls
         cdef int kind
         cdef bint error, parent_seen
         cdef uint64_t parent
-        cdef int64_t kind_key = -1, error_key = -1
         cdef dict fields
+        cdef set shadowed
+        # what each key id means (span.kind, error, other), found on first use; a key
+        # table holds at most 16,384 keys
+        cdef bytearray key_classes
+        cdef uint8_t *key_class
         if n == 0:
             return 0
-        # the key ids of the two tags with a meaning of their own, once per batch
-        try:
-            kind_key = keys.index("span.kind")
-        except ValueError:
-            pass
-        try:
-            error_key = keys.index("error")
-        except ValueError:
-            pass
+        key_classes = bytearray(len(keys))
+        key_class = <uint8_t *>PyByteArray_AS_STRING(key_classes)
 
         rs_body = _begin(b, K_REQ_RESOURCE_SPANS, 4)
         _resource(b, batch.service_name, batch.resource)
@@ -408,32 +487,41 @@ cdef class _Encoder:
             b.n += 1
             _fixed64(b, <uint64_t>end_ns[i])
 
+            # tags, read as SpanBatch.tags() reads them: an uninterned entry's tag_obj is
+            # (key, object value or None), its other columns are those of any entry
             kind = KIND_INTERNAL
             error = False
-            for t in range(tag_offsets[i], tag_offsets[i + 1]):
+            shadowed = None
+            t1 = tag_offsets[i + 1]
+            for t in range(tag_offsets[i], t1):
                 kid = tag_key[t]
                 ty = tag_type[t]
                 if kid == UNINTERNED:
-                    key, value = tag_obj[t]
-                    if key == "span.kind" and value in _KIND_NAMES:
-                        kind = _KIND_NAMES[value]
+                    if shadowed is None:
+                        shadowed = _shadowed_tags(batch.tag_key, tag_obj, t, t1)
+                    if t in shadowed:
                         continue
-                    if key == "error" and value is True:
-                        error = True
-                    _kv_obj(b, K_SPAN_ATTRIBUTES, key, value)
-                    continue
-                if kid == kind_key and ty == TAG_STR:
-                    value = tag_obj[t]
-                    if value in _KIND_NAMES:
-                        kind = _KIND_NAMES[value]
-                        continue
-                elif kid == error_key and ty == TAG_BOOL and tag_num[t]:
+                    key, obj = <tuple>tag_obj[t]
+                    cls = _key_class(key)
+                else:
+                    key = keys[kid]
+                    obj = tag_obj[t]
+                    cls = key_class[kid]
+                    if cls == 0:
+                        cls = key_class[kid] = _key_class(key)
+                if cls == KEY_KIND:
+                    if ty == TAG_STR:
+                        value = _KIND_NAMES.get(obj if type(obj) is str else _text(b, obj))
+                        if value is not None:
+                            kind = value
+                            continue
+                elif cls == KEY_ERROR and ty == TAG_BOOL and tag_num[t]:
                     error = True
                 kv_body = _begin(b, K_SPAN_ATTRIBUTES, 1)
-                _key_str(b, K_KV_KEY, keys[kid])
+                _key_str(b, K_KV_KEY, key)
                 av_body = _begin(b, K_KV_VALUE, 1)
                 if ty == TAG_STR or ty == TAG_BIGINT:
-                    _key_str(b, K_AV_STRING, tag_obj[t])
+                    _key_str(b, K_AV_STRING, obj)
                 elif ty == TAG_BOOL:
                     _key_varint(b, K_AV_BOOL, 1 if tag_num[t] else 0)
                 elif ty == TAG_INT:
@@ -449,23 +537,50 @@ cdef class _Encoder:
 
             status_message = None
             for j in range(log_offsets[i], log_offsets[i + 1]):
-                fields = log_fields[j]
+                f = log_fields[j]
+                if type(f) is dict:
+                    fields = <dict>f
+                else:
+                    fields = {} if f is None else {"event": f}
                 ev_body = _begin(b, K_SPAN_EVENTS, 1)
                 _room(b, 9)
                 b.p[b.n] = K_EVENT_TIME
                 b.n += 1
                 _fixed64(b, <uint64_t>log_ts[j])
-                event = fields.get("event", "log")
-                _key_str(b, K_EVENT_NAME, event)
+                # one pass, the name after the attributes (protobuf fields may come in any
+                # order); the event field is found by its characters, not looked up, so
+                # no key's own __eq__ runs
+                attributes_at = b.n
+                unprintable_at = b.unprintable
+                event = _NO_EVENT
                 for key, value in fields.items():
-                    if key == "event":
+                    if event is _NO_EVENT and (key is "event" or _named(key, "event")):
+                        event = value
                         continue
                     _kv_obj(b, K_EVENT_ATTRIBUTES, key, value)
+                exception = None
+                if event is not _NO_EVENT and _named(event, "error"):
+                    exception = _exception_attributes(fields, self.text)
+                if exception is not None:
+                    b.n = attributes_at
+                    b.unprintable = unprintable_at
+                    message = None
+                    for key, value in <list>exception:
+                        _kv_obj(b, K_EVENT_ATTRIBUTES, key, value)
+                        if _named(key, "exception.message"):
+                            message = value
+                    _key_str(b, K_EVENT_NAME, "exception")
+                else:
+                    _key_str(b, K_EVENT_NAME, "log" if event is _NO_EVENT else event)
                 _end(b, ev_body, 1)
-                if error and status_message is None and event == "error":
-                    status_message = fields.get("message")
-                    if status_message is None and "error.object" in fields:
-                        status_message = fields["error.object"]
+                if error and status_message is None and event is not _NO_EVENT \
+                        and _named(event, "error"):
+                    # as opentracing's Span.__exit__ writes it: message, else error.object
+                    if exception is None:
+                        message = _field(fields, "message", None)
+                        if message is None:
+                            message = _field(fields, "error.object", None)
+                    status_message = message
 
             extra = extras[i]
             if extra is not None and "refs" in extra:
@@ -500,6 +615,7 @@ cdef class _Encoder:
     def encode(self, batches):
         """Returns the serialized ExportTraceServiceRequest for a SpanBatch or a list of them."""
         self.buf.n = 0
+        self.buf.unprintable = 0
         if not isinstance(batches, (list, tuple)):
             batches = (batches,)
         for batch in batches:
@@ -514,19 +630,24 @@ cdef class _Encoder:
         return out
 
 
-def encode_export_request(batches, str scope_version=""):
+def encode_export_request(batches, str scope_version="", dict stats=None):
     """Encodes SpanBatches as an OTLP ``ExportTraceServiceRequest``.
 
     Args:
         batches: a SpanBatch, or a list of them (one ResourceSpans each).
         scope_version: the instrumentation scope's version (fasttrace's).
+        stats: None, or a dict whose ``"unprintable_values"`` is increased by the number
+            of values sent as ``<unprintable TypeName>`` (their ``str()`` raised).
 
     Returns:
         The protobuf bytes.
     """
     cdef _Encoder enc = _Encoder()
     enc.scope_version = scope_version
-    return enc.encode(batches)
+    out = enc.encode(batches)
+    if stats is not None and enc.buf.unprintable:
+        stats["unprintable_values"] = stats.get("unprintable_values", 0) + enc.buf.unprintable
+    return out
 
 
 # -- response ---------------------------------------------------------------------

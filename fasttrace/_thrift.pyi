@@ -24,6 +24,8 @@ class SpanEncoder:
     """
     count: int
     protocol: int
+    #: values the last encode() sent as "<unprintable TypeName>"
+    unprintable: int
     def __new__(cls, protocol: int = ...) -> Self: ...  # __cinit__
     def encode(self, batch: SpanBatch, trimmed: Optional[_TrimPlan] = ...,
                only: Optional[Sequence[int]] = ...) -> int:
@@ -49,6 +51,7 @@ def agent_packets(process: bytes, spans: bytes, offsets: np.ndarray, max_packet_
 def collector_body(process: bytes, spans: bytes, offsets: np.ndarray,
                    protocol: int = ...) -> bytes: ...
 def encode_zipkin(batch: SpanBatch, local_endpoint: bytes, resource_tags: Dict[str, str],
-                  remote_endpoint: Callable[[Any, Any, Any, Any, Any], Optional[bytes]]) -> bytes:
+                  remote_endpoint: Callable[[Any, Any, Any, Any, Any], Optional[bytes]],
+                  stats: Optional[Dict[str, Any]] = None) -> bytes:
     """A SpanBatch as a Zipkin v2 JSON array (UTF-8 bytes)."""
 def json_string(s: str) -> bytes: ...

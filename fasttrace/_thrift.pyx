@@ -29,6 +29,9 @@ Wire formats (Apache Thrift protocol specs, doc/specs/thrift-{compact,binary}-pr
               list   = (size << 4 | ctype):u8 when size < 15, else (0xF0 | ctype) varint(size)
               message = 0x82, (version 1 | type << 5), varint seqid, string name, args struct
 
+Values are written as fasttrace/exporters/jaeger.py and zipkin.py describe: typed where the
+format has the type, else as their text (`fasttrace._text`), never failing the batch.
+
 Every span struct is self-contained (compact field deltas restart in each struct), so the
 spans of a batch are encoded once, back to back, with their offsets; the agent's datagrams
 and the collector's body are assembled from those byte ranges without re-encoding.
@@ -38,14 +41,22 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, strlen
 
 import numpy as np
+
+from fasttrace._text import counted_text as _counted_text, placeholder as _placeholder, \
+    text as _py_text
+from fasttrace.batch import shadowed_tags as _shadowed_tags
 
 cdef extern from "Python.h":
     # Declared without an exception spec: a NULL return (lone surrogates) is handled here.
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size)
     void PyErr_Clear()
+    object PyUnicode_AsEncodedString(object s, const char *encoding, const char *errors)
+    int PyUnicode_CompareWithASCIIString(object s, const char *name) noexcept
+    Py_ssize_t PyUnicode_GET_LENGTH(object s) noexcept
+    double PyFloat_AS_DOUBLE(object f) noexcept
 
 __all__ = ["PROTOCOL_BINARY", "PROTOCOL_COMPACT", "SpanEncoder", "UNINTERNED", "agent_packets",
            "collector_body", "emit_batch_overhead", "encode_process", "encode_spans",
@@ -101,6 +112,7 @@ cdef struct WBuf:
     unsigned char *p
     Py_ssize_t n
     Py_ssize_t cap
+    Py_ssize_t unprintable      # values sent as a placeholder (fasttrace._text)
 
 
 cdef int wb_init(WBuf *b, Py_ssize_t cap) except -1:
@@ -109,6 +121,7 @@ cdef int wb_init(WBuf *b, Py_ssize_t cap) except -1:
         raise MemoryError()
     b.n = 0
     b.cap = cap
+    b.unprintable = 0
     return 0
 
 
@@ -268,18 +281,19 @@ cdef inline int w_bin(WBuf *b, bint binary, int *last, int fid, const char *s,
 
 
 cdef int w_str(WBuf *b, bint binary, int *last, int fid, object s) except -1:
-    """A string field from a str (UTF-8), bytes, or anything else (its str())."""
+    """A string field from a str (UTF-8), bytes, or anything else (its text, `_text`)."""
     cdef Py_ssize_t n
     cdef const char *p
     if type(s) is bytes:
         return w_bin(b, binary, last, fid, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
-    if type(s) is not str:
-        s = _safe_str(s)
+    if not isinstance(s, str):
+        s = _text(b, s)
+    # a str subclass too: its characters are read without calling its methods
     p = PyUnicode_AsUTF8AndSize(s, &n)
     if p == NULL:
         # lone surrogates cannot be UTF-8; Jaeger needs valid UTF-8 strings
         PyErr_Clear()
-        s = (<str>s).encode("utf-8", "replace")
+        s = PyUnicode_AsEncodedString(s, "utf-8", "replace")
         return w_bin(b, binary, last, fid, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
     return w_bin(b, binary, last, fid, p, n)
 
@@ -310,11 +324,27 @@ cdef inline int list_header_len(bint binary, Py_ssize_t size) noexcept:
     return 1 + varint_len(<uint64_t>size)
 
 
-cdef object _safe_str(object value):
-    try:
-        return str(value)
-    except Exception:
-        return "<unprintable %s>" % type(value).__name__
+cdef object _text(WBuf *b, object value):
+    """The text of a value that has no wire type of its own (`fasttrace._text`); a
+    placeholder, counted in the buffer, when it cannot be printed."""
+    s = _py_text(value)
+    if s is None:
+        b.unprintable += 1
+        s = _placeholder(value)
+    return s
+
+
+cdef inline object _plain(WBuf *b, object s):
+    """s as an exact str: a key that is hashed, compared or cached must not run code of
+    a str subclass's own."""
+    return s if type(s) is str else _text(b, s)
+
+
+cdef inline bint _named(object s, const char *name) noexcept:
+    # compares the characters, never calls a str subclass's __eq__; the length (strlen of
+    # a literal is a constant) rejects most keys without a call
+    return (isinstance(s, str) and PyUnicode_GET_LENGTH(s) == <Py_ssize_t>strlen(name)
+            and PyUnicode_CompareWithASCIIString(s, name) == 0)
 
 
 # -- tags ------------------------------------------------------------------------------------
@@ -352,29 +382,26 @@ cdef int w_tag_str(WBuf *b, bint binary, object key, object value) except -1:
 
 cdef int w_tag_obj(WBuf *b, bint binary, object key, object value) except -1:
     """A Tag struct from any Python value: bool, int (beyond int64: a string), float, str,
-    anything else as its str() (as jaeger-client does)."""
+    anything else as its text (jaeger-client sends str(value)).  Subclasses of int and
+    float are read as their built-in value, without calling __int__ or __float__."""
     cdef int overflow = 0
     cdef int64_t num
     cdef double dbl
     t = type(value)
     if t is str:
         return w_tag_str(b, binary, key, value)
-    if t is bool or isinstance(value, bool):
-        return w_tag_num(b, binary, key, TAG_BOOL, 1 if value else 0)
+    if t is bool:                                   # bool cannot be subclassed
+        return w_tag_num(b, binary, key, TAG_BOOL, 1 if value is True else 0)
     if t is int or isinstance(value, int):
-        num = PyLong_AsLongLongAndOverflow(int(value), &overflow)
+        num = PyLong_AsLongLongAndOverflow(value, &overflow)
         if overflow:
-            return w_tag_str(b, binary, key, str(int(value)))
+            return w_tag_str(b, binary, key, value)  # its decimal text
         return w_tag_num(b, binary, key, TAG_INT, num)
     if t is float or isinstance(value, float):
-        dbl = value
+        dbl = PyFloat_AS_DOUBLE(value)
         memcpy(&num, &dbl, 8)
         return w_tag_num(b, binary, key, TAG_FLOAT, num)
-    return w_tag_str(b, binary, key, _safe_str(value))
-
-
-cdef inline object _key_str(object key):
-    return key if type(key) is str else _safe_str(key)
+    return w_tag_str(b, binary, key, value)
 
 
 # -- the batch, as typed views over its columns -------------------------------------------------
@@ -451,18 +478,53 @@ cdef class _Columns:
             self.key_cache[kid] = cached
         return cached
 
+    cdef int write_tags(self, WBuf *b, bint binary, int *last, Py_ssize_t t0,
+                        Py_ssize_t t1, object extra_tag, set shadowed) except -1:
+        """The Span.tags list: tags [t0, t1) read as SpanBatch.tags() reads them, then
+        `extra_tag`.  `shadowed` holds the uninterned entries a later one replaces, or is
+        None until the first uninterned entry (the list header counts every entry; it is
+        written again in the rare case that some must go)."""
+        cdef Py_ssize_t t, list_at = b.n
+        cdef int last_before = last[0]
+        cdef uint32_t kid
+        cdef int kind
+        w_list(b, binary, last, 10, CT_STRUCT, BT_STRUCT,
+               t1 - t0 + (extra_tag is not None) - (len(shadowed) if shadowed else 0))
+        for t in range(t0, t1):
+            kid = self.tag_key[t]
+            kind = self.tag_type[t]
+            if kid == _UNINTERNED:
+                if shadowed is None:
+                    shadowed = _shadowed_tags(self.tag_key, self.tag_obj, t, t1)
+                    if shadowed:
+                        b.n = list_at
+                        last[0] = last_before
+                        return self.write_tags(b, binary, last, t0, t1, extra_tag, shadowed)
+                elif t in shadowed:
+                    continue
+                # tag_obj holds (key, object value or None); the other columns as usual
+                key, value = <tuple>self.tag_obj[t]
+            else:
+                key = self.key_bytes(kid)
+                value = self.tag_obj[t]
+            if kind == TAG_STR or kind == TAG_BIGINT:
+                # beyond i64: exact as a string (Jaeger has no wider integer)
+                w_tag_str(b, binary, key, value)
+            else:
+                w_tag_num(b, binary, key, kind, self.tag_num[t])
+        if extra_tag is not None:
+            w_tag_obj(b, binary, extra_tag[0], extra_tag[1])
+        return 0
+
     cdef int write_span(self, WBuf *b, bint binary, Py_ssize_t i,
                         object extra_tag) except -1:
         """Span i as one struct.  `extra_tag` is None or a (key, value) appended to its tags."""
         cdef int last = 0
         cdef int lastref
-        cdef Py_ssize_t t, t0 = self.tag_off[i], t1 = self.tag_off[i + 1]
+        cdef Py_ssize_t t0 = self.tag_off[i], t1 = self.tag_off[i + 1]
         cdef Py_ssize_t l, l0 = self.log_off[i], l1 = self.log_off[i + 1]
-        cdef Py_ssize_t ntags = t1 - t0
         cdef int64_t dur
-        cdef uint32_t kid
-        cdef int kind
-        cdef object key, refs = None, extra = self.extras[i]
+        cdef object refs = None, extra = self.extras[i]
         w_i64(b, binary, &last, 1, <int64_t>self.lo[i])
         w_i64(b, binary, &last, 2, <int64_t>self.hi[i])
         w_i64(b, binary, &last, 3, <int64_t>self.sid[i])
@@ -492,27 +554,8 @@ cdef class _Columns:
         w_i64(b, binary, &last, 8, self.start[i] // 1000)
         dur = (self.end[i] - self.start[i]) // 1000
         w_i64(b, binary, &last, 9, dur if dur > 0 else 0)
-        if ntags or extra_tag is not None:
-            w_list(b, binary, &last, 10, CT_STRUCT, BT_STRUCT,
-                   ntags + (extra_tag is not None))
-            for t in range(t0, t1):
-                kid = self.tag_key[t]
-                kind = self.tag_type[t]
-                if kid == _UNINTERNED:
-                    key = _key_str(self.tag_obj[t][0])
-                    value = self.tag_obj[t][1]
-                else:
-                    key = self.key_bytes(kid)
-                    value = self.tag_obj[t]
-                if kind == TAG_STR:
-                    w_tag_str(b, binary, key, value)
-                elif kind == TAG_BIGINT:
-                    # beyond i64: exact as a string (Jaeger has no wider integer)
-                    w_tag_str(b, binary, key, str(value))
-                else:
-                    w_tag_num(b, binary, key, kind, self.tag_num[t])
-            if extra_tag is not None:
-                w_tag_obj(b, binary, extra_tag[0], extra_tag[1])
+        if t1 > t0 or extra_tag is not None:
+            self.write_tags(b, binary, &last, t0, t1, extra_tag, None)
         if l1 > l0:
             w_list(b, binary, &last, 11, CT_STRUCT, BT_STRUCT, l1 - l0)
             for l in range(l0, l1):
@@ -526,7 +569,7 @@ cdef class _Columns:
             fields = {} if fields is None else {"event": fields}
         w_list(b, binary, &last, 2, CT_STRUCT, BT_STRUCT, len(<dict>fields))
         for k, v in (<dict>fields).items():
-            w_tag_obj(b, binary, _key_str(k), v)
+            w_tag_obj(b, binary, k, v)
         return w_byte(b, 0)
 
 
@@ -535,9 +578,12 @@ cdef list _as_list(object seq):
 
 
 cdef bytes _utf8(object s):
-    if type(s) is not str:
-        s = _safe_str(s)
-    return (<str>s).encode("utf-8", "replace")
+    # an interned name or key: the arena made it a str (a subclass is read as its
+    # characters, without calling its methods)
+    if not isinstance(s, str):
+        t = _py_text(s)
+        s = _placeholder(s) if t is None else t
+    return PyUnicode_AsEncodedString(s, "utf-8", "replace")
 
 
 cdef bytes _take(WBuf *b):
@@ -564,6 +610,8 @@ cdef class SpanEncoder:
     cdef Py_ssize_t off_cap
     cdef readonly Py_ssize_t count
     cdef readonly int protocol
+    # values the last encode() sent as a placeholder (their str() raised)
+    cdef readonly Py_ssize_t unprintable
 
     def __cinit__(self, int protocol=PROTOCOL_COMPACT):
         if protocol != PROTOCOL_COMPACT and protocol != PROTOCOL_BINARY:
@@ -596,10 +644,12 @@ cdef class SpanEncoder:
         cdef Py_ssize_t i, k, m = c.n if only is None else len(only)
         cdef int64_t *off
         self.count = 0
+        self.unprintable = 0
         if self.buf.cap > _KEEP_BUFFER:
             wb_free(&self.buf)
             wb_init(&self.buf, 64 * 1024)
         self.buf.n = 0
+        self.buf.unprintable = 0
         if m + 1 > self.off_cap:
             off = <int64_t *>PyMem_Realloc(self.off, (m + 1) * sizeof(int64_t))
             if off == NULL:
@@ -617,6 +667,7 @@ cdef class SpanEncoder:
                 c.write_span(&self.buf, binary, i, None)
         self.off[m] = self.buf.n
         self.count = m
+        self.unprintable = self.buf.unprintable
         return m
 
     def span_size(self, Py_ssize_t k):
@@ -715,13 +766,12 @@ def span_parts_sizes(batch, Py_ssize_t i, int protocol=PROTOCOL_COMPACT):
             kid = c.tag_key[t]
             kind = c.tag_type[t]
             if kid == _UNINTERNED:
-                key = _key_str(c.tag_obj[t][0])
-                value = c.tag_obj[t][1]
+                key, value = <tuple>c.tag_obj[t]
             else:
                 key = c.key_bytes(kid)
                 value = c.tag_obj[t]
             if kind == TAG_STR or kind == TAG_BIGINT:
-                w_tag_str(&b, binary, key, str(value) if kind == TAG_BIGINT else value)
+                w_tag_str(&b, binary, key, value)
             else:
                 w_tag_num(&b, binary, key, kind, c.tag_num[t])
             tag_sizes.append(b.n - before)
@@ -743,11 +793,11 @@ def encode_process(service_name, tags=None, int protocol=PROTOCOL_COMPACT):
     items = list(tags.items() if isinstance(tags, dict) else (tags or ()))
     wb_init(&b, 256)
     try:
-        w_str(&b, binary, &last, 1, _key_str(service_name))
+        w_str(&b, binary, &last, 1, service_name)
         if items:
             w_list(&b, binary, &last, 2, CT_STRUCT, BT_STRUCT, len(items))
             for k, v in items:
-                w_tag_obj(&b, binary, _key_str(k), v)
+                w_tag_obj(&b, binary, k, v)
         w_byte(&b, 0)
         return _take(&b)
     finally:
@@ -935,7 +985,44 @@ cdef dict _ZK_KINDS = {"server": b',"kind":"SERVER"', "client": b',"kind":"CLIEN
 cdef const char *_HEX = b"0123456789abcdef"
 
 import json as _json
-_json_compact = _json.JSONEncoder(separators=(",", ":"), default=str).encode
+from functools import partial as _partial
+
+
+class _Unprintable(Exception):
+    pass
+
+
+def _json_default(value):
+    text = _py_text(value)
+    if text is None:
+        raise _Unprintable
+    return text
+
+
+# the json module reads str, int and float subclasses as their built-in value; anything
+# else it cannot write becomes its text (_json_text: a placeholder, counted, if need be)
+_json_compact = _json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+
+cdef bytes _json_text(WBuf *b, object value):
+    """`value` as compact JSON (ASCII bytes) the way json.dumps writes it, with any object
+    json has no type for as its text; the whole value as one JSON string when the json
+    module refuses it (a cycle, a key of another type, nesting too deep)."""
+    try:
+        return _json_compact(value).encode("ascii")
+    except _Unprintable:
+        pass
+    except (TypeError, ValueError, RecursionError):
+        return _json_quote(b, value)
+    # something in it is unprintable: encoded again with placeholders, counted
+    counts = {}
+    try:
+        out = _json.JSONEncoder(separators=(",", ":"),
+                                default=_partial(_counted_text, stats=counts)).encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return _json_quote(b, value)
+    b.unprintable += counts.get("unprintable_values", 0)
+    return out.encode("ascii")
 
 
 cdef inline int j_lit(WBuf *b, bytes s) except -1:
@@ -1007,8 +1094,9 @@ cdef int j_str(WBuf *b, const char *s, Py_ssize_t n) except -1:
 cdef int j_pystr(WBuf *b, object s) except -1:
     cdef Py_ssize_t n
     cdef const char *p
-    if type(s) is not str:
-        s = _safe_str(s)
+    if not isinstance(s, str):
+        s = _text(b, s)
+    # a str subclass too: its characters are read without calling its methods
     p = PyUnicode_AsUTF8AndSize(s, &n)
     if p == NULL:
         # lone surrogates are not UTF-8: \uXXXX escapes, as the json module writes them
@@ -1046,7 +1134,7 @@ cdef int j_tag_value(WBuf *b, int kind, object obj, int64_t num) except -1:
         w_byte(b, 34)
         j_float_text(b, dbl)
         return w_byte(b, 34)
-    return j_pystr(b, str(obj))
+    return j_pystr(b, obj)                         # beyond 64 bits: its decimal text
 
 
 cdef int j_value(WBuf *b, object v) except -1:
@@ -1072,16 +1160,18 @@ cdef int j_value(WBuf *b, object v) except -1:
         if dbl == dbl and dbl - dbl == 0:         # finite
             return j_float_text(b, dbl)
     # everything else (big ints, NaN, containers, objects): the json module's own text
-    return j_lit(b, _json_compact(v).encode("utf-8", "replace"))
+    return j_lit(b, _json_text(b, v))
 
 
 cdef int j_annotation_value(WBuf *b, object fields) except -1:
     cdef WBuf tmp
     cdef bint first = True
     if type(fields) is not dict:
-        return j_pystr(b, _safe_str(fields))
-    if len(<dict>fields) == 1 and "event" in <dict>fields:
-        return j_pystr(b, (<dict>fields)["event"])
+        return j_pystr(b, fields)
+    if len(<dict>fields) == 1:
+        for k, v in (<dict>fields).items():
+            if _named(k, "event"):
+                return j_pystr(b, v)
     wb_init(&tmp, 128)
     try:
         w_byte(&tmp, 123)
@@ -1093,12 +1183,14 @@ cdef int j_annotation_value(WBuf *b, object fields) except -1:
             w_byte(&tmp, 58)
             j_value(&tmp, v)
         w_byte(&tmp, 125)
+        b.unprintable += tmp.unprintable
         return j_str(b, <const char *>tmp.p, tmp.n)
     finally:
         wb_free(&tmp)
 
 
-def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoint):
+def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoint,
+                  dict stats=None):
     """A SpanBatch as a Zipkin v2 JSON array (UTF-8 bytes).
 
     Args:
@@ -1108,10 +1200,12 @@ def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoi
         remote_endpoint: called as remote_endpoint(service, hostname, ipv4, ipv6, port)
             for spans with peer.* tags (None for the absent ones); returns the
             remoteEndpoint as JSON bytes, or None.
+        stats: None, or a dict whose ``"unprintable_values"`` is increased by the number
+            of values sent as ``<unprintable TypeName>`` (their ``str()`` raised).
     """
     cdef _Columns c = _Columns(batch)
     cdef WBuf b
-    cdef Py_ssize_t i, t, l, nkeys = len(c.keys), nres = len(resource_tags), r
+    cdef Py_ssize_t i, t, t1, l, nkeys = len(c.keys), nres = len(resource_tags), r
     cdef int64_t dur, st
     cdef uint32_t kid, nid
     cdef int kind, cls, res
@@ -1124,10 +1218,12 @@ def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoi
     cdef list key_json = [None] * nkeys
     cdef object kind_json, overridden, key, obj
     cdef object p_service, p_host, p_ipv4, p_ipv6, p_port
+    cdef set shadowed
     # resource tags: pre-encoded `"key":"value"` members
     for r, (k, v) in enumerate(resource_tags.items()):
         wb_init(&b, 64)
         try:
+            k = _plain(&b, k)
             j_pystr(&b, k)
             w_byte(&b, 58)
             j_pystr(&b, v)
@@ -1163,7 +1259,7 @@ def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoi
             else:
                 cached = name_json[nid]
                 if cached is None:
-                    cached = _json_quote(c.names[nid])
+                    cached = _json_quote(&b, c.names[nid])
                     name_json[nid] = cached
                 j_lit(&b, cached)
             st = c.start[i]
@@ -1181,27 +1277,34 @@ def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoi
             mask = 0
             overridden = None
             p_service = p_host = p_ipv4 = p_ipv6 = p_port = None
-            for t in range(c.tag_off[i], c.tag_off[i + 1]):
+            shadowed = None
+            t1 = c.tag_off[i + 1]
+            for t in range(c.tag_off[i], t1):
                 kid = c.tag_key[t]
                 kind = c.tag_type[t]
                 if kid == _UNINTERNED:
-                    key = _key_str(c.tag_obj[t][0])
-                    obj = c.tag_obj[t][1]
+                    # read as SpanBatch.tags() reads it: tag_obj holds (key, object or None)
+                    if shadowed is None:
+                        shadowed = _shadowed_tags(c.tag_key, c.tag_obj, t, t1)
+                    if t in shadowed:
+                        continue
+                    key, obj = <tuple>c.tag_obj[t]
+                    key = _plain(&b, key)
                     cls = _ZK_KEY_CLASS.get(key, ZK_PLAIN)
                     res = res_index.get(key, -1)
-                    key_bytes = _json_quote(key)
+                    key_bytes = _json_quote(&b, key)
                 else:
                     obj = c.tag_obj[t]
                     if key_info[kid] < 0:
-                        key = c.keys[kid]
+                        key = _plain(&b, c.keys[kid])
                         key_info[kid] = ((res_index.get(key, -1) + 1) << 4) | \
                             <int>_ZK_KEY_CLASS.get(key, ZK_PLAIN)
-                        key_json[kid] = _json_quote(key)
+                        key_json[kid] = _json_quote(&b, key)
                     cls = key_info[kid] & 15
                     res = (key_info[kid] >> 4) - 1
                     key_bytes = key_json[kid]
                 if cls != ZK_PLAIN:
-                    value = _tag_object(kind, obj, c.tag_num[t])
+                    value = _tag_object(&b, kind, obj, c.tag_num[t])
                     if cls == ZK_KIND:
                         if type(value) is str and value in _ZK_KINDS:
                             kind_json = _ZK_KINDS[value]
@@ -1263,16 +1366,21 @@ def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoi
                 j_lit(&b, b',"debug":true')
             w_byte(&b, 125)
         w_byte(&b, 93)
+        if stats is not None and b.unprintable:
+            stats["unprintable_values"] = stats.get("unprintable_values", 0) + b.unprintable
         return _take(&b)
     finally:
         wb_free(&b)
         PyMem_Free(key_info)
 
 
-cdef object _tag_object(int kind, object obj, int64_t num):
-    """A tag's value as a Python object (for the few tags read as values)."""
+cdef object _tag_object(WBuf *b, int kind, object obj, int64_t num):
+    """A tag's value as a Python object (for the few tags read as values): a string as
+    an exact str, for the lookups and the Python code that read it."""
     cdef double dbl
-    if kind == TAG_STR or kind == TAG_BIGINT:
+    if kind == TAG_STR:
+        return _plain(b, obj)
+    if kind == TAG_BIGINT:
         return obj
     if kind == TAG_BOOL:
         return num != 0
@@ -1282,12 +1390,14 @@ cdef object _tag_object(int kind, object obj, int64_t num):
     return dbl
 
 
-cdef bytes _json_quote(object s):
-    """s as a quoted, escaped JSON string (bytes)."""
+cdef bytes _json_quote(WBuf *counts, object s):
+    """s (its text, if not a str) as a quoted, escaped JSON string (bytes); a placeholder
+    is counted in `counts`."""
     cdef WBuf b
     wb_init(&b, 32)
     try:
         j_pystr(&b, s)
+        counts.unprintable += b.unprintable
         return _take(&b)
     finally:
         wb_free(&b)
@@ -1295,4 +1405,6 @@ cdef bytes _json_quote(object s):
 
 def json_string(s):
     """`s` as a JSON string literal, UTF-8 bytes (for building constant JSON pieces)."""
-    return _json_quote(s)
+    cdef WBuf counts
+    counts.unprintable = 0
+    return _json_quote(&counts, s)

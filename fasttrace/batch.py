@@ -26,7 +26,32 @@ TAG_STR, TAG_BOOL, TAG_INT, TAG_FLOAT, TAG_BIGINT = 0, 1, 2, 3, 4
 UNINTERNED = 0xFFFFFFFF
 FLAG_SAMPLED, FLAG_DEBUG, FLAG_FIRST_REF_FOLLOWS = 1, 2, 64
 
-__all__ = ["FinishedSpan", "SpanBatch"]
+__all__ = ["FinishedSpan", "SpanBatch", "shadowed_tags"]
+
+
+def shadowed_tags(tag_key, tag_obj, start, stop):
+    """The indices in [start, stop) of uninterned tag entries that a later entry with the
+    same key replaces: `SpanBatch.tags` keeps the last value, and so do the encoders.
+
+    The arena replaces the value of a key set twice, but two uninterned keys it could not
+    match (a key stored truncated) arrive as two entries.  Keys are compared as plain
+    strings: a str subclass's own __hash__ and __eq__ are never called.
+    """
+    seen = set()
+    out = set()
+    for t in range(stop - 1, start - 1, -1):
+        if tag_key[t] != UNINTERNED:
+            continue
+        key = tag_obj[t][0]
+        if type(key) is not str:
+            if not issubclass(type(key), str):
+                continue
+            key = str.__str__(key)
+        if key in seen:
+            out.add(t)
+        else:
+            seen.add(key)
+    return out
 
 
 class FinishedSpan:

@@ -19,6 +19,9 @@ FLAG_SAMPLED: int
 FLAG_DEBUG: int
 FLAG_FIRST_REF_FOLLOWS: int
 
+def shadowed_tags(tag_key: Any, tag_obj: List[Any], start: int, stop: int) -> set[int]:
+    """Uninterned tag entries in [start, stop) that a later entry with the same key replaces."""
+
 class FinishedSpan:
     """One finished span, as reporters and tests read it."""
 

@@ -11,16 +11,17 @@ of the OpenTracing semantic conventions, always of the same types:
     message       str(exception)
     stack         the traceback as text, formatted as Python prints it
 
-The OTLP exporter sends this log as the OpenTelemetry ``exception`` event
-(``exception.type``, ``exception.message``, ``exception.stacktrace``), which is what
-the OpenTelemetry SDK's ``record_exception`` writes; ``exception_type`` is its
-``exception.type`` (module-qualified, from ``error.object`` when the log has it).
+The OTLP exporter sends this log as the OpenTelemetry ``exception`` event, with the
+attributes the OpenTelemetry SDK's ``Span.record_exception(exc, escaped=True)`` writes
+(``exception_attributes``); Jaeger and Zipkin receive the OpenTracing log itself.
 """
 import traceback
+import types
 
 from opentracing.ext import tags as ext_tags
 
-__all__ = ["error_fields", "exception_type", "log_error", "mark_error"]
+__all__ = ["error_fields", "exception_attributes", "exception_type", "log_error",
+           "mark_error"]
 
 
 def _class_name(exc_type):
@@ -35,9 +36,9 @@ def exception_type(exc_type):
     try:
         name = exc_type.__qualname__
         module = exc_type.__module__
+        return name if not module or module == "builtins" else f"{module}.{name}"
     except Exception:
         return "<unknown>"
-    return name if module in (None, "builtins") else f"{module}.{name}"
 
 
 def error_fields(exc_type, exc, tb):
@@ -57,6 +58,76 @@ def error_fields(exc_type, exc, tb):
         stack = ""
     return {"event": "error", "error.kind": _class_name(exc_type), "error.object": exc,
             "message": message, "stack": stack}
+
+
+def _named(key, name):
+    # str.__eq__, not ==: a key may be a str subclass whose __eq__ raises
+    return issubclass(type(key), str) and str.__eq__(key, name) is True
+
+
+def _is_exception_class(value):
+    return issubclass(type(value), type) and issubclass(value, BaseException)
+
+
+def exception_attributes(fields, text):
+    """The attributes of the OpenTelemetry ``exception`` event for an error log, in the
+    order the SDK's ``Span.record_exception`` writes them, or None when the log names no
+    exception (it has neither ``error.kind`` nor ``error.object``).
+
+    ``exception.escaped`` is the string ``"True"``, as the SDK writes it for an exception
+    that leaves a span's ``with`` block: fasttrace records its error log at that point.
+    The log's other fields follow as they are.
+
+    Args:
+        fields: the log's fields; the caller has checked that its ``event`` is ``"error"``.
+        text: turns a value into a str (the exporter's own, which counts the values it
+            cannot print).
+
+    Returns:
+        A list of (key, value) pairs.
+    """
+    kind = obj = message = stack = None
+    rest = []
+    for key, value in fields.items():
+        if _named(key, "error.kind"):
+            kind = value
+        elif _named(key, "error.object"):
+            obj = value
+        elif _named(key, "message"):
+            message = value
+        elif _named(key, "stack"):
+            stack = value
+        elif not _named(key, "event"):
+            rest.append((key, value))
+    if kind is None and obj is None:
+        return None
+    is_exception = issubclass(type(obj), BaseException)
+    if is_exception:
+        exc_type = exception_type(type(obj))
+    elif _is_exception_class(kind) or (kind is None and _is_exception_class(obj)):
+        exc_type = exception_type(kind if kind is not None else obj)
+    elif kind is not None:
+        exc_type = text(kind)
+    else:
+        exc_type = None
+    if message is None:
+        message = obj
+    if is_exception and (stack is None or type(stack) is types.TracebackType):
+        try:
+            stack = "".join(traceback.format_exception(
+                type(obj), obj, obj.__traceback__ if stack is None else stack))
+        except Exception:
+            pass
+    out = []
+    if exc_type is not None:
+        out.append(("exception.type", text(exc_type)))
+    if message is not None:
+        out.append(("exception.message", text(message)))
+    if stack is not None:
+        out.append(("exception.stacktrace", text(stack)))
+    out.append(("exception.escaped", "True"))
+    out.extend(rest)
+    return out
 
 
 def log_error(span, exc_type, exc, tb):

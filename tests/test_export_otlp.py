@@ -122,8 +122,10 @@ def test_end_to_end_every_field(sink):
 
     requests = decoded(sink)
     rs = requests[0].resource_spans[0]
-    assert attrs(rs.resource.attributes) == {"service.name": "checkout", "deployment": "prod",
-                                             "replicas": 3, "canary": True, "load": 0.5}
+    assert attrs(rs.resource.attributes) == {
+        "service.name": "checkout", "deployment": "prod", "replicas": 3, "canary": True,
+        "load": 0.5, "telemetry.sdk.language": "python", "telemetry.sdk.name": "fasttrace",
+        "telemetry.sdk.version": fasttrace.__version__}
     scope = rs.scope_spans[0].scope
     assert scope.name == "fasttrace" and scope.version == fasttrace.__version__
 
@@ -150,10 +152,16 @@ def test_end_to_end_every_field(sink):
                 assert math.isnan(got_attrs[key])
             else:
                 assert got_attrs[key] == value and type(got_attrs[key]) is type(value), key
-        # logs -> events
+        # logs -> events; the error log -> the exception event
         assert len(s.events) == len(fin.logs)
         for ev, (ts, fields) in zip(s.events, fin.logs):
             assert ev.time_unix_nano == ts
+            if fields.get("event") == "error":
+                assert ev.name == "exception"
+                assert attrs(ev.attributes) == {
+                    "exception.type": "ValueError", "exception.message": "boom",
+                    "exception.stacktrace": fields["stack"], "exception.escaped": "True"}
+                continue
             assert ev.name == fields.get("event", "log")
             expected = {k: v if isinstance(v, (str, bool, int, float)) else str(v)
                         for k, v in fields.items() if k != "event"}
@@ -265,7 +273,7 @@ def test_hand_built_columns_edge_cases():
     batch = make_batch(
         n=3, names=("a", "ü" * 200), keys=("span.kind", "error", "k"),
         tags=[[(U, 0, 0, ("span.kind", "client")), (U, 0, 0, ("loose", [1])),
-               (U, 0, 0, ("error", True))],
+               (U, 1, 1, ("error", None))],
               [(0, 0, 0, "weird"), (2, 2, -1, None), (1, 1, 0, None), (2, 3, nan_bits, None)],
               [(2, 4, 0, 2**100)]],
         extras=[None, {"name": "uninterned-name"}, None])

@@ -17,6 +17,14 @@ never 4xx or other errors, all within `timeout` seconds.
 
 The process carries the service name, `jaeger.version` ("Python-fasttrace-<version>"),
 `hostname` and `ip` (as jaeger-client reports them), then the tracer's tags, which win.
+
+Tags and log fields are typed Jaeger tags: str, bool, int (an int beyond 64 bits as its
+decimal string), float; str, int and float subclasses as their built-in value.  Anything
+else is its text (`fasttrace._text`: an exception as `str(exc)`, an exception class by
+name, a traceback formatted), where jaeger-client sends `str(value)`; a value whose
+`str()` raises is sent as `<unprintable TypeName>` and counted in
+`stats()["unprintable_values"]`.  The error log is sent as the OpenTracing log it is.  A
+tag whose key is not interned is read as `SpanBatch.tags()` reads it.
 """
 import logging
 import socket
@@ -107,7 +115,7 @@ class JaegerExporter(Exporter):
         self._log = RateLimitedLog()
         self._stats = dict(spans_sent=0, packets_sent=0, requests_sent=0, spans_trimmed=0,
                            spans_dropped_too_large=0, spans_failed=0, send_errors=0,
-                           encode_errors=0)
+                           encode_errors=0, unprintable_values=0)
 
     # -- Exporter --------------------------------------------------------------------------
 
@@ -122,6 +130,8 @@ class JaegerExporter(Exporter):
             try:
                 process = self._process_bytes(batch)
                 self._encoder.encode(batch)
+                # counted once per batch: a trimmed span is encoded a second time
+                self._stats["unprintable_values"] += self._encoder.unprintable
             except Exception:
                 self._stats["encode_errors"] += 1
                 self._stats["spans_failed"] += len(batch)
@@ -161,7 +171,8 @@ class JaegerExporter(Exporter):
     def stats(self):
         """Counters: spans_sent, packets_sent (agent), requests_sent (collector),
         spans_trimmed, spans_dropped_too_large, spans_failed, send_errors, encode_errors,
-        and for the collector, retries."""
+        unprintable_values (values sent as ``<unprintable TypeName>``), and for the
+        collector, retries."""
         out = dict(self._stats)
         if self._http is not None:
             out["retries"] = self._http.retries

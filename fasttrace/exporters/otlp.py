@@ -2,7 +2,10 @@
 """OTLPExporter: OTLP/HTTP with protobuf bodies, to any OpenTelemetry Collector.
 
 The request body is encoded in Cython straight from the SpanBatch columns
-(`fasttrace._otlp`, whose docstring has the OpenTracing -> OTLP mapping).  HTTP goes
+(`fasttrace._otlp`, whose docstring has the OpenTracing -> OTLP mapping: the error log
+as the OpenTelemetry `exception` event, `telemetry.sdk.*` on the resource).  A value
+whose `str()` raises is sent as `<unprintable TypeName>` and counted in
+`stats()["unprintable_values"]`; the rest of the batch goes out as usual.  HTTP goes
 through the standard library's `http.client` over one kept-alive connection.
 
 Retries follow the OTLP/HTTP spec (see fasttrace/exporters/_http.py, shared with the
@@ -62,7 +65,8 @@ class OTLPExporter(Exporter):
         self._shutdown = False
         self.last_error = None
         self._last_partial_log = -1e18
-        self._stats = {"failed_exports": 0, "rejected_spans": 0, "partial_successes": 0}
+        self._stats = {"failed_exports": 0, "rejected_spans": 0, "partial_successes": 0,
+                       "unprintable_values": 0}
 
     def __repr__(self):
         return f"<OTLPExporter {self.endpoint}>"
@@ -77,7 +81,7 @@ class OTLPExporter(Exporter):
         if self._shutdown or not len(batch):
             return not len(batch)
         try:
-            body = encode_export_request(batch, __version__)
+            body = encode_export_request(batch, __version__, self._stats)
             if self.compression == "gzip":
                 body = gzip.compress(body, compresslevel=6, mtime=0)
         except Exception as exc:
@@ -118,7 +122,8 @@ class OTLPExporter(Exporter):
 
     def stats(self):
         """Counters: requests, retries, failed_exports, rejected_spans (partial
-        successes), bytes_sent, last_status, last_error."""
+        successes), unprintable_values (values sent as ``<unprintable TypeName>``),
+        bytes_sent, last_status, last_error."""
         out = dict(self._stats)
         out.update(requests=self._http.requests, retries=self._http.retries,
                    bytes_sent=self._http.bytes_sent, last_status=self._http.last_status,

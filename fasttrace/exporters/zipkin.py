@@ -13,9 +13,15 @@ Mapping from OpenTracing (https://zipkin.io/zipkin-api/#/default/post_spans):
   `peer.ipv4`, `peer.ipv6`, `peer.port`, when any is present (they stay tags too).
 - tags: every value as a string (bools "true"/"false", floats as Python's repr, ints beyond
   64 bits exact); the tracer's tags (the process's) are added to every span, span tags
-  winning, as OpenTelemetry's Zipkin exporter does with resource attributes.
+  winning, as OpenTelemetry's Zipkin exporter does with resource attributes.  A tag whose
+  key is not interned is read as `SpanBatch.tags()` reads it (of several entries the
+  arena kept for one such key, the last).
 - annotations: one per log, at its timestamp; the value is the `event` field when it is
-  the only one, else the fields as compact JSON (so nothing logged is lost).
+  the only one, else the fields as compact JSON (so nothing logged is lost).  The error
+  log is such an annotation, its exception as `str(exc)`, the class by name.
+- values JSON has no type for are written as their text (`fasttrace._text`); one whose
+  `str()` raises as `<unprintable TypeName>`, counted in `stats()["unprintable_values"]`,
+  and the rest of the span and batch as usual.
 - debug: true for debug spans; shared is omitted.
 
 Retries are the Jaeger collector's (`fasttrace.exporters._http.HttpSender`): connection
@@ -27,7 +33,9 @@ import logging
 import threading
 
 from fasttrace import _thrift
-from fasttrace.batch import TAG_BIGINT, TAG_BOOL, TAG_FLOAT, TAG_INT, TAG_STR, UNINTERNED
+from fasttrace._text import placeholder, text
+from fasttrace.batch import (TAG_BIGINT, TAG_BOOL, TAG_FLOAT, TAG_INT, TAG_STR, UNINTERNED,
+                             shadowed_tags)
 from fasttrace.exporters._http import HttpSender, RateLimitedLog
 from fasttrace.exporters.jaeger import host_info
 from fasttrace.reporting import Exporter
@@ -43,23 +51,20 @@ _KINDS = {"server": "SERVER", "client": "CLIENT", "producer": "PRODUCER",
 _PEER_KEYS = frozenset(("peer.service", "peer.hostname", "peer.ipv4", "peer.ipv6",
                         "peer.port"))
 _FLAG_DEBUG = 2
-_json_compact = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
 
 
 def _str_value(value):
-    """A tag value as Zipkin's string."""
+    """A tag value as Zipkin's string (floats as their repr; see fasttrace._text)."""
     if value is True:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return repr(value)
-    try:
-        return str(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
+    s = text(value)
+    return placeholder(value) if s is None else s
+
+
+_json_compact = json.JSONEncoder(separators=(",", ":"), default=_str_value,
+                                 ensure_ascii=False).encode
 
 
 def _endpoint_ip(endpoint, value):
@@ -94,12 +99,20 @@ def _remote_endpoint(peer):
 def _annotation_value(fields):
     if not isinstance(fields, dict):
         return _str_value(fields)
-    if len(fields) == 1 and "event" in fields:
-        return _str_value(fields["event"])
+    if len(fields) == 1:
+        (key, value), = fields.items()
+        if isinstance(key, str) and str.__eq__(key, "event") is True:
+            return _str_value(value)
+    return "{%s}" % ",".join(f"{_json_compact(_str_value(k))}:{_json_field(v)}"
+                             for k, v in fields.items())
+
+
+def _json_field(value):
+    """A log field's value as JSON; as one string (its text) when json refuses it."""
     try:
-        return _json_compact(fields)
-    except (TypeError, ValueError):
-        return _json_compact({_str_value(k): _str_value(v) for k, v in fields.items()})
+        return _json_compact(value)
+    except (TypeError, ValueError, RecursionError):
+        return _json_compact(_str_value(value))
 
 
 def local_endpoint(service_name, resource):
@@ -123,19 +136,21 @@ def _remote_endpoint_json(service, hostname, ipv4, ipv6, port):
     return None if endpoint is None else _json_compact(endpoint).encode("utf-8", "replace")
 
 
-def encode_spans_json(batch, endpoint=None):
+def encode_spans_json(batch, endpoint=None, stats=None):
     """A SpanBatch as a Zipkin v2 JSON array (UTF-8 bytes), encoded in Cython
     (`fasttrace._thrift.encode_zipkin`).
 
     Args:
         batch: the SpanBatch.
         endpoint: the localEndpoint dict (default: `local_endpoint(...)` of the batch).
+        stats: None, or a dict whose ``"unprintable_values"`` is increased by the number
+            of values sent as ``<unprintable TypeName>`` (their ``str()`` raised).
     """
     if endpoint is None:
         endpoint = local_endpoint(batch.service_name, batch.resource)
-    resource_tags = {str(k): _str_value(v) for k, v in batch.resource.items()}
+    resource_tags = {_str_value(k): _str_value(v) for k, v in batch.resource.items()}
     return _thrift.encode_zipkin(batch, _json_compact(endpoint).encode("utf-8", "replace"),
-                                 resource_tags, _remote_endpoint_json)
+                                 resource_tags, _remote_endpoint_json, stats)
 
 
 def encode_spans_json_py(batch, endpoint=None):
@@ -166,7 +181,7 @@ def encode_spans_json_py(batch, endpoint=None):
     extras = batch.extras
     names = batch.operation_names
     keys = batch.tag_keys
-    resource_tags = {str(k): _str_value(v) for k, v in batch.resource.items()}
+    resource_tags = {_str_value(k): _str_value(v) for k, v in batch.resource.items()}
     out = []
     for i in range(n):
         h = hi[i]
@@ -180,18 +195,21 @@ def encode_spans_json_py(batch, endpoint=None):
         tags = dict(resource_tags)
         peer = None
         kind = None
+        shadowed = shadowed_tags(batch.tag_key, tag_obj, tag_off[i], tag_off[i + 1])
         for t in range(tag_off[i], tag_off[i + 1]):
             k = t - t_lo
             key_id = tag_key[k]
             typ = tag_type[k]
             if key_id == UNINTERNED:
+                if t in shadowed:
+                    continue
                 key, obj = tag_obj[t]
-                key = _str_value(key)
             else:
                 key = keys[key_id]
                 obj = tag_obj[t]
+            key = _str_value(key)
             if typ == TAG_STR:
-                value = obj
+                value = _str_value(obj)
             elif typ == TAG_INT:
                 value = tag_num[k]
             elif typ == TAG_BOOL:
@@ -210,7 +228,7 @@ def encode_spans_json_py(batch, endpoint=None):
                 if peer is None:
                     peer = {}
                 peer[key] = value
-            tags[key] = value if typ == TAG_STR else _str_value(value)
+            tags[key] = _str_value(value)
         if kind is not None:
             span["kind"] = kind
         st = start[i]
@@ -233,7 +251,7 @@ def encode_spans_json_py(batch, endpoint=None):
             span["debug"] = True
         out.append(span)
     # ASCII output (non-ASCII as \\u escapes): always valid, even for lone surrogates
-    return json.dumps(out, separators=(",", ":"), default=str).encode("ascii")
+    return json.dumps(out, separators=(",", ":"), default=_str_value).encode("ascii")
 
 
 class ZipkinExporter(Exporter):
@@ -255,7 +273,7 @@ class ZipkinExporter(Exporter):
         self._endpoint = None
         self._log = RateLimitedLog()
         self._stats = dict(spans_sent=0, requests_sent=0, spans_failed=0, send_errors=0,
-                           encode_errors=0)
+                           encode_errors=0, unprintable_values=0)
 
     def export(self, batch):
         """Sends one SpanBatch; True when Zipkin accepted it.  Never raises."""
@@ -269,7 +287,7 @@ class ZipkinExporter(Exporter):
             if key != self._endpoint_key:
                 self._endpoint = local_endpoint(batch.service_name, batch.resource)
                 self._endpoint_key = key
-            body = encode_spans_json(batch, self._endpoint)
+            body = encode_spans_json(batch, self._endpoint, self._stats)
         except Exception:
             self._stats["encode_errors"] += 1
             self._stats["spans_failed"] += len(batch)
@@ -288,7 +306,7 @@ class ZipkinExporter(Exporter):
 
     def stats(self):
         """Counters: spans_sent, requests_sent, spans_failed, send_errors, encode_errors,
-        retries."""
+        unprintable_values (values sent as ``<unprintable TypeName>``), retries."""
         out = dict(self._stats)
         out["retries"] = self._http.retries
         return out
