@@ -27,7 +27,7 @@ cdef class Span:
     cdef uint64_t _span_id
     cdef uint64_t _parent_id
     cdef uint8_t flags
-    cdef bint finished
+    cdef readonly bint finished     # as MockSpan.finished
     cdef int64_t start_ns
     cdef object _name
     cdef object baggage         # dict str -> str, or None; replaced, never mutated, once shared

@@ -242,6 +242,11 @@ cdef class Span:
     def operation_name(self):
         return self._name
 
+    @operation_name.setter
+    def operation_name(self, value):
+        # instrumentation written for MockTracer and jaeger-client spans assigns it
+        self.set_operation_name(value)
+
     @property
     def tracer(self):
         return self._tracer

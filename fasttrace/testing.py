@@ -37,11 +37,6 @@ and ``inject(record.context, ...)`` work.
 Differences from ``opentracing.mocktracer.MockTracer``, all of them fasttrace's own
 behaviour:
 
-- **Default scope manager**: fasttrace's ``ContextVarsScopeManager`` (what a
-  ``fasttrace.Tracer`` uses), not ``ThreadLocalScopeManager``.  In threads the two
-  behave alike (a new thread, or a pool's worker, starts with no active span); in
-  asyncio the active span follows tasks and callbacks.  Pass
-  ``MockTracer(ThreadLocalScopeManager())`` for opentracing's default.
 - **Ids** are random: 128-bit trace ids and 64-bit span ids, not 1, 2, 3...; a test must
   not derive the order of spans from their ids.
 - **Records are snapshots** taken when ``finished_spans()`` reads them: they are not the
@@ -69,6 +64,7 @@ behaviour:
 import threading
 
 from opentracing import Reference
+from opentracing.scope_managers import ThreadLocalScopeManager
 
 from fasttrace._context import SpanContext
 from fasttrace._span import Span
@@ -153,7 +149,9 @@ class MockTracer(Tracer):
     ``opentracing.mocktracer.MockTracer`` (see the module docstring).
 
     Args:
-        scope_manager: as for MockTracer (None: fasttrace's ContextVarsScopeManager).
+        scope_manager: as for MockTracer (None: opentracing's ThreadLocalScopeManager,
+            as MockTracer's default, so each tracer has its own active span; pass
+            fasttrace's ContextVarsScopeManager for asyncio code).
         **tracer_kwargs: any other ``fasttrace.Tracer`` argument; ``reporter``, when
             given, must be an ``InMemoryReporter`` (default: one without a size limit).
     """
@@ -176,6 +174,8 @@ class MockTracer(Tracer):
         self._live_lock = threading.Lock()
         self._records = []
         self._propagators = {}
+        if scope_manager is None:
+            scope_manager = ThreadLocalScopeManager()
         super().__init__(reporter=reporter, scope_manager=scope_manager, **tracer_kwargs)
 
     # -- spans ------------------------------------------------------------------------

@@ -61,13 +61,24 @@ def test_span_is_an_opentracing_span_with_ids(tracer):
     assert ctx.baggage == {}
 
 
-@pytest.mark.parametrize("attr", ["trace_id", "span_id", "parent_id", "operation_name"])
+@pytest.mark.parametrize("attr", ["trace_id", "span_id", "parent_id", "finished"])
 def test_identity_is_read_only(tracer, attr):
     span = tracer.start_span("op")
     before = getattr(span, attr)
     with pytest.raises(AttributeError):
         setattr(span, attr, 12345)
     assert getattr(span, attr) == before
+
+
+def test_operation_name_can_be_assigned_like_mocktracers(tracer, finished):
+    span = tracer.start_span("first")
+    span.operation_name = "renamed"
+    assert span.operation_name == "renamed"
+    assert not span.finished
+    span.finish()
+    assert span.finished
+    span.operation_name = "after finish"          # ignored, as set_operation_name is
+    assert finished("renamed").operation_name == "renamed"
 
 
 def test_set_operation_name(tracer, finished):

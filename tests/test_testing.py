@@ -68,8 +68,9 @@ def test_scope_manager_argument_as_in_mocktracer(make_manager):
         tracer.close()
 
 
-def test_default_scope_manager_is_fasttraces(tracer):
-    assert isinstance(tracer.scope_manager, ContextVarsScopeManager)
+def test_default_scope_manager_is_mocktracers(tracer):
+    # opentracing's MockTracer() uses a ThreadLocalScopeManager of its own
+    assert isinstance(tracer.scope_manager, ThreadLocalScopeManager)
 
 
 def test_tracer_keywords_are_passed_on():
