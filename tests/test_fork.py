@@ -248,3 +248,89 @@ def test_fork_child_exporter_counters_start_at_zero():
     finally:
         for tracer in tracers:
             tracer.close(1)
+
+
+# A collection inside a drain runs finalizers (here: a gc callback standing in for one)
+# that may fork -- on the draining thread, or on another thread while the drainer waits.
+# The child must start from an empty arena, export its own spans only, and never stall.
+FORK_IN_DRAIN = """
+    import gc, json, os, sys, threading
+    import fasttrace
+    MODE = %r
+    tracer = fasttrace.Tracer(reporter=fasttrace.InMemoryReporter(), capacity=64)
+    for i in range(10):
+        tracer.start_span(f"parent-{i}").finish()
+    in_drain, forked = threading.Event(), threading.Event()
+    state = {}
+
+    def in_a_drain():
+        f = sys._getframe(2)
+        while f is not None:
+            if f.f_code.co_name in ("_drain_to_reporter", "drain"):
+                return True
+            f = f.f_back
+        return False
+
+    def callback(phase, info):
+        if phase != "start" or state.get("done") or not in_a_drain():
+            return
+        state["done"] = True
+        if MODE == "same-thread":
+            state["pid"] = os.fork()
+        else:                              # hold the drainer here until the fork is done
+            in_drain.set()
+            forked.wait(60)
+
+    gc.callbacks.append(callback)
+    gc.set_threshold(1)
+    if MODE == "same-thread":
+        tracer.flush()
+        pid = state["pid"]
+    else:
+        drainer = threading.Thread(target=tracer.flush)
+        drainer.start()
+        assert in_drain.wait(60)
+        pid = os.fork()
+        if pid:
+            forked.set()
+    gc.set_threshold(700)
+    gc.callbacks.clear()
+    if pid == 0:
+        spans = [tracer.start_span(f"child-{i}") for i in range(70)]
+        recording = sum(s.is_recording for s in spans)
+        for s in spans:
+            s.finish()
+        tracer.flush()
+        st = tracer.stats()
+        out = {"recording": recording, "names": [s.operation_name for s in tracer.reporter.spans],
+               "finished": st["arena_finished"], "open": st["arena_open"],
+               "dropped": st["dropped"]["arena_full"]}
+        sys.stdout.write(json.dumps(out) + "\\n")
+        sys.stdout.flush()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if MODE != "same-thread":
+        drainer.join(60)
+    print(json.dumps({"status": status,
+                      "parent": [s.operation_name for s in tracer.reporter.spans]}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["same-thread", "other-thread"])
+def test_a_fork_in_the_middle_of_a_drain(mode):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fasttrace.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(FORK_IN_DRAIN % mode)],
+                          capture_output=True, text=True, timeout=120, cwd=root, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    child = next(line for line in lines if "recording" in line)
+    parent = lines[-1]
+    assert parent["status"] == 0
+    # the child: 64 of 70 recorded (capacity), all its own, nothing of the parent's
+    assert child["recording"] == 64 and child["dropped"] == 6
+    assert sorted(child["names"]) == sorted(f"child-{i}" for i in range(64))
+    assert child["finished"] == 0 and child["open"] == 0
+    # the parent: its ten spans, once
+    assert sorted(parent["parent"]) == sorted(f"parent-{i}" for i in range(10))
