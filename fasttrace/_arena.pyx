@@ -398,6 +398,7 @@ cdef class Arena:
     cdef int set_tag(self, int32_t slot, uint32_t gen, object key, object value) except -1:
         cdef uint8_t vtype = TAG_STR
         cdef int64_t num = 0
+        cdef int overflow = 0
         cdef object obj
         cdef uint32_t kid
         cdef int32_t i, last
@@ -406,12 +407,19 @@ cdef class Arena:
         if type(key) is not str or len(<str>key) > self.max_value_length:
             key = self.clean_key(key)
         kid = self.intern_key(key)
-        try:
-            obj = self.tag_value(value, &vtype, &num)
-        except Exception:
-            self.n_unprintable += 1
-            vtype = TAG_STR
-            obj = _unprintable(value)
+        t = type(value)
+        if t is str and len(<str>value) <= self.max_value_length:
+            obj = value
+        elif t is int:
+            num = PyLong_AsLongLongAndOverflow(value, &overflow)
+            if overflow:
+                vtype = TAG_BIGINT
+                obj = value
+            else:
+                vtype = TAG_INT
+                obj = None
+        else:
+            obj = self.tag_value(value, &vtype, &num)   # never raises
         if kid == UNINTERNED:
             obj = (key, obj)
         # 2. the handle must still own an open slot
@@ -488,26 +496,36 @@ cdef class Arena:
         all out), so none is freed here: freeing one may run a finalizer, and a
         finalizer may call back into the arena (finish a span, log on it) -- it must
         find the arena whole, never a slot half released."""
-        cdef int32_t i, nxt
+        cdef int32_t i, last
         i = self.tag_head[slot]
-        while i != NO_ENTRY:
-            nxt = self.tag_next[i]
-            _give(dead, self.tag_obj, i)
-            self.tag_next[i] = self.tag_free
-            self.tag_free = i
-            i = nxt
+        if i != NO_ENTRY:
+            while True:
+                if dead is not None:
+                    _give(dead, self.tag_obj, i)
+                last = i
+                i = self.tag_next[i]
+                if i == NO_ENTRY:
+                    break
+            # the chain goes back to the free list whole: its last entry links to it
+            self.tag_next[last] = self.tag_free
+            self.tag_free = self.tag_head[slot]
         i = self.log_head[slot]
-        while i != NO_ENTRY:
-            nxt = self.log_next[i]
-            _give(dead, self.log_fields, i)
-            self.log_next[i] = self.log_free
-            self.log_free = i
-            i = nxt
+        if i != NO_ENTRY:
+            while True:
+                if dead is not None:
+                    _give(dead, self.log_fields, i)
+                last = i
+                i = self.log_next[i]
+                if i == NO_ENTRY:
+                    break
+            self.log_next[last] = self.log_free
+            self.log_free = self.log_head[slot]
         self.tag_head[slot] = NO_ENTRY
         self.log_head[slot] = NO_ENTRY
         self.tag_count[slot] = 0
         self.log_count[slot] = 0
-        _give(dead, self.extras, slot)
+        if dead is not None:
+            _give(dead, self.extras, slot)
         self.generation[slot] += 1
         self.state[slot] = SLOT_FREE
         self.free_stack[self.free_top] = slot

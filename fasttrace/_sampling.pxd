@@ -3,6 +3,7 @@ from libc.stdint cimport int64_t, uint64_t
 
 
 cdef class Sampler:
+    cdef public unsigned long long errors    # calls of is_sampled that raised
     # True to record a new trace.  Only root spans ask: children follow their parent.
     cdef bint sample(self, uint64_t trace_hi, uint64_t trace_lo, object operation_name) except -1
 

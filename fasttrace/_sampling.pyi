@@ -2,6 +2,7 @@
 from typing import Any, Dict, Optional, Tuple
 
 class Sampler:
+    errors: int
     def is_sampled(self, trace_id: int, operation_name: Optional[str] = ...) -> Tuple[bool, Dict[str, Any]]: ...
     def close(self) -> None: ...
 

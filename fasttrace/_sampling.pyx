@@ -4,6 +4,8 @@
 `is_sampled(trace_id, operation_name) -> (bool, tags)` is jaeger-client's interface, so
 jaeger-style custom samplers can subclass `Sampler` and override only that.
 """
+import logging
+
 from libc.stdint cimport int64_t, uint64_t
 
 from fasttrace._cdefs cimport ft_monotonic_ns
@@ -14,10 +16,20 @@ cdef class Sampler:
     """Base class: subclasses override `is_sampled` (Python) or `sample` (Cython)."""
 
     cdef bint sample(self, uint64_t trace_hi, uint64_t trace_lo, object operation_name) except -1:
-        decision = self.is_sampled(u128_to_int(trace_hi, trace_lo), operation_name)
-        if isinstance(decision, tuple):
-            decision = decision[0]
-        return bool(decision)
+        # the path through Python code (a subclass's is_sampled): one that raises says
+        # no, counted and logged once -- tracing never raises into the application
+        try:
+            decision = self.is_sampled(u128_to_int(trace_hi, trace_lo), operation_name)
+            if isinstance(decision, tuple):
+                decision = decision[0]
+            return bool(decision)
+        except Exception:
+            self.errors += 1
+            if self.errors == 1:
+                logging.getLogger("fasttrace").warning(
+                    "fasttrace: the sampler %r raised; its traces are not sampled "
+                    "(counted in stats()[\"sampler_errors\"])", self, exc_info=True)
+            return False
 
     def is_sampled(self, trace_id, operation_name=None):
         """Returns (sampled, tags), as jaeger-client's samplers do."""

@@ -73,11 +73,9 @@ cdef class TracerCore:
     cdef public uint64_t _extract_errors
     cdef public uint64_t _foreign_parents_adopted
     cdef public uint64_t _foreign_parents_unusable
-    cdef public uint64_t _sampler_errors
 
     cdef Span _start(self, object name, object child_of, object references, object tags,
                      object start_time, bint ignore_active)
     cdef int _record(self, Span span) except -1
-    cdef bint _sample(self, Span span, object name)
     cdef SpanContext _parent_context(self, object parent)
     cdef list _references(self, SpanContext child_of, object references)

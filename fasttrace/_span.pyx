@@ -716,7 +716,7 @@ cdef class TracerCore:
             span.baggage = parent_ctx._baggage
             span.tracestate = parent_ctx.tracestate
             if parent_ctx.flags & FLAG_DEFERRED:
-                span.flags = FLAG_SAMPLED if self._sample(span, name) else 0
+                span.flags = FLAG_SAMPLED if self._sampler.sample(span.trace_hi, span.trace_lo, name) else 0
             else:
                 span.flags = parent_ctx.flags & _CONTEXT_FLAGS
             if parent_ctx.debug_id is not None:
@@ -734,7 +734,7 @@ cdef class TracerCore:
                 # a propagated decision without ids (b3: 0, b3: d, X-B3-Sampled alone)
                 span.flags = parent_ctx.flags & _CONTEXT_FLAGS
             else:
-                span.flags = FLAG_SAMPLED if self._sample(span, name) else 0
+                span.flags = FLAG_SAMPLED if self._sampler.sample(span.trace_hi, span.trace_lo, name) else 0
         span._span_id = ft_rand_nonzero()
         # Unsampled spans never report a start time, so they skip the clock; one forced
         # on later by sampling.priority starts its recording then (see _set_priority).
@@ -769,19 +769,6 @@ cdef class TracerCore:
                 span.finished = True
                 arena.discard(span.slot, span.gen)
         return span
-
-    cdef bint _sample(self, Span span, object name):
-        """The sampler's decision for a new trace; a sampler that raises says no (counted,
-        logged once): tracing never raises into the application."""
-        try:
-            return self._sampler.sample(span.trace_hi, span.trace_lo, name)
-        except Exception:
-            self._sampler_errors += 1
-            if self._sampler_errors == 1:
-                log.warning("fasttrace: the sampler %r raised; its traces are not sampled "
-                            "(counted in stats()[\"sampler_errors\"])", self._sampler,
-                            exc_info=True)
-            return False
 
     cdef int _record(self, Span span) except -1:
         """Gives a sampled span an arena slot and writes its fixed fields."""

@@ -320,7 +320,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         counters["extract_errors"] = self._extract_errors
         counters["foreign_parents"] = {"adopted": self._foreign_parents_adopted,
                                        "unusable": self._foreign_parents_unusable}
-        counters["sampler_errors"] = self._sampler_errors
+        counters["sampler_errors"] = getattr(self.sampler, "errors", 0)
         counters["exported"] = counters["export_failures"] = 0
         reporter_stats = getattr(self.reporter, "stats", None)
         if callable(reporter_stats):
