@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # Only the extension list lives here; metadata is in pyproject.toml.
 import os
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -24,7 +25,8 @@ directives = {
 if DEBUG:
     directives["linetrace"] = True
 
-MODULES = ["_context", "_sampling", "_arena", "_span", "_codec", "_otlp", "_thrift"]
+# every .pyx in the package is one extension module
+MODULES = sorted(p.stem for p in Path(__file__).parent.joinpath("fasttrace").glob("*.pyx"))
 
 extensions = [
     Extension(

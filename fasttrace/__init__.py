@@ -9,7 +9,7 @@
 from fasttrace._version import __version__
 
 try:
-    from fasttrace import _span as _compiled_core  # noqa: F401
+    from fasttrace import _tracer as _compiled_core  # noqa: F401
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError(
         "fasttrace's compiled core is missing or failed to load "

@@ -88,6 +88,15 @@ cdef class Arena:
     cdef int fork_gen
     cdef readonly object pid
 
+    # Where finished spans go (set by the tracer): the arena calls batch_ready() once
+    # notify_at finished spans wait, and when it is full, drains as many as room() says
+    # and hands them to deliver(columns).  (The data goes one way: spans -> arena ->
+    # these; the arena knows no tracer and no reporter.)
+    cdef public Py_ssize_t notify_at
+    cdef public object batch_ready
+    cdef public object room
+    cdef public object deliver
+
     # counters
     cdef public uint64_t n_started
     cdef public uint64_t n_sampled
@@ -109,6 +118,12 @@ cdef class Arena:
     cdef _column(self, str name, object dtype, Py_ssize_t n, object fill=*)
     cdef void _release(self, int32_t slot, list dead) noexcept
     cdef int32_t alloc(self) except -2
+    cdef int32_t open(self, uint64_t trace_hi, uint64_t trace_lo, uint64_t span_id,
+                      uint64_t parent_id, int64_t start_ns, uint8_t flags,
+                      str name) except -2
+    cdef int32_t _alloc_making_room(self) except -2
+    cdef Py_ssize_t _consumer_room(self)
+    cdef int notify_batch_ready(self) noexcept
     cdef uint32_t intern_name(self, object name) except? 0xFFFFFFFE
     cdef uint32_t intern_key(self, object key) except? 0xFFFFFFFE
     cdef int set_name(self, int32_t slot, uint32_t gen, str name) except -1

@@ -120,6 +120,8 @@ cdef class Arena:
         self.keys = ["sampling.priority"]
         self.fork_gen = ft_fork_gen()
         self.pid = os.getpid()
+        self.notify_at = 1 << 62
+        self.room = self.deliver = self.batch_ready = None
 
     cdef _column(self, str name, object dtype, Py_ssize_t n, object fill=0):
         arr = np.full(n, fill, dtype=dtype) if fill else np.zeros(n, dtype=dtype)
@@ -278,6 +280,75 @@ cdef class Arena:
         slot = self.free_stack[self.free_top]
         self.state[slot] = SLOT_OPEN
         return slot
+
+    cdef int32_t open(self, uint64_t trace_hi, uint64_t trace_lo, uint64_t span_id,
+                      uint64_t parent_id, int64_t start_ns, uint8_t flags,
+                      str name) except -2:
+        """A slot recording a new sampled span with these fields (its generation is
+        `generation[slot]`), or -1 when the arena is full (counted as arena_full)."""
+        cdef int32_t slot = self.alloc()
+        if slot < 0 and self.finished_count > 0:
+            slot = self._alloc_making_room()
+        if slot < 0:
+            self.n_dropped_arena_full += 1
+            return -1
+        self.n_sampled += 1
+        self.trace_hi[slot] = trace_hi
+        self.trace_lo[slot] = trace_lo
+        self.span_id[slot] = span_id
+        self.parent_id[slot] = parent_id
+        self.start_ns[slot] = start_ns
+        self.end_ns[slot] = 0
+        self.flags[slot] = flags
+        self.name_id[slot] = self.intern_name(name)
+        if self.name_id[slot] == UNINTERNED:
+            self.set_name(slot, self.generation[slot], name)
+        return slot
+
+    cdef int32_t _alloc_making_room(self) except -2:
+        """Full, but partly with finished spans: hands as many as the consumer takes
+        now (its room()) to it (deliver()), and takes one of the slots that freed."""
+        cdef int32_t slot = -1
+        cdef Py_ssize_t room
+        cdef int attempts = 0
+        drained = None
+        while slot < 0 and self.finished_count > 0 and attempts < 8:
+            # The drain frees its slots in C, atomically, and the spans are delivered
+            # after this thread took one.  Another thread may take them first while
+            # this one makes the drain's arrays; then slots are free anyway (and if
+            # other threads filled them again, this one tries again).
+            attempts += 1
+            room = self._consumer_room()
+            if room == 0:
+                break           # the consumer is full too: the span is dropped, counted
+            drained = self.drain(room)
+            slot = self.alloc()
+            if drained is not None:
+                break
+        if drained is not None and self.deliver is not None:
+            try:
+                self.deliver(drained)
+            except Exception:
+                pass        # deliver() counts and logs its own failures
+        return slot
+
+    cdef Py_ssize_t _consumer_room(self):
+        """room() of the consumer: how many spans it takes now, -1 for any number."""
+        if self.room is None:
+            return -1
+        try:
+            return int(self.room())
+        except Exception:
+            return -1
+
+    cdef int notify_batch_ready(self) noexcept:
+        """Called by a span's finish once notify_at finished spans wait."""
+        if self.batch_ready is not None:
+            try:
+                self.batch_ready()
+            except BaseException:
+                pass        # batch_ready() logs its own failures
+        return 0
 
     cdef uint32_t intern_name(self, object name) except? 0xFFFFFFFE:
         cdef size_t h = (<size_t><PyObject*>name >> 4) & 255

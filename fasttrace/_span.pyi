@@ -1,11 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Stub for the compiled fasttrace._span (see _span.pyx).
+"""Stub for the compiled fasttrace._span (see _span.pyx): the span handle.
 
-DEV: cdef classes cannot derive from opentracing's pure-Python classes, so Span, Scope
-and the cores do not at runtime (isinstance(span, opentracing.Span) is False); they
-implement the whole OpenTracing API (DESIGN.md), and the stubs declare those bases so
-fasttrace objects type-check wherever an opentracing type is expected.  fasttrace.Tracer
-and fasttrace.scope.ContextVarsScopeManager do derive from opentracing at runtime too.
+At runtime Span is an opentracing.Span (src/ft_pytype.h puts the API class in its MRO);
+the stub says so for type checkers too.
 """
 from types import TracebackType
 from typing import Any, Dict, List, Mapping, Optional, Type, Union, final
@@ -16,9 +13,6 @@ from typing_extensions import Self
 from fasttrace._context import SpanContext
 
 _TagValue = Union[str, bool, int, float]
-
-def clock_info() -> Dict[str, Any]:
-    """Which clock spans are timed with ("tsc" or "system"), next to the system clock."""
 
 @final
 class Span(opentracing.Span):
@@ -35,7 +29,7 @@ class Span(opentracing.Span):
     @property
     def finished(self) -> bool: ...
     @property
-    def tracer(self) -> "TracerCore": ...
+    def tracer(self) -> opentracing.Tracer: ...
     @property
     def context(self) -> SpanContext: ...
     @property
@@ -57,45 +51,3 @@ class Span(opentracing.Span):
     def __exit__(self, exc_type: Optional[Type[BaseException]],
                  exc_val: Optional[BaseException],
                  exc_tb: Optional[TracebackType]) -> None: ...
-
-@final
-class Scope(opentracing.Scope):
-    @property
-    def span(self) -> Span: ...
-    @property
-    def manager(self) -> "ScopeManagerCore": ...
-    def close(self) -> None: ...
-    def __enter__(self) -> Self: ...
-    def __exit__(self, exc_type: Optional[Type[BaseException]],
-                 exc_val: Optional[BaseException],
-                 exc_tb: Optional[TracebackType]) -> None: ...
-
-class ScopeManagerCore(opentracing.ScopeManager):
-    def activate(self, span: opentracing.Span, finish_on_close: bool) -> Scope: ...
-    @property
-    def active(self) -> Optional[Scope]: ...
-
-_Parent = Union[opentracing.Span, opentracing.SpanContext, None]
-
-class TracerCore(opentracing.Tracer):
-    def start_span(self, operation_name: Optional[str] = None,
-                   child_of: _Parent = None,
-                   references: Optional[List[opentracing.Reference]] = None,
-                   tags: Optional[Mapping[str, Any]] = None,
-                   start_time: Optional[float] = None,
-                   ignore_active_span: bool = False) -> Span: ...
-    def start_active_span(self, operation_name: str,
-                          child_of: _Parent = None,
-                          references: Optional[List[opentracing.Reference]] = None,
-                          tags: Optional[Mapping[str, Any]] = None,
-                          start_time: Optional[float] = None,
-                          ignore_active_span: bool = False,
-                          finish_on_close: bool = True) -> Scope: ...
-    @property
-    def scope_manager(self) -> opentracing.ScopeManager: ...
-    @property
-    def active_span(self) -> Optional[Span]: ...
-    def inject(self, span_context: Union[opentracing.SpanContext, opentracing.Span],
-               format: str, carrier: Any) -> None: ...
-    # None when the carrier holds no context (opentracing's own docstring allows it)
-    def extract(self, format: str, carrier: Any) -> Optional[SpanContext]: ...  # type: ignore[override]

@@ -10,7 +10,7 @@ opentracing's, for code that wants thread-local semantics.
 import opentracing
 from opentracing.scope_managers import ThreadLocalScopeManager
 
-from fasttrace._span import Scope, ScopeManagerCore
+from fasttrace._scope import Scope, ScopeManagerCore
 
 
 class ContextVarsScopeManager(ScopeManagerCore, opentracing.ScopeManager):

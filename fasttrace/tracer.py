@@ -8,10 +8,11 @@ import weakref
 
 import opentracing
 
+from fasttrace import _fork
 from fasttrace._arena import Arena
 from fasttrace._codec import KNOWN_PROPAGATORS, make_propagation
 from fasttrace._sampling import ConstSampler, Sampler
-from fasttrace._span import TracerCore
+from fasttrace._tracer import TracerCore
 from fasttrace.batch import SpanBatch
 from fasttrace.reporting import InMemoryReporter
 from fasttrace.scope import ContextVarsScopeManager
@@ -26,7 +27,6 @@ DRAIN_CHUNK = 4096
 # enough to spread each batch's fixed cost thin, few enough to stay in cache (measured).
 DRAIN_THRESHOLD = 2048
 
-_live_tracers = weakref.WeakSet()
 
 
 def _propagator_names(propagators):
@@ -44,6 +44,15 @@ def _propagator_names(propagators):
             continue
         names.append(name)
     return tuple(names)
+
+
+def _weak_method(method):
+    ref = weakref.WeakMethod(method)
+
+    def call(*args):
+        bound = ref()
+        return None if bound is None else bound(*args)
+    return call
 
 
 class Closed(concurrent.futures.Future):
@@ -138,11 +147,16 @@ class Tracer(TracerCore, opentracing.Tracer):
         self._last_failure_log = 0.0
         self._closed = None
         self._draining_inline = False
-        self._pid = os.getpid()
         self._hook_failures_logged = set()
         self._batch_ready_hook = getattr(reporter, "batch_ready", None)
         self._room_hook = getattr(reporter, "room", None)
-        _live_tracers.add(self)
+        # where the arena sends finished spans (weakly: the arena must not keep the
+        # tracer alive)
+        arena = self._arena
+        arena.batch_ready = _weak_method(self._batch_ready)
+        arena.room = _weak_method(self._reporter_room)
+        arena.deliver = _weak_method(self._report_drained)
+        _fork.register(self)
         self._call_reporter_hook("attach", self)
 
     def _call_reporter_hook(self, name, *args):
@@ -207,8 +221,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         """Takes up to `max_spans` finished spans (all when < 0) out of the arena, as one
         SpanBatch; None when none had finished.  For reporters that drain on their own
         thread (see the batch_ready hook in fasttrace.reporting)."""
-        if self._pid != os.getpid():
-            self._after_fork_in_child()
+        _fork.check()
         columns = self._arena.drain(max_spans)
         if columns is None or columns["pid"] != os.getpid():
             return None
@@ -233,10 +246,7 @@ class Tracer(TracerCore, opentracing.Tracer):
 
     def _drain_to_reporter(self, max_spans=-1):
         """Moves finished spans out of the arena to the reporter; returns how many."""
-        if self._pid != os.getpid():
-            # forked by C code that skips Python's fork hooks (uwsgi): the arena reset
-            # itself through pthread_atfork; the reporter learns it here
-            self._after_fork_in_child()
+        _fork.check()
         moved = 0
         while max_spans < 0 or moved < max_spans:
             chunk = DRAIN_CHUNK if max_spans < 0 else min(DRAIN_CHUNK, max_spans - moved)
@@ -341,7 +351,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         return counters
 
     def _after_fork_in_child(self):
-        self._pid = os.getpid()
+        """Called by the fork registry (fasttrace/_fork.py) in a forked child."""
         self._draining_inline = False   # the fork may have come from inside a drain
         self._arena.reset_if_forked()
         self._reported = self._report_failures = self._lost_in_reporter = 0
@@ -358,15 +368,3 @@ class Tracer(TracerCore, opentracing.Tracer):
 
     def __repr__(self):
         return f"<fasttrace.Tracer {self.service_name!r} sampler={self.sampler!r}>"
-
-
-def _reinit_after_fork():
-    for tracer in list(_live_tracers):
-        try:
-            tracer._after_fork_in_child()
-        except Exception:
-            log.exception("fasttrace: resetting a tracer after fork failed")
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_after_fork)

@@ -6,7 +6,7 @@ from typing import Any, Dict, Generator, Iterable, Mapping, Optional, Union
 import opentracing
 
 from fasttrace._sampling import Sampler
-from fasttrace._span import TracerCore
+from fasttrace._tracer import TracerCore
 from fasttrace.batch import SpanBatch
 from fasttrace.reporting import Reporter
 

@@ -68,7 +68,8 @@ static inline PyObject *ft_own_instance_dict(PyObject *o) {
     return *p;
 }
 
-/* Called on each new instance of a type whose method calls are hot (spans). */
+/* Called on each new instance of a type whose method calls are hot (spans), in the
+ * module that adopted the type (the shared empty dict is per module). */
 static inline void ft_instance_dict_init(PyObject *o) {
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
     PyObject **p = ft_instance_dict_ptr(o);

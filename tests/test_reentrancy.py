@@ -219,7 +219,7 @@ def test_finalizers_finish_spans_while_batch_reporter_stats_are_read():
     tracer = fasttrace.Tracer(reporter=reporter, capacity=64)
 
     def scenario():
-        with gc_when(lambda: in_frame("stats", "reporting.py"),
+        with gc_when(lambda: in_frame("stats", "batching.py"),
                      lambda: [Finisher(tracer.start_span(f"by-finalizer-{i}"))
                               for i in range(4)]) as trigger:
             tracer.stats()
@@ -249,7 +249,8 @@ def test_a_signal_handler_that_records_spans_interrupts_a_reporter(where):
         exporter = Null()
         reporter = BatchReporter(exporter, max_batch_size=1, flush_interval=3600)
         tracer = fasttrace.Tracer(reporter=reporter)
-    method = where.split(".")[1]
+    kind, method = where.split(".")
+    module = "batching.py" if kind == "BatchReporter" else "reporting.py"
     handled = []
 
     def on_signal(signum, frame):
@@ -263,7 +264,7 @@ def test_a_signal_handler_that_records_spans_interrupts_a_reporter(where):
 
     previous = signal.signal(signal.SIGUSR1, on_signal)
     try:
-        trigger = gc_when(lambda: in_frame(method, "reporting.py"),
+        trigger = gc_when(lambda: in_frame(method, module),
                           lambda: signal.raise_signal(signal.SIGUSR1), repeat=True)
         with trigger:
             for i in range(50):
