@@ -37,7 +37,17 @@ cdef class Span:
     cdef int _set_tag(self, object key, object value) except -1
     cdef int _set_priority(self, object value) except -1
     cdef int _finish(self, int64_t end_ns) except -1
-    cdef int _open_slot(self) except -1
+
+    # inline here so the tracer's start path makes one call (into the arena), not two
+    cdef inline int _open_slot(self) except -1:
+        """Records this (sampled) span into a new arena slot, if one is free."""
+        cdef int32_t slot = self.arena.open(self.trace_hi, self.trace_lo, self._span_id,
+                                            self._parent_id, self.start_ns, self.flags,
+                                            <str>self._name)
+        if slot >= 0:
+            self.slot = slot
+            self.gen = self.arena.generation[slot]
+        return 0
     cdef int _on_error(self, object exc_type, object exc_val, object exc_tb) except -1
 
 

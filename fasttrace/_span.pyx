@@ -418,17 +418,6 @@ cdef class Span:
         self._open_slot()
         return 1
 
-    cdef int _open_slot(self) except -1:
-        """Records this (sampled) span into a new arena slot, if one is free."""
-        cdef Arena arena = self.arena
-        cdef int32_t slot = arena.open(self.trace_hi, self.trace_lo, self._span_id,
-                                       self._parent_id, self.start_ns, self.flags,
-                                       self._name)
-        if slot >= 0:
-            self.slot = slot
-            self.gen = arena.generation[slot]
-        return 0
-
     cdef int _finish(self, int64_t end_ns) except -1:
         cdef Arena arena
         if self.finished:
