@@ -75,7 +75,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import opentracing
 import pytest
 
-KINDS = ("noop", "fasttrace", "otel-shim", "otel-sdk", "jaeger")
 
 DEFAULT_MIN_TIME = float(os.environ.get("FASTTRACE_BENCH_MIN_TIME", "0.025"))
 DEFAULT_MAX_TIME = float(os.environ.get("FASTTRACE_BENCH_MAX_TIME", "2.0"))

@@ -29,7 +29,7 @@ from importlib import metadata
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-KINDS = ("noop", "fasttrace", "otel-shim", "otel-sdk", "jaeger")
+from _bench import KINDS
 LABELS = {
     "noop": "no-op (`opentracing.Tracer()`)",
     "fasttrace": "**fasttrace**",

@@ -18,17 +18,10 @@ from fasttrace.contrib.asgi import TracingMiddleware as ASGITracing
 from fasttrace.contrib.wsgi import TracingMiddleware as WSGITracing
 from fasttrace.decorators import traced
 
-OPS = 100
-REPS = range(OPS)
+from _bench import REPS, bench_loop
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 kinds = pytest.mark.parametrize("kind", ("bare", "noop", "fasttrace", "otel-shim", "jaeger"))
-
-
-def bench_loop(benchmark, run):
-    benchmark.extra_info["ops_per_call"] = OPS
-    run()
-    return benchmark(run)
 
 
 def wsgi_app(environ, start_response):

@@ -22,15 +22,14 @@ tracer's arena (`tracer._arena.drain`); a reporter normally receives chunks of a
     pytest benchmarks/test_bench_export_jaeger.py --benchmark-only      # medians
     pytest benchmarks/test_bench_export_jaeger.py --benchmark-disable   # + the 10x check
 """
-import statistics
-import time
 
-import opentracing
 import pytest
 
 import fasttrace
 from fasttrace import _thrift
 from fasttrace.batch import SpanBatch
+
+from _bench import median_seconds
 
 N_SPANS = 10_000
 TARGET_SPEEDUP = 10.0
@@ -140,23 +139,17 @@ def test_jaeger_client(benchmark, jaeger_workload, protocol):
     benchmark.extra_info["spans"] = N_SPANS
 
 
-def _median_seconds(fn, rounds):
-    fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 @pytest.mark.parametrize("protocol", list(PROTOCOLS))
 def test_speedup_over_jaeger_client(fasttrace_batch, jaeger_workload, protocol):
     """Same run, same machine: our median must be at least TARGET_SPEEDUP times faster.
 
     Runs with --benchmark-disable (or plain pytest); --benchmark-only skips it."""
-    ours = _median_seconds(_ours(fasttrace_batch, PROTOCOLS[protocol]), 15)
-    theirs = _median_seconds(_theirs(jaeger_workload, PROTOCOLS[protocol]), 3)
+    ours_fn = _ours(fasttrace_batch, PROTOCOLS[protocol])
+    theirs_fn = _theirs(jaeger_workload, PROTOCOLS[protocol])
+    ours_fn()
+    theirs_fn()
+    ours = median_seconds(ours_fn, 15)
+    theirs = median_seconds(theirs_fn, 3)
     speedup = theirs / ours
     print(f"\n{protocol}: fasttrace {ours * 1e3:.2f} ms ({N_SPANS / ours:,.0f} spans/s), "
           f"jaeger-client {theirs * 1e3:.1f} ms ({N_SPANS / theirs:,.0f} spans/s): "

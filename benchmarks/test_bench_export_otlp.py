@@ -23,10 +23,8 @@ targets with a wide margin, so a regression of the order of magnitude fails.
 """
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -34,6 +32,8 @@ import fasttrace
 from fasttrace._otlp import encode_export_request
 from fasttrace.exporters import OTLPExporter
 from fasttrace.reporting import BatchReporter, InMemoryReporter
+
+from _bench import median_seconds
 
 N_SPANS = 10_000
 SPANS_PER_TRACE = 5
@@ -216,17 +216,6 @@ def test_app_cost(benchmark, sink, kind):
     tracer.close(5)
 
 
-def _median_seconds(fn, rounds, setup=None):
-    times = []
-    for _ in range(rounds):
-        if setup is not None:
-            setup()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def test_ratios(request, sink):
     """The issue's two targets, measured side by side in one run."""
     costs = {}
@@ -234,13 +223,13 @@ def test_ratios(request, sink):
         tracer = make_e2e_tracer(kind, sink)
         for _ in range(3):
             run_spans(tracer)
-        costs[kind] = _median_seconds(lambda: run_spans(tracer), 60,
+        costs[kind] = median_seconds(lambda: run_spans(tracer), 60,
                                       setup=lambda: _between_rounds(tracer)) / E2E_SPANS
         tracer.close(5)
     ratio = costs["batch-otlp-loopback"] / costs["in-memory"]
     encoders = request.getfixturevalue("encoders")     # after: see the fixture
-    ours = _median_seconds(encoders["fasttrace"], 15)
-    theirs = _median_seconds(encoders["otel-sdk"], 5)
+    ours = median_seconds(encoders["fasttrace"], 15)
+    theirs = median_seconds(encoders["otel-sdk"], 5)
     speedup = theirs / ours
     print(f"\nOTLP encode, 10,000 spans: fasttrace {ours * 1e3:.2f} ms "
           f"({N_SPANS / ours:,.0f} spans/s), OpenTelemetry SDK {theirs * 1e3:.2f} ms "

@@ -36,8 +36,7 @@ import time
 import pytest
 from opentracing import Format
 
-# the same five as conftest.KINDS (not imported: tests/ has a conftest module too)
-KINDS = ("noop", "fasttrace", "otel-shim", "otel-sdk", "jaeger")
+from _bench import KINDS, OPS, REPS, bench_loop
 
 G_HARNESS = "0 harness: empty loop"
 G_ROOT = "1 root span + 2 tags"
@@ -46,9 +45,6 @@ G_PROPAGATION = "3 inject+extract HTTP headers"
 G_LOG = "4 log_kv"
 G_UNSAMPLED = "5 unsampled root span + 2 tags"
 G_PAIRED = "paired: fasttrace / no-op, interleaved (one run; see extra_info)"
-
-OPS = 100
-REPS = range(OPS)
 
 # log_kv is timed on an open span, LOGS_PER_ROUND calls per round, with a fresh
 # span per round started and finished outside the timing (pedantic setup and
@@ -60,12 +56,6 @@ LOG_ROUNDS = 20000
 LOG_KV = {"event": "x", "value": 1}
 
 kinds = pytest.mark.parametrize("kind", KINDS)
-
-
-def bench_loop(benchmark, run):
-    """Times ``run`` (which loops OPS times); records the divisor."""
-    benchmark.extra_info["ops_per_call"] = OPS
-    return benchmark(run)
 
 
 # --------------------------------------------------------------------------- callables

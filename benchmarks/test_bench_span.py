@@ -13,16 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-OPS = 100
-REPS = range(OPS)
+from _bench import OPS, REPS, bench_loop
 
 kinds = pytest.mark.parametrize("kind", ("noop", "fasttrace"))
-
-
-def bench_loop(benchmark, run):
-    benchmark.extra_info["ops_per_call"] = OPS
-    run()
-    return benchmark(run)
 
 
 @kinds

@@ -89,9 +89,12 @@ cdef class Arena:
     cdef readonly object pid
 
     # Where finished spans go (set by the tracer): the arena calls batch_ready() once
-    # notify_at finished spans wait, and when it is full, drains as many as room() says
-    # and hands them to deliver(columns).  (The data goes one way: spans -> arena ->
-    # these; the arena knows no tracer and no reporter.)
+    # notify_every finished spans wait, and when it is full, drains as many as room()
+    # says and hands them to deliver(columns).  (The data goes one way: spans -> arena
+    # -> these; the arena knows no tracer and no reporter.)  notify_at is the finished
+    # count of the next notice: one per batch, not one per span finished until a
+    # reporter's thread gets the GIL to drain.
+    cdef public Py_ssize_t notify_every
     cdef public Py_ssize_t notify_at
     cdef public object batch_ready
     cdef public object room

@@ -120,7 +120,7 @@ cdef class Arena:
         self.keys = ["sampling.priority"]
         self.fork_gen = ft_fork_gen()
         self.pid = os.getpid()
-        self.notify_at = 1 << 62
+        self.notify_at = self.notify_every = 1 << 62
         self.room = self.deliver = self.batch_ready = None
 
     cdef _column(self, str name, object dtype, Py_ssize_t n, object fill=0):
@@ -245,6 +245,7 @@ cdef class Arena:
         self.free_top = self.capacity
         self.finished_head = 0
         self.finished_count = 0
+        self.notify_at = self.notify_every
         for i in range(self.tag_capacity - 1):
             self.tag_next[i] = <int32_t>(i + 1)
         self.tag_next[self.tag_capacity - 1] = NO_ENTRY
@@ -343,6 +344,7 @@ cdef class Arena:
 
     cdef int notify_batch_ready(self) noexcept:
         """Called by a span's finish once notify_at finished spans wait."""
+        self.notify_at = self.finished_count + self.notify_every
         if self.batch_ready is not None:
             try:
                 self.batch_ready()
@@ -745,6 +747,7 @@ cdef class Arena:
         log_offsets[k] = <int32_t>l
         self.finished_head = (self.finished_head + k) % self.capacity
         self.finished_count -= k
+        self.notify_at = self.finished_count + self.notify_every
         self.n_drained += k
         # -- end of the C-only part -----------------------------------------------------
         if k == 0:

@@ -88,7 +88,7 @@ cdef class TracerCore:
         self._propagation = propagation
         self._text_propagation = text_propagation
         self._service_name = service_name
-        arena.notify_at = notify_at
+        arena.notify_at = arena.notify_every = notify_at
 
     # -- start ----------------------------------------------------------------------
 

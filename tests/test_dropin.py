@@ -323,6 +323,36 @@ def test_reporter_hooks_that_raise_are_logged_once_and_tracing_goes_on(caplog):
     assert tracer.stats()["dropped"]["arena_full"] == 0
 
 
+def test_batch_ready_is_called_once_per_batch_not_once_per_span_finished():
+    """A reporter whose thread has not drained yet (it waits for the GIL) is told once
+    per drain_threshold spans; then again only after it drained."""
+    class Waiting(PlainReporter):
+        drain_threshold = 10
+
+        def __init__(self):
+            super().__init__()
+            self.notices = 0
+
+        def batch_ready(self, tracer):
+            self.notices += 1
+
+    reporter = Waiting()
+    tracer = fasttrace.Tracer(reporter=reporter, capacity=1024)
+    for _ in range(95):
+        tracer.start_span("op").finish()
+    assert reporter.notices == 9            # at 10, 20, ... 90 waiting: not 86 times
+    batch = tracer.drain(50)                # the reporter's thread takes part of them
+    assert len(batch) == 50
+    for _ in range(4):                      # 45 + 4 wait: under the next notice at 55
+        tracer.start_span("op").finish()
+    assert reporter.notices == 9
+    for _ in range(6):
+        tracer.start_span("op").finish()
+    assert reporter.notices == 10
+    assert len(tracer.drain()) == 55
+    assert tracer.stats()["dropped"]["arena_full"] == 0
+
+
 # -- close() ------------------------------------------------------------------------------
 
 def test_close_returns_a_completed_future_of_delivery(tracer):
