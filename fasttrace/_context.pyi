@@ -4,9 +4,8 @@ from typing import Dict, Optional, final
 
 import opentracing
 
-# DEV: a cdef class cannot derive from the pure-Python opentracing.SpanContext, so at
-# runtime it does not (isinstance() is False); it implements the whole API, and the stub
-# declares the base so fasttrace contexts type-check wherever opentracing ones are expected.
+# opentracing.SpanContext is in the compiled type's MRO at runtime (src/ft_pytype.h),
+# so isinstance() holds and fasttrace contexts type-check wherever opentracing ones do.
 @final
 class SpanContext(opentracing.SpanContext):
     """Trace id (128-bit), span id (64-bit), sampling flags and baggage of a span."""
