@@ -7,17 +7,25 @@ A reporter is any object with these three methods (subclassing Reporter is optio
     flush(timeout) -> bool          True when everything reported so far got out
     close(timeout)                  flush and release resources; idempotent
 
-and, if it wants them, these optional hooks, which the tracer looks up once and calls
+and, if it wants them, these optional hooks: the one protocol between the tracer and
+a reporter that drains on its own thread.  The tracer looks each up once and calls it
 guarded (a hook that raises is logged once and the tracer carries on):
 
     attach(tracer)                  each tracer reporting here calls it at construction
-    drain_threshold                 (an attribute) finished spans that wake the reporter
-    batch_ready(tracer)             `drain_threshold` spans have finished: the reporter
-                                    drains them itself (on its own thread) with
-                                    tracer._drain_to_reporter(); without this hook the
-                                    tracer drains inline, into report()
+    drain_threshold                 (an attribute) finished spans per batch_ready notice
+    batch_ready(tracer)             `drain_threshold` more spans wait in the arena (one
+                                    notice per batch, from the finishing thread): the
+                                    reporter takes them itself, from its own thread,
+                                    with `tracer.drain(max_spans)` -> SpanBatch or None.
+                                    Without this hook the tracer drains inline, into
+                                    report()
+    room() -> int                   spans the reporter takes now; when the arena is full
+                                    the finishing thread drains that many into report()
+                                    (0: the new span is dropped and counted)
     after_fork()                    in a forked child, before it records anything: the
                                     parent's spans are the parent's to report
+
+Spans go one way: span -> arena -> (tracer.drain) -> reporter -> exporter.
 
     Exporter.export(batch) -> bool  send one batch (called from a reporter's thread)
     Exporter.shutdown()
