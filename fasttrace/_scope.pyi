@@ -1,14 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Stub for the compiled fasttrace._scope (see _scope.pyx)."""
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Type, Union, final
+from typing import Optional, Type, final
 
 import opentracing
 from typing_extensions import Self
 
 from fasttrace._span import Span
-
-_TagValue = Union[str, bool, int, float]
 
 @final
 class Scope(opentracing.Scope):

@@ -5,7 +5,7 @@ At runtime Span is an opentracing.Span (src/ft_pytype.h puts the API class in it
 the stub says so for type checkers too.
 """
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Type, Union, final
+from typing import Any, Mapping, Optional, Type, Union, final
 
 import opentracing
 from typing_extensions import Self

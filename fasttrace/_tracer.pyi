@@ -1,15 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Stub for the compiled fasttrace._tracer (see _tracer.pyx)."""
-from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Type, Union, final
+from typing import Any, List, Mapping, Optional, Union
 
 import opentracing
-from typing_extensions import Self
 
 from fasttrace._context import SpanContext
-
-_TagValue = Union[str, bool, int, float]
-
 from fasttrace._scope import Scope
 from fasttrace._span import Span
 

@@ -9,6 +9,8 @@ tracer is at the point under test, and a hang is caught by running the scenario 
 daemon thread joined with a generous deadline."""
 import asyncio
 import gc
+import inspect
+import os
 import signal
 import sys
 import threading
@@ -219,7 +221,7 @@ def test_finalizers_finish_spans_while_batch_reporter_stats_are_read():
     tracer = fasttrace.Tracer(reporter=reporter, capacity=64)
 
     def scenario():
-        with gc_when(lambda: in_frame("stats", "batching.py"),
+        with gc_when(lambda: in_frame("stats", os.path.basename(inspect.getfile(BatchReporter))),
                      lambda: [Finisher(tracer.start_span(f"by-finalizer-{i}"))
                               for i in range(4)]) as trigger:
             tracer.stats()
@@ -249,8 +251,8 @@ def test_a_signal_handler_that_records_spans_interrupts_a_reporter(where):
         exporter = Null()
         reporter = BatchReporter(exporter, max_batch_size=1, flush_interval=3600)
         tracer = fasttrace.Tracer(reporter=reporter)
-    kind, method = where.split(".")
-    module = "batching.py" if kind == "BatchReporter" else "reporting.py"
+    method = where.split(".")[1]
+    module = os.path.basename(inspect.getfile(type(reporter)))    # where `method` runs
     handled = []
 
     def on_signal(signum, frame):
