@@ -49,13 +49,18 @@ PRELUDE = textwrap.dedent("""
                 self.check(batch)
             return True
 
-    def measure(step, warmup, n):
+    def measure(tracer, step, warmup, n):
+        # RSS is read only once the reporter has exported everything finished so far:
+        # how far its thread lags behind the application depends on scheduling, and
+        # spans still queued are not a leak
         step(warmup)
+        tracer.flush(60)
         gc.collect()
         before = rss()
         t0 = time.perf_counter()
         step(n)
         elapsed = time.perf_counter() - t0
+        tracer.flush(60)
         gc.collect()
         return before, rss(), elapsed
 """)
@@ -91,7 +96,7 @@ SOAK = PRELUDE + textwrap.dedent("""
 
     out = {}
     for name, step, n in (("plain", plain, N), ("heavy", heavy, N // 4)):
-        before, after, elapsed = measure(step, 200_000, n)
+        before, after, elapsed = measure(tracer, step, 200_000, n)
         out[name] = {"cycles": n, "rss_before": before, "rss_after": after,
                      "seconds": elapsed}
     tracer.close(30)
@@ -128,7 +133,7 @@ INTERNING = PRELUDE + textwrap.dedent("""
                 sc.span.set_tag("x-custom-header-%d" % i, "v")
                 sc.span.set_operation_name(url)
 
-    before, after, elapsed = measure(attack, 100_000, N)
+    before, after, elapsed = measure(tracer, attack, 100_000, N)
     tracer.flush(30)
     st = tracer.stats()
     tracer.close(30)
