@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Optional, TypeVar, overload
 
 import opentracing
 
-from fasttrace.contrib import internal_error
+from fasttrace._failures import internal_error
 from fasttrace.errors import mark_error
 
 __all__ = ["traced"]

@@ -20,6 +20,9 @@ import types
 
 from opentracing.ext import tags as ext_tags
 
+from fasttrace._failures import internal_error
+from fasttrace._text import text
+
 __all__ = ["error_fields", "exception_attributes", "exception_type", "log_error",
            "mark_error"]
 
@@ -48,9 +51,8 @@ def error_fields(exc_type, exc, tb):
         exc_type = type(exc)
     if tb is None and exc is not None:
         tb = getattr(exc, "__traceback__", None)
-    try:
-        message = str(exc)
-    except Exception:
+    message = text(exc)
+    if message is None:
         message = "<unprintable exception>"
     try:
         stack = "".join(traceback.format_exception(exc_type, exc, tb))
@@ -147,5 +149,4 @@ def mark_error(span, exc=None, message=None):
             span.set_tag(ext_tags.ERROR, True)
             span.log_kv({"event": "error", "message": message})
     except Exception:
-        from fasttrace.contrib import internal_error   # only on this failure path
         internal_error("core", "marking an error")

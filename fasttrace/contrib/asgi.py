@@ -27,8 +27,14 @@ import time
 
 from opentracing.ext import tags as ext_tags
 
-from fasttrace.contrib import (get_tracer, internal_error, mark_error, normalize_excluded,
-                               path_excluded, start_server_span)
+from fasttrace._failures import internal_error
+from fasttrace.contrib._http import (
+    ServerMiddleware,
+    ServerRequest,
+    path_excluded,
+    start_server_span,
+)
+from fasttrace.contrib._safe import get_tracer
 
 __all__ = ["TracingMiddleware"]
 
@@ -99,24 +105,14 @@ def _route(scope, root_path):
     return template
 
 
-class _Request:
-    __slots__ = ("span", "scope", "root_path", "named", "status", "failed",
-                 "finished", "end_time")
+class _Request(ServerRequest):
+    __slots__ = ("scope", "root_path")
+    component = _COMPONENT
 
     def __init__(self, span, scope, named):
-        self.span = span
+        super().__init__(span, named)
         self.scope = scope
         self.root_path = scope.get("root_path", "") or ""
-        self.named = named
-        self.status = None
-        self.failed = False
-        self.finished = False
-        self.end_time = None
-
-    def fail(self, exc):
-        if not self.failed:
-            self.failed = True
-            mark_error(self.span, exc)
 
     def response_started(self, status):
         try:
@@ -137,20 +133,11 @@ class _Request:
         else:
             self.finish()
 
-    def finish(self):
-        if self.finished:
-            return
-        self.finished = True
-        try:
-            span = self.span
-            if self.status is not None and self.status >= 500 and not self.failed:
-                mark_error(span, message=f"HTTP {self.status}")
-            span.finish(self.end_time)
-        except Exception:
-            internal_error(_COMPONENT, "finishing a span")
+    def status_code(self):
+        return self.status
 
 
-class TracingMiddleware:
+class TracingMiddleware(ServerMiddleware):
     """ASGI middleware tracing each HTTP request as a server span (see the module doc).
 
     Args:
@@ -161,12 +148,6 @@ class TracingMiddleware:
             matched against ``scope["path"]``.
         operation_name: a fixed name, or a callable ``scope -> str``.
     """
-
-    def __init__(self, app, tracer=None, excluded_paths=(), operation_name=None):
-        self.app = app
-        self.tracer = tracer
-        self.excluded_paths = normalize_excluded(excluded_paths)
-        self.operation_name = operation_name
 
     def _start(self, scope, tracer):
         path = scope.get("path", "") or ""
@@ -205,6 +186,6 @@ class TracingMiddleware:
             request.fail(exc)
             raise
         finally:
-            # (cancellation is not an error of the request; the span just ends)
+            # cancellation is not an error of the request; the span just ends
             active.close()
             request.finish()

@@ -39,8 +39,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from opentracing import Format
 from opentracing.ext import tags as ext_tags
 
-from fasttrace.contrib import (count_dropped, extract, get_tracer, internal_error,
-                               mark_error, peer_tags)
+from fasttrace._failures import count_dropped, internal_error
+from fasttrace.contrib._http import peer_tags
+from fasttrace.contrib._safe import extract, get_tracer
+from fasttrace.errors import mark_error
 
 __all__ = ["server_interceptor", "client_interceptor"]
 

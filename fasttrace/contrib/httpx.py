@@ -20,9 +20,8 @@ from typing import Optional
 
 import opentracing
 
-from fasttrace.contrib import (Patches, _http_client_span_active, client_span_tags,
-                               finish_http_client_span, get_tracer, inject, internal_error,
-                               mark_error)
+from fasttrace.contrib._http import client_send_wrappers
+from fasttrace.contrib._patching import Patches
 
 __all__ = ["instrument", "uninstrument", "is_instrumented"]
 
@@ -30,70 +29,13 @@ _COMPONENT = "httpx"
 _patches = Patches()
 
 
-def _start(generation, request):
-    tracer = get_tracer(generation.tracer)
-    method = request.method.upper()
+def _describe(request):
     url = request.url
-    port = url.port or (443 if url.scheme == "https" else 80)
-    span = tracer.start_span(
-        f"HTTP {method}",
-        tags=client_span_tags(_COMPONENT, method, str(url), url.host, port))
-    inject(tracer, span, request.headers, _COMPONENT)
-    return tracer, span
+    return (request.method.upper(), str(url), url.host,
+            url.port or (443 if url.scheme == "https" else 80))
 
 
-def _make_send(original, generation):
-    def send(self, request, *args, **kwargs):
-        if not generation.on:
-            return original(self, request, *args, **kwargs)
-        try:
-            tracer, span = _start(generation, request)
-            scope = tracer.scope_manager.activate(span, False)
-        except Exception:
-            internal_error(_COMPONENT, "starting a span")
-            return original(self, request, *args, **kwargs)
-        token = _http_client_span_active.set(True)
-        try:
-            response = original(self, request, *args, **kwargs)
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                mark_error(span, exc)
-            finish_http_client_span(span, None, _COMPONENT)
-            raise
-        finally:
-            _http_client_span_active.reset(token)
-            scope.close()
-        finish_http_client_span(span, getattr(response, "status_code", None), _COMPONENT)
-        return response
-
-    return send
-
-
-def _make_async_send(original, generation):
-    async def send(self, request, *args, **kwargs):
-        if not generation.on:
-            return await original(self, request, *args, **kwargs)
-        try:
-            tracer, span = _start(generation, request)
-            scope = tracer.scope_manager.activate(span, False)
-        except Exception:
-            internal_error(_COMPONENT, "starting a span")
-            return await original(self, request, *args, **kwargs)
-        token = _http_client_span_active.set(True)
-        try:
-            response = await original(self, request, *args, **kwargs)
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                mark_error(span, exc)
-            finish_http_client_span(span, None, _COMPONENT)
-            raise
-        finally:
-            _http_client_span_active.reset(token)
-            scope.close()
-        finish_http_client_span(span, getattr(response, "status_code", None), _COMPONENT)
-        return response
-
-    return send
+_make_send, _make_async_send = client_send_wrappers(_COMPONENT, _describe)
 
 
 def instrument(tracer: Optional[opentracing.Tracer] = None) -> None:

@@ -22,9 +22,8 @@ from urllib.parse import urlsplit
 
 import opentracing
 
-from fasttrace.contrib import (Patches, _http_client_span_active, client_span_tags,
-                               finish_http_client_span, get_tracer, inject, internal_error,
-                               mark_error)
+from fasttrace.contrib._http import client_send_wrappers
+from fasttrace.contrib._patching import Patches
 
 __all__ = ["instrument", "uninstrument", "is_instrumented"]
 
@@ -32,39 +31,14 @@ _COMPONENT = "requests"
 _patches = Patches()
 
 
-def _make_send(original, generation):
-    def send(self, request, **kwargs):
-        if not generation.on:
-            return original(self, request, **kwargs)
-        try:
-            tracer = get_tracer(generation.tracer)
-            method = (request.method or "GET").upper()
-            url = request.url or ""
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            span = tracer.start_span(
-                f"HTTP {method}",
-                tags=client_span_tags(_COMPONENT, method, url, parts.hostname, port))
-            inject(tracer, span, request.headers, _COMPONENT)
-            scope = tracer.scope_manager.activate(span, False)
-        except Exception:
-            internal_error(_COMPONENT, "starting a span")
-            return original(self, request, **kwargs)
-        token = _http_client_span_active.set(True)
-        try:
-            response = original(self, request, **kwargs)
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                mark_error(span, exc)
-            finish_http_client_span(span, None, _COMPONENT)
-            raise
-        finally:
-            _http_client_span_active.reset(token)
-            scope.close()
-        finish_http_client_span(span, getattr(response, "status_code", None), _COMPONENT)
-        return response
+def _describe(request):
+    method = (request.method or "GET").upper()
+    url = request.url or ""
+    parts = urlsplit(url)
+    return method, url, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
-    return send
+
+_make_send, _ = client_send_wrappers(_COMPONENT, _describe)
 
 
 def instrument(tracer: Optional[opentracing.Tracer] = None) -> None:

@@ -23,9 +23,15 @@ from urllib.parse import urlsplit
 
 import opentracing
 
-from fasttrace.contrib import (Patches, _http_client_span_active, client_span_tags,
-                               finish_http_client_span, get_tracer, inject, internal_error,
-                               mark_error)
+from fasttrace._failures import internal_error
+from fasttrace.contrib._http import (
+    client_span_active,
+    client_span_tags,
+    finish_http_client_span,
+)
+from fasttrace.contrib._patching import Patches
+from fasttrace.contrib._safe import get_tracer, inject
+from fasttrace.errors import mark_error
 
 __all__ = ["instrument", "uninstrument", "is_instrumented"]
 
@@ -60,7 +66,7 @@ def _finish_pending(conn, status=None, exc=None):
 
 def _make_request(original, generation):
     def request(self, method, url, body=None, headers=None, **kwargs):
-        if not generation.on or _http_client_span_active.get():
+        if not generation.on or client_span_active.get():
             if headers is None:
                 return original(self, method, url, body, **kwargs)
             return original(self, method, url, body, headers, **kwargs)

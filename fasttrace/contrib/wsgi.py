@@ -28,8 +28,14 @@ from urllib.parse import quote
 
 from opentracing.ext import tags as ext_tags
 
-from fasttrace.contrib import (get_tracer, internal_error, mark_error, normalize_excluded,
-                               path_excluded, start_server_span)
+from fasttrace._failures import internal_error
+from fasttrace.contrib._http import (
+    ServerMiddleware,
+    ServerRequest,
+    path_excluded,
+    start_server_span,
+)
+from fasttrace.contrib._safe import get_tracer
 
 __all__ = ["TracingMiddleware"]
 
@@ -90,20 +96,16 @@ def _url(environ, path):
     return f"{url}?{query}" if query else url
 
 
-class _Request:
+class _Request(ServerRequest):
     """The span of one request and what is known about its response."""
 
-    __slots__ = ("tracer", "span", "environ", "status", "failed", "finished", "named",
-                 "route")
+    __slots__ = ("tracer", "environ", "route")
+    component = _COMPONENT
 
     def __init__(self, tracer, span, environ, named):
+        super().__init__(span, named)
         self.tracer = tracer
-        self.span = span
         self.environ = environ
-        self.status = None
-        self.failed = False
-        self.finished = False
-        self.named = named
         self.route = None
 
     def response_started(self, status):
@@ -116,34 +118,20 @@ class _Request:
             except Exception:
                 internal_error(_COMPONENT, "reading the route")
 
-    def fail(self, exc):
-        if not self.failed:
-            self.failed = True
-            mark_error(self.span, exc)
-
-    def finish(self):
-        if self.finished:
-            return
-        self.finished = True
+    def status_code(self):
+        span = self.span
+        if not self.named:
+            route = self.route or _route_template(self.environ)
+            if route is not None:
+                span.set_operation_name(f"{self.environ.get('REQUEST_METHOD', 'GET')} {route}")
+        if self.status is None:
+            return None
         try:
-            span = self.span
-            if not self.named:
-                route = self.route or _route_template(self.environ)
-                if route is not None:
-                    span.set_operation_name(f"{self.environ.get('REQUEST_METHOD', 'GET')} {route}")
-            status = self.status
-            if status is not None:
-                try:
-                    code = int(status[:3])
-                except (TypeError, ValueError):
-                    code = None
-                if code is not None:
-                    span.set_tag(ext_tags.HTTP_STATUS_CODE, code)
-                    if code >= 500 and not self.failed:
-                        mark_error(span, message=f"HTTP {code}")
-            span.finish()
-        except Exception:
-            internal_error(_COMPONENT, "finishing a span")
+            code = int(self.status[:3])
+        except (TypeError, ValueError):
+            return None
+        span.set_tag(ext_tags.HTTP_STATUS_CODE, code)
+        return code
 
 
 class _TracedBody:
@@ -203,7 +191,7 @@ class _TracedBody:
             request.finish()
 
 
-class TracingMiddleware:
+class TracingMiddleware(ServerMiddleware):
     """WSGI middleware tracing each request as a server span (see the module doc).
 
     Args:
@@ -214,12 +202,6 @@ class TracingMiddleware:
         operation_name: a fixed operation name, or a callable ``environ -> str``;
             None names spans ``"<METHOD> <route or path>"``.
     """
-
-    def __init__(self, app, tracer=None, excluded_paths=(), operation_name=None):
-        self.app = app
-        self.tracer = tracer
-        self.excluded_paths = normalize_excluded(excluded_paths)
-        self.operation_name = operation_name
 
     def _start(self, environ, path):
         tracer = get_tracer(self.tracer)

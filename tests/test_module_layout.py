@@ -1,0 +1,34 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Who owns what: the core loads no integration, and each shared piece has one home."""
+import subprocess
+import sys
+
+import fasttrace
+
+
+def test_import_fasttrace_loads_no_integration():
+    out = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, fasttrace; print([m for m in sys.modules if 'contrib' in m])"],
+        capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
+
+
+def test_traced_and_the_integrations_share_one_error_log_and_one_set_of_counters():
+    import fasttrace.contrib as contrib
+    from fasttrace import _failures, decorators, errors
+    from fasttrace.contrib import _http
+
+    assert contrib.mark_error is errors.mark_error is _http.mark_error
+    assert decorators.mark_error is errors.mark_error
+    assert decorators.internal_error is _failures.internal_error is contrib.internal_error
+    assert contrib.stats is _failures.stats and contrib.reset_stats is _failures.reset_stats
+
+
+def test_the_helpers_stay_importable_from_fasttrace_contrib():
+    from fasttrace.contrib import (Patches, client_span_tags, count_dropped,  # noqa: F401
+                                   extract, finish_http_client_span, get_tracer, inject,
+                                   internal_error, log, mark_error, normalize_excluded,
+                                   path_excluded, peer_tags, reset_stats, start_server_span,
+                                   stats, strip_userinfo)
+    assert fasttrace.contrib.__all__ == ["stats", "reset_stats"]
