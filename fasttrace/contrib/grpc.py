@@ -177,6 +177,23 @@ class _ServerRPC:
         else:
             self.end(grpc.StatusCode.UNKNOWN, exc=exc)
 
+    def run(self, behavior, request, context):
+        """``behavior(request, context)`` with the span active; if it raises, the RPC
+        has failed (an exception) or was cancelled (anything else)."""
+        scope = self.tracer.scope_manager.activate(self.span, False)
+        try:
+            result = behavior(request, context)
+        except Exception as exc:
+            scope.close()
+            self.failed(context, exc)
+            raise
+        except BaseException:
+            scope.close()
+            self.end(grpc.StatusCode.CANCELLED)
+            raise
+        scope.close()
+        return result
+
     def succeeded(self, context):
         code, details = _context_code(context)
         self.end(code or _OK, details.decode("utf-8", "replace")
@@ -239,18 +256,7 @@ class _ServerInterceptor(grpc.ServerInterceptor):
             rpc = self._start(method, metadata, context)
             if rpc is None:
                 return behavior(request, context)
-            scope = rpc.tracer.scope_manager.activate(rpc.span, False)
-            try:
-                response = behavior(request, context)
-            except Exception as exc:
-                scope.close()
-                rpc.failed(context, exc)
-                raise
-            except BaseException:
-                scope.close()
-                rpc.end(grpc.StatusCode.CANCELLED)
-                raise
-            scope.close()
+            response = rpc.run(behavior, request, context)
             rpc.succeeded(context)
             return response
 
@@ -266,19 +272,8 @@ class _ServerInterceptor(grpc.ServerInterceptor):
                 context.add_callback(lambda: rpc.end(grpc.StatusCode.CANCELLED))
             except Exception:
                 pass
-            manager = rpc.tracer.scope_manager
-            scope = manager.activate(rpc.span, False)
-            try:
-                responses = iter(behavior(request, context))
-            except Exception as exc:
-                rpc.failed(context, exc)
-                raise
-            except BaseException:
-                rpc.end(grpc.StatusCode.CANCELLED)
-                raise
-            finally:
-                scope.close()
-            return _traced_stream(responses, rpc, manager, context)
+            responses = rpc.run(lambda r, c: iter(behavior(r, c)), request, context)
+            return _traced_stream(responses, rpc, rpc.tracer.scope_manager, context)
 
         return handler
 
