@@ -63,6 +63,36 @@ def traced(operation_name: Any = None, tracer: Optional[opentracing.Tracer] = No
     return decorator
 
 
+class _Call:
+    """The span of one call, active during it: ``with`` it around the call (an exception
+    marks the span; then the scope is closed and the span finished)."""
+
+    __slots__ = ("span", "scope")
+
+    def __init__(self, span, scope):
+        self.span = span
+        self.scope = scope
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, Exception):
+            mark_error(self.span, exc)
+        self.scope.close()
+        self.span.finish()
+        return False
+
+
+def _active(manager, span, call, /, *args, **kwargs):
+    """``call(*args, **kwargs)`` with `span` active."""
+    scope = manager.activate(span, False)
+    try:
+        return call(*args, **kwargs)
+    finally:
+        scope.close()
+
+
 def _decorate(func, operation_name, tracer, tags):
     if not callable(func):
         raise TypeError(f"@traced needs a function, not {func!r}")
@@ -70,11 +100,12 @@ def _decorate(func, operation_name, tracer, tags):
     tags = dict(tags) if tags else None
 
     def start(active):
+        """A `_Call` (`active`), else (tracer, span); None when starting failed."""
         try:
             t = tracer if tracer is not None else opentracing.global_tracer()
             span = t.start_span(name, tags=tags)
             if active:
-                return span, t.scope_manager.activate(span, False)
+                return _Call(span, t.scope_manager.activate(span, False))
             return t, span
         except Exception:
             internal_error(_WHERE, "starting a span")
@@ -92,32 +123,22 @@ def _decorate(func, operation_name, tracer, tags):
             manager = t.scope_manager
             agen = None
             try:
-                scope = manager.activate(span, False)
-                try:
-                    agen = func(*args, **kwargs)
-                finally:
-                    scope.close()
-                sent = None
-                thrown = None
+                agen = _active(manager, span, func, *args, **kwargs)
+                resume, arg = agen.asend, None
                 while True:
                     scope = manager.activate(span, False)
                     try:
-                        if thrown is not None:
-                            exc, thrown = thrown, None
-                            item = await agen.athrow(exc)
-                        else:
-                            item = await agen.asend(sent)
+                        item = await resume(arg)
                     except StopAsyncIteration:
                         return
                     finally:
                         scope.close()
                     try:
-                        sent = yield item
+                        resume, arg = agen.asend, (yield item)
                     except GeneratorExit:
                         raise
                     except BaseException as exc:
-                        thrown = exc
-                        sent = None
+                        resume, arg = agen.athrow, exc
             except GeneratorExit:
                 if agen is not None:
                     await agen.aclose()
@@ -140,39 +161,22 @@ def _decorate(func, operation_name, tracer, tags):
             manager = t.scope_manager
             gen = None
             try:
-                scope = manager.activate(span, False)
-                try:
-                    gen = func(*args, **kwargs)
-                finally:
-                    scope.close()
-                sent = None
-                thrown = None
+                gen = _active(manager, span, func, *args, **kwargs)
+                resume, arg = gen.send, None
                 while True:
-                    scope = manager.activate(span, False)
                     try:
-                        if thrown is not None:
-                            exc, thrown = thrown, None
-                            item = gen.throw(exc)
-                        else:
-                            item = gen.send(sent)
+                        item = _active(manager, span, resume, arg)
                     except StopIteration as stop:
                         return stop.value
-                    finally:
-                        scope.close()
                     try:
-                        sent = yield item
+                        resume, arg = gen.send, (yield item)
                     except GeneratorExit:
                         raise
                     except BaseException as exc:
-                        thrown = exc
-                        sent = None
+                        resume, arg = gen.throw, exc
             except GeneratorExit:
                 if gen is not None:
-                    scope = manager.activate(span, False)
-                    try:
-                        gen.close()
-                    finally:
-                        scope.close()
+                    _active(manager, span, gen.close)
                 raise
             except Exception as exc:
                 mark_error(span, exc)
@@ -185,34 +189,20 @@ def _decorate(func, operation_name, tracer, tags):
     if inspect.iscoroutinefunction(func):
         @functools.wraps(func)
         async def async_wrapper(*args, **kwargs):
-            started = start(True)
-            if started is None:
+            call = start(True)
+            if call is None:
                 return await func(*args, **kwargs)
-            span, scope = started
-            try:
+            with call:
                 return await func(*args, **kwargs)
-            except Exception as exc:
-                mark_error(span, exc)
-                raise
-            finally:
-                scope.close()
-                span.finish()
 
         return async_wrapper
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        started = start(True)
-        if started is None:
+        call = start(True)
+        if call is None:
             return func(*args, **kwargs)
-        span, scope = started
-        try:
+        with call:
             return func(*args, **kwargs)
-        except Exception as exc:
-            mark_error(span, exc)
-            raise
-        finally:
-            scope.close()
-            span.finish()
 
     return wrapper
