@@ -224,15 +224,15 @@ class _ServerInterceptor(grpc.ServerInterceptor):
                   "response_serializer": handler.response_serializer}
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
-                self._streaming(handler.stream_stream, method, metadata), **kwargs)
+                self._traced(handler.stream_stream, method, metadata, True), **kwargs)
         if handler.request_streaming:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method, metadata), **kwargs)
+                self._traced(handler.stream_unary, method, metadata, False), **kwargs)
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, method, metadata), **kwargs)
+                self._traced(handler.unary_stream, method, metadata, True), **kwargs)
         return grpc.unary_unary_rpc_method_handler(
-            self._unary(handler.unary_unary, method, metadata), **kwargs)
+            self._traced(handler.unary_unary, method, metadata, False), **kwargs)
 
     def _start(self, method, metadata, context):
         try:
@@ -251,22 +251,15 @@ class _ServerInterceptor(grpc.ServerInterceptor):
             internal_error(_COMPONENT, "starting a server span")
             return None
 
-    def _unary(self, behavior, method, metadata):
+    def _traced(self, behavior, method, metadata, streaming):
         def handler(request, context):
             rpc = self._start(method, metadata, context)
             if rpc is None:
                 return behavior(request, context)
-            response = rpc.run(behavior, request, context)
-            rpc.succeeded(context)
-            return response
-
-        return handler
-
-    def _streaming(self, behavior, method, metadata):
-        def handler(request, context):
-            rpc = self._start(method, metadata, context)
-            if rpc is None:
-                return behavior(request, context)
+            if not streaming:
+                response = rpc.run(behavior, request, context)
+                rpc.succeeded(context)
+                return response
             try:
                 # the RPC may end without the stream being closed (cancelled)
                 context.add_callback(lambda: rpc.end(grpc.StatusCode.CANCELLED))
