@@ -27,7 +27,7 @@ def _style(args):
 
 
 def _write_html(spans, out, source):
-    from fasttrace._html import render_html
+    from fasttrace.view.html import render_html
     text = render_html(spans, title="fasttrace traces", source=source)
     with open(out, "w", encoding="utf-8") as f:
         f.write(text)

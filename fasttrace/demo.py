@@ -391,7 +391,7 @@ def run_demo(out=None, html=None, style=None, width=None, stream=None):
     print(f"{len(result.spans)} spans from {len(services)} services ({', '.join(services)}) "
           f"in {len(traces)} traces were written to {out}", file=stream)
     if html:
-        from fasttrace._html import render_html
+        from fasttrace.view.html import render_html
         with open(html, "w", encoding="utf-8") as f:
             f.write(render_html(result.spans, title="fasttrace demo", source=out))
         print(f"HTML waterfall: {os.path.abspath(html)}", file=stream)

@@ -13,8 +13,8 @@ Span names, tags and logs come from requests, so every piece of text goes throug
 import html
 import json
 
-from fasttrace.viewer import (_tick_label, error_message, format_duration, group_traces, has_error,
-                              is_follows_from, tree_order)
+from fasttrace.view.model import (as_text, error_message, format_duration, group_traces,
+                                  has_error, is_follows_from, tick_label, tree_order)
 
 __all__ = ["render_html"]
 
@@ -88,16 +88,16 @@ _COLORS = ("#2b7bb9", "#d98b1f", "#8e44ad", "#27ae60", "#16a5a5", "#c2588a", "#6
 
 
 def _e(value):
-    return html.escape(str(value), quote=True)
+    return html.escape(as_text(value), quote=True)
 
 
 def _value(value):
     if isinstance(value, str):
         return value
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return json.dumps(value, ensure_ascii=False, default=as_text)
     except (TypeError, ValueError):
-        return str(value)
+        return as_text(value)
 
 
 def _pct(x):
@@ -200,7 +200,7 @@ def _trace_html(spans, colors):
     t = 0
     while t <= total:
         ticks.append(f'<span class="tick" style="left:{_pct(t / total * 100)}">'
-                     f'{_e(_tick_label(t, step, True))}</span>')
+                     f'{_e(tick_label(t, step, True))}</span>')
         t += step
     axis = (f'<div class="axis"><span>service · operation</span>'
             f'<span class="lane">{"".join(ticks)}</span><span class="dur">duration</span></div>')
