@@ -20,8 +20,8 @@ import types
 
 from opentracing.ext import tags as ext_tags
 
+from fasttrace import _text
 from fasttrace._failures import internal_error
-from fasttrace._text import text
 
 __all__ = ["error_fields", "exception_attributes", "exception_type", "log_error",
            "mark_error"]
@@ -51,7 +51,7 @@ def error_fields(exc_type, exc, tb):
         exc_type = type(exc)
     if tb is None and exc is not None:
         tb = getattr(exc, "__traceback__", None)
-    message = text(exc)
+    message = _text.text(exc)
     if message is None:
         message = "<unprintable exception>"
     try:
