@@ -32,3 +32,24 @@ def test_the_helpers_stay_importable_from_fasttrace_contrib():
                                    path_excluded, peer_tags, reset_stats, start_server_span,
                                    stats, strip_userinfo)
     assert fasttrace.contrib.__all__ == ["stats", "reset_stats"]
+
+
+def test_the_http_client_integrations_share_one_client_span_flag_and_one_wrapper():
+    from fasttrace.contrib import _http, httpx, requests, urllib
+
+    assert urllib.client_span_active is _http.client_span_active
+    for make in (requests._make_send, httpx._make_send, httpx._make_async_send):
+        assert make.__module__ == _http.__name__
+
+
+def test_the_viewer_keeps_its_public_names():
+    import fasttrace.viewer as viewer
+    from fasttrace.exporters import _jsonl_read
+    from fasttrace.view import html, model, terminal
+
+    for name in viewer.__all__:
+        assert hasattr(viewer, name), name
+    assert viewer.load_jsonl is _jsonl_read.load_jsonl
+    assert viewer.tree_order is model.tree_order
+    assert viewer.render_waterfall is terminal.render_waterfall
+    assert callable(html.render_html)
