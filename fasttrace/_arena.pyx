@@ -646,7 +646,8 @@ cdef class Arena:
     def drain(self, Py_ssize_t max_spans=-1):
         """Moves up to max_spans finished spans (all when < 0) out of the arena.
 
-        Returns a dict of columns for SpanBatch, or None when nothing had finished.
+        Returns the columns of a SpanBatch as a dict keyed by its attribute names (plus
+        "pid", the draining process), or None when nothing had finished.
         """
         cdef Py_ssize_t n = self.finished_count
         if max_spans >= 0 and max_spans < n:
@@ -772,15 +773,15 @@ cdef class Arena:
         if l < nl:
             log_ts_arr = log_ts_arr[:l]
             del log_fields[l:]
-        return {"trace_hi": trace_hi_arr, "trace_lo": trace_lo_arr, "span_id": span_id_arr,
-                "parent_id": parent_id_arr, "start_ns": start_arr, "end_ns": end_arr,
-                "flags": flags_arr, "name_id": name_id_arr,
-                "tag_offsets": tag_offsets_arr, "tag_key": tag_key_arr,
-                "tag_type": tag_type_arr, "tag_num": tag_num_arr, "tag_obj": tag_obj,
-                "log_offsets": log_offsets_arr, "log_ts": log_ts_arr,
-                "log_fields": log_fields, "extras": extras,
-                "names": self.names, "keys": self.keys, "first_seq": first_seq,
-                "source": id(self), "pid": self.pid}
+        # under the very names of SpanBatch's attributes (fasttrace/batch.py)
+        return {"trace_id_hi": trace_hi_arr, "trace_id_lo": trace_lo_arr,
+                "span_id": span_id_arr, "parent_id": parent_id_arr, "start_ns": start_arr,
+                "end_ns": end_arr, "flags": flags_arr, "name_id": name_id_arr,
+                "operation_names": self.names, "tag_offsets": tag_offsets_arr,
+                "tag_key": tag_key_arr, "tag_type": tag_type_arr, "tag_num": tag_num_arr,
+                "tag_obj": tag_obj, "tag_keys": self.keys, "log_offsets": log_offsets_arr,
+                "log_ts": log_ts_arr, "log_fields": log_fields, "extras": extras,
+                "first_seq": first_seq, "source": id(self), "pid": self.pid}
 
     def counters(self):
         return {

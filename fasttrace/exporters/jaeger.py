@@ -32,6 +32,7 @@ import threading
 
 from fasttrace import _thrift
 from fasttrace._version import __version__
+from fasttrace.exporters._host import host_info
 from fasttrace.exporters._http import HttpSender, RateLimitedLog
 from fasttrace.reporting import Exporter
 
@@ -46,38 +47,6 @@ TRIMMED_TAG = "fasttrace.trimmed"
 THRIFT_BINARY = "application/vnd.apache.thrift.binary"
 # Room left for the `fasttrace.trimmed` tag when planning what to trim.
 _TRIM_TAG_ROOM = 48
-
-
-_host_info = None
-
-
-def host_info():
-    """(hostname, ipv4 or None) of this host, looked up once per process."""
-    global _host_info
-    if _host_info is None:
-        try:
-            hostname = socket.gethostname()
-        except OSError:
-            hostname = ""
-        _host_info = (hostname, _local_ip(hostname))
-    return _host_info
-
-
-def _local_ip(hostname):
-    ip = None
-    try:
-        ip = socket.gethostbyname(hostname)
-        if not ip.startswith("127."):
-            return ip
-    except OSError:
-        pass
-    # the address the default route would use; connect() on UDP sends nothing
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("10.255.255.255", 1))
-            return s.getsockname()[0]
-    except OSError:
-        return ip
 
 
 class JaegerExporter(Exporter):
