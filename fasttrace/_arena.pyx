@@ -29,8 +29,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cpython.object cimport PyObject
 
-cdef extern from "Python.h":
-    void PyObject_GC_UnTrack(object op)
+from fasttrace._pyapi cimport PyObject_GC_UnTrack
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.unicode cimport PyUnicode_FromObject
 from cpython.list cimport PyList_GET_ITEM

@@ -30,13 +30,13 @@ errors and 429/502/503/504 with backoff and `Retry-After`, nothing else, within 
 import ipaddress
 import json
 import logging
-import threading
 
 from fasttrace import _zipkin
 from fasttrace._text import placeholder, text
 from fasttrace.exporters._host import host_info
-from fasttrace.exporters._http import HttpSender, RateLimitedLog
-from fasttrace.reporting import Exporter
+from fasttrace._ratelimit import RateLimitedLog
+from fasttrace.exporters._http import HttpSender
+from fasttrace.exporters.base import BaseExporter
 
 log = logging.getLogger("fasttrace")
 
@@ -95,7 +95,7 @@ def encode_spans_json(batch, endpoint=None, stats=None):
                                  resource_tags, stats)
 
 
-class ZipkinExporter(Exporter):
+class ZipkinExporter(BaseExporter):
     """Sends spans to Zipkin (or anything taking Zipkin v2 JSON) over HTTP.
 
     Args:
@@ -104,17 +104,17 @@ class ZipkinExporter(Exporter):
         headers: extra HTTP headers.
     """
 
+    STATS = ("spans_sent", "requests_sent", "spans_failed", "send_errors", "encode_errors",
+             "unprintable_values")
+
     def __init__(self, endpoint=DEFAULT_ENDPOINT, timeout=10.0, headers=None):
+        super().__init__()
         self.endpoint = endpoint
         self.timeout = float(timeout)
         self._http = HttpSender(endpoint, "application/json", headers, timeout)
-        self._lock = threading.Lock()
-        self._closed = False
         self._endpoint_key = None
         self._endpoint = None
         self._log = RateLimitedLog()
-        self._stats = dict(spans_sent=0, requests_sent=0, spans_failed=0, send_errors=0,
-                           encode_errors=0, unprintable_values=0)
 
     def export(self, batch):
         """Sends one SpanBatch; True when Zipkin accepted it.  Never raises."""
@@ -156,11 +156,6 @@ class ZipkinExporter(Exporter):
         """Aborts an export in progress and closes the connection."""
         self._closed = True
         self._http.close()
-
-    def _after_fork_in_child(self):
-        self._lock = threading.Lock()
-        self._http.after_fork_in_child()
-        self._stats = dict.fromkeys(self._stats, 0)
 
     def __repr__(self):
         return f"<ZipkinExporter {self.endpoint}>"
