@@ -37,7 +37,7 @@ from cpython.bool cimport PyBool_Check
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 
-from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_get, ft_list_move, ft_list_set
+from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_move, ft_list_set
 from fasttrace._context cimport FLAG_SAMPLED
 
 # registers this module's pthread_atfork hook (each extension has its own copy of the

@@ -74,7 +74,7 @@ from libc.string cimport memcpy, memmove
 from fasttrace._layout cimport (BatchView, FLAG_FIRST_REF_FOLLOWS, FLAG_SAMPLED, TAG_BIGINT,
                                 TAG_BOOL, TAG_INT, TAG_STR, UNINTERNED)
 from fasttrace._pyapi cimport PyFloat_AS_DOUBLE, PyUnicode_AsEncodedString, str_named
-from fasttrace._wbuf cimport (WBuf, put_be, put_le64, put_varint, str_utf8, varint_len,
+from fasttrace._wbuf cimport (WBuf, str_utf8, varint_len, w_be, w_le64, w_varint,
                               wb_reserve, wb_text)
 
 from fasttrace._version import __version__ as _VERSION
@@ -140,15 +140,15 @@ cdef dict _KIND_NAMES = {"server": KIND_SERVER, "client": KIND_CLIENT,
 
 cdef inline int _key_varint(WBuf *b, uint32_t key, uint64_t v) except -1:
     wb_reserve(b, 12)
-    put_varint(b, key)
-    put_varint(b, v)
+    w_varint(b, key)
+    w_varint(b, v)
     return 0
 
 
 cdef inline int _key_bytes(WBuf *b, uint32_t key, const char *s, Py_ssize_t n) except -1:
     wb_reserve(b, n + 12)
-    put_varint(b, key)
-    put_varint(b, <uint64_t>n)
+    w_varint(b, key)
+    w_varint(b, <uint64_t>n)
     memcpy(b.p + b.n, s, n)
     b.n += n
     return 0
@@ -174,15 +174,15 @@ cdef inline int _id_field(WBuf *b, uint32_t key, uint64_t hi, uint64_t lo, bint 
     b.p[b.n + 1] = 16 if wide else 8
     b.n += 2
     if wide:
-        put_be(b, hi, 8)
-    put_be(b, lo, 8)
+        w_be(b, hi, 8)
+    w_be(b, lo, 8)
     return 0
 
 
 cdef inline Py_ssize_t _begin(WBuf *b, uint32_t key, int reserve) except -1:
     """Starts a nested message: writes its key, reserves `reserve` length bytes."""
     wb_reserve(b, reserve + 2)
-    put_varint(b, key)
+    w_varint(b, key)
     b.n += reserve
     return b.n
 
@@ -199,7 +199,7 @@ cdef int _end(WBuf *b, Py_ssize_t body, int reserve) except -1:
         b.n += need - reserve
     save = b.n
     b.n = body - reserve
-    put_varint(b, <uint64_t>length)
+    w_varint(b, <uint64_t>length)
     b.n = save
     return 0
 
@@ -210,7 +210,7 @@ cdef int _av_double(WBuf *b, double d) except -1:
     wb_reserve(b, 9)
     b.p[b.n] = K_AV_DOUBLE
     b.n += 1
-    put_le64(b, bits)
+    w_le64(b, bits)
     return 0
 
 
@@ -371,10 +371,10 @@ cdef class _Encoder:
             wb_reserve(b, 18)
             b.p[b.n] = K_SPAN_START
             b.n += 1
-            put_le64(b, <uint64_t>v.start[i])
+            w_le64(b, <uint64_t>v.start[i])
             b.p[b.n] = K_SPAN_END
             b.n += 1
-            put_le64(b, <uint64_t>v.end[i])
+            w_le64(b, <uint64_t>v.end[i])
 
             # tags, read as SpanBatch.tags() reads them: an uninterned entry's tag_obj is
             # (key, object value or None), its other columns are those of any entry
@@ -419,7 +419,7 @@ cdef class _Encoder:
                     wb_reserve(b, 9)
                     b.p[b.n] = K_AV_DOUBLE
                     b.n += 1
-                    put_le64(b, <uint64_t>v.tag_num[t])
+                    w_le64(b, <uint64_t>v.tag_num[t])
                 _end(b, av_body, 1)
                 _end(b, kv_body, 1)
             _key_varint(b, K_SPAN_KIND, <uint64_t>kind)
@@ -435,7 +435,7 @@ cdef class _Encoder:
                 wb_reserve(b, 9)
                 b.p[b.n] = K_EVENT_TIME
                 b.n += 1
-                put_le64(b, <uint64_t>v.log_ts[j])
+                w_le64(b, <uint64_t>v.log_ts[j])
                 # one pass, the name after the attributes (protobuf fields may come in any
                 # order); the event field is found by its characters, not looked up, so
                 # no key's own __eq__ runs
@@ -492,7 +492,7 @@ cdef class _Encoder:
                 _end(b, st_body, 1)
             if v.flags[i] & FLAG_SAMPLED:
                 wb_reserve(b, 6)
-                put_varint(b, K_SPAN_FLAGS)
+                w_varint(b, K_SPAN_FLAGS)
                 b.p[b.n] = 1
                 b.p[b.n + 1] = b.p[b.n + 2] = b.p[b.n + 3] = 0
                 b.n += 4

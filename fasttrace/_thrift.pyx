@@ -49,7 +49,7 @@ from fasttrace._layout cimport (BatchView, TAG_BIGINT, TAG_BOOL, TAG_FLOAT, TAG_
                                 UNINTERNED as _UNINTERNED)
 from fasttrace._pyapi cimport PyFloat_AS_DOUBLE, PyUnicode_AsEncodedString
 from fasttrace._wbuf cimport (WBuf, varint_len, w_be, w_byte, w_le64, w_raw, w_varint,
-                              wb_free, wb_grow, wb_init, wb_take, wb_text, zigzag32, zigzag64,
+                              wb_free, wb_full, wb_grow, wb_init, wb_take, wb_text, zigzag32, zigzag64,
                               str_utf8)
 
 from fasttrace._layout import UNINTERNED
@@ -101,9 +101,9 @@ cdef object _MASK64 = 0xFFFFFFFFFFFFFFFF
 cdef inline int w_field(WBuf *b, bint binary, int *last, int fid, int ctype,
                         int btype) except -1:
     cdef int delta
+    if wb_full(b, 3):
+        wb_grow(b, 3)
     if binary:
-        if b.n + 3 > b.cap:
-            wb_grow(b, 3)
         b.p[b.n] = <unsigned char>btype
         b.p[b.n + 1] = <unsigned char>(fid >> 8)
         b.p[b.n + 2] = <unsigned char>fid
@@ -111,9 +111,11 @@ cdef inline int w_field(WBuf *b, bint binary, int *last, int fid, int ctype,
     else:
         delta = fid - last[0]
         if 0 < delta <= 15:
-            w_byte(b, <unsigned char>((delta << 4) | ctype))
+            b.p[b.n] = <unsigned char>((delta << 4) | ctype)
+            b.n += 1
         else:
-            w_byte(b, <unsigned char>ctype)
+            b.p[b.n] = <unsigned char>ctype
+            b.n += 1
             w_varint(b, zigzag32(<int32_t>fid))
         last[0] = fid
     return 0

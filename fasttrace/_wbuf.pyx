@@ -3,8 +3,6 @@
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 
-from fasttrace._pyapi cimport PyErr_Clear, PyUnicode_AsUTF8AndSize
-
 from fasttrace._text import placeholder as _placeholder, text as _py_text
 
 
@@ -57,12 +55,3 @@ cdef object wb_plain(WBuf *b, object s):
     """s as an exact str: a key that is hashed, compared or cached must not run code of
     a str subclass's own."""
     return s if type(s) is str else wb_text(b, s)
-
-
-cdef const char *str_utf8(object s, Py_ssize_t *n) except? NULL:
-    """The UTF-8 CPython keeps on a str (or subclass: its characters, read without calling
-    its methods); NULL, with no error set, when it has lone surrogates."""
-    cdef const char *p = PyUnicode_AsUTF8AndSize(s, n)
-    if p == NULL:
-        PyErr_Clear()
-    return p

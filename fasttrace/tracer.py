@@ -337,7 +337,7 @@ class Tracer(TracerCore, opentracing.Tracer):
             except Exception:
                 log.debug("fasttrace: reporter.stats() failed", exc_info=True)
             else:
-                # what left the process, as DESIGN.md lists it at the top level
+                # what left the process, also at the top level of the counters
                 counters["exported"] = reported.get("exported", 0)
                 counters["export_failures"] = reported.get("export_failures", 0)
                 dropped = reported.get("dropped") or {}
