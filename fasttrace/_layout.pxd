@@ -46,7 +46,11 @@ cdef class BatchView:
     cdef list extras
     cdef list names
     cdef list keys
+    # shadowed(t, _shadow_end) of the span whose tags end at _shadow_end, for uninterned()
+    cdef Py_ssize_t _shadow_end
+    cdef set _shadow
 
     cdef object name(self, Py_ssize_t i)
     cdef set shadowed(self, Py_ssize_t t0, Py_ssize_t t1)
     cdef tuple uninterned_tag(self, Py_ssize_t t)
+    cdef object uninterned(self, Py_ssize_t t, Py_ssize_t t1)

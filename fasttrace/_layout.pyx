@@ -66,6 +66,7 @@ cdef class BatchView:
         # the tracer's tables are append-only: ids in this batch are below today's lengths
         self.names = _as_list(batch.operation_names)
         self.keys = _as_list(batch.tag_keys)
+        self._shadow_end = -1
         if self.sid.shape[0] != self.n or self.tag_off.shape[0] != self.n + 1 \
                 or self.log_off.shape[0] != self.n + 1:
             raise ValueError("inconsistent SpanBatch columns")
@@ -85,4 +86,14 @@ cdef class BatchView:
     cdef tuple uninterned_tag(self, Py_ssize_t t):
         """(key, value) of an entry whose key is UNINTERNED: its tag_obj holds both (the
         value None unless it is TAG_STR or TAG_BIGINT; the other columns as usual)."""
+        return <tuple>self.tag_obj[t]
+
+    cdef object uninterned(self, Py_ssize_t t, Py_ssize_t t1):
+        """`uninterned_tag(t)` for entry t of a span whose tags end at t1; None when a
+        later entry of the span has the same key (SpanBatch.tags() keeps the last)."""
+        if self._shadow_end != t1:
+            self._shadow = self.shadowed(t, t1)
+            self._shadow_end = t1
+        if t in self._shadow:
+            return None
         return <tuple>self.tag_obj[t]

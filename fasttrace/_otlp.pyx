@@ -339,7 +339,6 @@ cdef class _Encoder:
         cdef bint error, parent_seen
         cdef uint64_t parent
         cdef dict fields
-        cdef set shadowed
         # what each key id means (span.kind, error, other), found on first use; a key
         # table holds at most 16,384 keys
         cdef bytearray key_classes
@@ -380,17 +379,15 @@ cdef class _Encoder:
             # (key, object value or None), its other columns are those of any entry
             kind = KIND_INTERNAL
             error = False
-            shadowed = None
             t1 = v.tag_off[i + 1]
             for t in range(v.tag_off[i], t1):
                 kid = v.tag_key[t]
                 ty = v.tag_type[t]
                 if kid == UNINTERNED:
-                    if shadowed is None:
-                        shadowed = v.shadowed(t, t1)
-                    if t in shadowed:
+                    entry = v.uninterned(t, t1)
+                    if entry is None:
                         continue
-                    key, obj = v.uninterned_tag(t)
+                    key, obj = <tuple>entry
                     cls = _key_class(key)
                 else:
                     key = keys[kid]

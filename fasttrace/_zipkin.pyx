@@ -277,7 +277,6 @@ def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, dict stats=No
     cdef list key_json = [None] * nkeys
     cdef object kind_json, overridden, key, obj
     cdef object p_service, p_host, p_ipv4, p_ipv6, p_port
-    cdef set shadowed
     cdef dict ip_cache = {}
     # resource tags: pre-encoded `"key":"value"` members
     for r, (k, v) in enumerate(resource_tags.items()):
@@ -336,18 +335,15 @@ def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, dict stats=No
             mask = 0
             overridden = None
             p_service = p_host = p_ipv4 = p_ipv6 = p_port = None
-            shadowed = None
             t1 = c.tag_off[i + 1]
             for t in range(c.tag_off[i], t1):
                 kid = c.tag_key[t]
                 kind = c.tag_type[t]
                 if kid == UNINTERNED:
-                    # read as SpanBatch.tags() reads it: tag_obj holds (key, object or None)
-                    if shadowed is None:
-                        shadowed = c.shadowed(t, t1)
-                    if t in shadowed:
+                    entry = c.uninterned(t, t1)
+                    if entry is None:
                         continue
-                    key, obj = c.uninterned_tag(t)
+                    key, obj = <tuple>entry
                     key = wb_plain(&b, key)
                     cls = _ZK_KEY_CLASS.get(key, ZK_PLAIN)
                     res = res_index.get(key, -1)

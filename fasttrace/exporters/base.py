@@ -3,14 +3,15 @@
 flag, and the one fork hook that gives a forked child its own of each."""
 import threading
 
+from fasttrace._ratelimit import RateLimitedLog
 from fasttrace.reporting import Exporter
 
 __all__ = ["BaseExporter"]
 
 
 class BaseExporter(Exporter):
-    """An Exporter with `_stats` (counters named by `STATS`, all 0), `_lock`, `_closed`
-    and `_http` (an `HttpSender`, or None).
+    """An Exporter with `_stats` (counters named by `STATS`, all 0), `_lock`, `_closed`,
+    `_http` (an `HttpSender`, or None) and `_log` (for failures that repeat).
 
     In a forked child (fasttrace/_fork.py) the counters start again at zero, the lock is
     a new one and the HTTP connection is dropped: they are the parent's.  A subclass with
@@ -24,6 +25,7 @@ class BaseExporter(Exporter):
         self._lock = threading.Lock()
         self._closed = False
         self._stats = dict.fromkeys(self.STATS, 0)
+        self._log = RateLimitedLog()
 
     def _after_fork_in_child(self):
         self._lock = threading.Lock()

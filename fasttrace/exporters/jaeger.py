@@ -32,7 +32,6 @@ import socket
 from fasttrace import _thrift
 from fasttrace._version import __version__
 from fasttrace.exporters._host import host_info
-from fasttrace._ratelimit import RateLimitedLog
 from fasttrace.exporters._http import HttpSender
 from fasttrace.exporters.base import BaseExporter
 
@@ -84,7 +83,6 @@ class JaegerExporter(BaseExporter):
         self._seqid = 0
         self._process_key = None
         self._process = None
-        self._log = RateLimitedLog()
 
     # -- Exporter --------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ import gzip
 import logging
 
 from fasttrace._otlp import decode_export_response, encode_export_request
-from fasttrace._ratelimit import RateLimitedLog
 from fasttrace._version import __version__
 from fasttrace.exporters._http import HttpSender
 from fasttrace.exporters.base import BaseExporter
@@ -66,7 +65,6 @@ class OTLPExporter(BaseExporter):
         self.timeout = float(timeout)
         self.compression = compression
         self.last_error = None
-        self._partial_log = RateLimitedLog()
 
     def __repr__(self):
         return f"<OTLPExporter {self.endpoint}>"
@@ -109,7 +107,7 @@ class OTLPExporter(BaseExporter):
         if rejected or message:
             self._stats["partial_successes"] += 1
             self._stats["rejected_spans"] += rejected
-            self._partial_log.warning(
+            self._log.warning(
                 "fasttrace: the OTLP collector at %s rejected %d spans: %s",
                 self.endpoint, rejected, message or "(no message)")
 

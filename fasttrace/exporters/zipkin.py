@@ -34,7 +34,6 @@ import logging
 from fasttrace import _zipkin
 from fasttrace._text import placeholder, text
 from fasttrace.exporters._host import host_info
-from fasttrace._ratelimit import RateLimitedLog
 from fasttrace.exporters._http import HttpSender
 from fasttrace.exporters.base import BaseExporter
 
@@ -114,7 +113,6 @@ class ZipkinExporter(BaseExporter):
         self._http = HttpSender(endpoint, "application/json", headers, timeout)
         self._endpoint_key = None
         self._endpoint = None
-        self._log = RateLimitedLog()
 
     def export(self, batch):
         """Sends one SpanBatch; True when Zipkin accepted it.  Never raises."""
