@@ -8,22 +8,14 @@ cdef enum:
     SLOT_OPEN = 1
     SLOT_FINISHED = 2
 
-# Extra bits in the per-slot flags column, above the SpanContext FLAG_* bits.
-cdef enum:
-    SLOT_FIRST_REF_FOLLOWS = 64   # the parent reference is follows_from, not child_of
-
-# Tag value types in the tag pool.
-cdef enum:
-    TAG_STR = 0
-    TAG_BOOL = 1
-    TAG_INT = 2
-    TAG_FLOAT = 3
-    TAG_BIGINT = 4     # an int beyond int64, kept exact as a Python int in the object column
+# The codes in the slot columns are the SpanBatch's (flags: the SpanContext bits and
+# FLAG_FIRST_REF_FOLLOWS; tag types; UNINTERNED), see _layout.pxd.
+from fasttrace._layout cimport (FLAG_FIRST_REF_FOLLOWS, TAG_BIGINT, TAG_BOOL, TAG_FLOAT,
+                                TAG_INT, TAG_STR, UNINTERNED)
 
 cdef enum:
     NO_ENTRY = -1
-    KEY_SAMPLING_PRIORITY = 0     # pre-interned so set_tag can spot it by id
-    UNINTERNED = 0xFFFFFFFF       # name/key table full: the string is kept in an object column
+    KEY_SAMPLING_PRIORITY = 0     # the key table's first entry
     MAX_INTERNED_LENGTH = 256     # longer names/keys are never interned (they would live forever)
 
 

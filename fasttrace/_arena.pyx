@@ -29,8 +29,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cpython.object cimport PyObject
 
-cdef extern from "Python.h":
-    void PyObject_GC_UnTrack(object op)
+from fasttrace._pyapi cimport PyObject_GC_UnTrack
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.unicode cimport PyUnicode_FromObject
 from cpython.list cimport PyList_GET_ITEM
@@ -38,7 +37,7 @@ from cpython.bool cimport PyBool_Check
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 
-from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_get, ft_list_move, ft_list_set
+from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_move, ft_list_set
 from fasttrace._context cimport FLAG_SAMPLED
 
 # registers this module's pthread_atfork hook (each extension has its own copy of the
@@ -646,7 +645,8 @@ cdef class Arena:
     def drain(self, Py_ssize_t max_spans=-1):
         """Moves up to max_spans finished spans (all when < 0) out of the arena.
 
-        Returns a dict of columns for SpanBatch, or None when nothing had finished.
+        Returns the columns of a SpanBatch as a dict keyed by its attribute names (plus
+        "pid", the draining process), or None when nothing had finished.
         """
         cdef Py_ssize_t n = self.finished_count
         if max_spans >= 0 and max_spans < n:
@@ -772,15 +772,15 @@ cdef class Arena:
         if l < nl:
             log_ts_arr = log_ts_arr[:l]
             del log_fields[l:]
-        return {"trace_hi": trace_hi_arr, "trace_lo": trace_lo_arr, "span_id": span_id_arr,
-                "parent_id": parent_id_arr, "start_ns": start_arr, "end_ns": end_arr,
-                "flags": flags_arr, "name_id": name_id_arr,
-                "tag_offsets": tag_offsets_arr, "tag_key": tag_key_arr,
-                "tag_type": tag_type_arr, "tag_num": tag_num_arr, "tag_obj": tag_obj,
-                "log_offsets": log_offsets_arr, "log_ts": log_ts_arr,
-                "log_fields": log_fields, "extras": extras,
-                "names": self.names, "keys": self.keys, "first_seq": first_seq,
-                "source": id(self), "pid": self.pid}
+        # under the very names of SpanBatch's attributes (fasttrace/batch.py)
+        return {"trace_id_hi": trace_hi_arr, "trace_id_lo": trace_lo_arr,
+                "span_id": span_id_arr, "parent_id": parent_id_arr, "start_ns": start_arr,
+                "end_ns": end_arr, "flags": flags_arr, "name_id": name_id_arr,
+                "operation_names": self.names, "tag_offsets": tag_offsets_arr,
+                "tag_key": tag_key_arr, "tag_type": tag_type_arr, "tag_num": tag_num_arr,
+                "tag_obj": tag_obj, "tag_keys": self.keys, "log_offsets": log_offsets_arr,
+                "log_ts": log_ts_arr, "log_fields": log_fields, "extras": extras,
+                "first_seq": first_seq, "source": id(self), "pid": self.pid}
 
     def counters(self):
         return {

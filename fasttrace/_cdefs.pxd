@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 # The only file that names the C headers in src/.
-from libc.stdint cimport int64_t, uint64_t, uint32_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "ft_clock.h" nogil:
     void ft_clock_init()
@@ -11,14 +11,9 @@ cdef extern from "ft_clock.h" nogil:
 
 cdef extern from "ft_rand.h" nogil:
     void ft_rng_init()
-    void ft_rng_seed()
     int ft_fork_gen()
     uint64_t ft_rand64()
     uint64_t ft_rand_nonzero()
-
-cdef extern from "ft_hex.h" nogil:
-    void ft_u64_to_hex(uint64_t v, char *out)
-    int ft_hex_value(uint32_t c, int lower_only)
 
 cdef extern from "ft_pytype.h":
     int ft_type_adopt(object type, object api_base, Py_ssize_t dictoffset,
@@ -27,7 +22,6 @@ cdef extern from "ft_pytype.h":
 
 cdef extern from "ft_pyutil.h":
     void ft_list_set(list lst, Py_ssize_t i, object value) noexcept
-    object ft_list_get(list lst, Py_ssize_t i)
     void ft_list_move(list dst, Py_ssize_t j, list src, Py_ssize_t i) noexcept
     void ft_yield() noexcept nogil
 
@@ -49,8 +43,6 @@ cdef extern from "ft_codec.h" nogil:
         FT_CC_UNRESERVED
     void ft_codec_init()
     void ft_trim_ows(const char **s, ptrdiff_t *n)
-    int ft_parse_hex64(const char *s, ptrdiff_t n, int lower_only, uint64_t *out)
-    int ft_parse_hex128(const char *s, ptrdiff_t n, int lower_only, uint64_t *hi, uint64_t *lo)
     int ft_traceparent_parse(const char *s, ptrdiff_t n, uint64_t *hi, uint64_t *lo,
                              uint64_t *span, unsigned char *flags)
     void ft_traceparent_format(char *out, uint64_t hi, uint64_t lo, uint64_t span,
@@ -65,7 +57,6 @@ cdef extern from "ft_codec.h" nogil:
                       uint64_t *parent, unsigned char *flags)
     ptrdiff_t ft_uber_format(char *out, uint64_t hi, uint64_t lo, uint64_t span,
                               unsigned char flags)
-    unsigned ft_char_class(unsigned char c)
     int ft_all_in_class(const char *s, ptrdiff_t n, unsigned cls)
     ptrdiff_t ft_pct_encoded_len(const char *s, ptrdiff_t n, unsigned cls)
     ptrdiff_t ft_pct_encode(const char *s, ptrdiff_t n, unsigned cls, char *out)

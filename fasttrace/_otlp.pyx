@@ -65,37 +65,24 @@ Mapping from OpenTracing (decisions, see also fasttrace/exporters/otlp.py):
   reference type is not lost.
 """
 from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, int32_t
-from libc.string cimport memcpy, memmove, strlen
+from cpython.mem cimport PyMem_Free
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memmove
 
-import numpy as np
+from fasttrace._layout cimport (BatchView, FLAG_FIRST_REF_FOLLOWS, FLAG_SAMPLED, TAG_BIGINT,
+                                TAG_BOOL, TAG_INT, TAG_STR, UNINTERNED)
+from fasttrace._pyapi cimport PyFloat_AS_DOUBLE, PyUnicode_AsEncodedString, str_named
+from fasttrace._wbuf cimport (WBuf, str_utf8, varint_len, w_be, w_le64, w_varint,
+                              wb_reserve, wb_text)
 
-from fasttrace._text import placeholder as _placeholder, text as _py_text
 from fasttrace._version import __version__ as _VERSION
-from fasttrace.batch import shadowed_tags as _shadowed_tags
 from fasttrace.errors import exception_attributes as _exception_attributes
-
-cdef extern from "Python.h":
-    const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
-    object PyUnicode_AsEncodedString(object s, const char *encoding, const char *errors)
-    int PyUnicode_CompareWithASCIIString(object s, const char *name) noexcept
-    Py_ssize_t PyUnicode_GET_LENGTH(object s) noexcept
-    object PyBytes_FromStringAndSize(const char *s, Py_ssize_t n)
-    double PyFloat_AS_DOUBLE(object f) noexcept
 
 __all__ = ["decode_export_response", "encode_export_request"]
 
 cdef enum:
-    # tag_type codes (fasttrace/batch.py)
-    TAG_STR = 0
-    TAG_BOOL = 1
-    TAG_INT = 2
-    TAG_FLOAT = 3
-    TAG_BIGINT = 4
-    FLAG_SAMPLED = 1
-    FLAG_FIRST_REF_FOLLOWS = 64
     # Span.SpanKind
     KIND_INTERNAL = 1
     KIND_SERVER = 2
@@ -107,8 +94,6 @@ cdef enum:
     KEY_PLAIN = 1
     KEY_KIND = 2
     KEY_ERROR = 3
-
-cdef const uint32_t UNINTERNED = 0xFFFFFFFF
 
 # Field keys: (field_number << 3) | wire_type; 0 varint, 1 fixed64, 2 length, 5 fixed32.
 cdef enum:
@@ -153,160 +138,83 @@ cdef dict _KIND_NAMES = {"server": KIND_SERVER, "client": KIND_CLIENT,
                          "producer": KIND_PRODUCER, "consumer": KIND_CONSUMER}
 
 
-cdef struct Buf:
-    unsigned char *p
-    Py_ssize_t n
-    Py_ssize_t cap
-    Py_ssize_t unprintable      # values sent as a placeholder (fasttrace._text)
-
-
-cdef int _grow(Buf *b, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t cap = b.cap * 2 if b.cap else 1 << 16
-    cdef unsigned char *p
-    while cap < b.n + extra:
-        cap *= 2
-    p = <unsigned char *>PyMem_Realloc(b.p, cap)
-    if p == NULL:
-        raise MemoryError()
-    b.p = p
-    b.cap = cap
+cdef inline int _key_varint(WBuf *b, uint32_t key, uint64_t v) except -1:
+    wb_reserve(b, 12)
+    w_varint(b, key)
+    w_varint(b, v)
     return 0
 
 
-cdef inline int _room(Buf *b, Py_ssize_t extra) except -1:
-    if b.n + extra > b.cap:
-        return _grow(b, extra)
-    return 0
-
-
-cdef inline int _varint_size(uint64_t v) noexcept:
-    cdef int n = 1
-    while v >= 0x80:
-        v >>= 7
-        n += 1
-    return n
-
-
-cdef inline void _varint(Buf *b, uint64_t v) noexcept:
-    # capacity for 10 bytes is the caller's business
-    while v >= 0x80:
-        b.p[b.n] = <unsigned char>((v & 0x7F) | 0x80)
-        b.n += 1
-        v >>= 7
-    b.p[b.n] = <unsigned char>v
-    b.n += 1
-
-
-cdef inline void _fixed64(Buf *b, uint64_t v) noexcept:
-    cdef int k
-    for k in range(8):
-        b.p[b.n + k] = <unsigned char>(v >> (8 * k))
-    b.n += 8
-
-
-cdef inline void _be64(Buf *b, uint64_t v) noexcept:
-    cdef int k
-    for k in range(8):
-        b.p[b.n + k] = <unsigned char>(v >> (56 - 8 * k))
-    b.n += 8
-
-
-cdef inline int _key_varint(Buf *b, uint32_t key, uint64_t v) except -1:
-    _room(b, 12)
-    _varint(b, key)
-    _varint(b, v)
-    return 0
-
-
-cdef inline int _key_bytes(Buf *b, uint32_t key, const char *s, Py_ssize_t n) except -1:
-    _room(b, n + 12)
-    _varint(b, key)
-    _varint(b, <uint64_t>n)
+cdef inline int _key_bytes(WBuf *b, uint32_t key, const char *s, Py_ssize_t n) except -1:
+    wb_reserve(b, n + 12)
+    w_varint(b, key)
+    w_varint(b, <uint64_t>n)
     memcpy(b.p + b.n, s, n)
     b.n += n
     return 0
 
 
-cdef int _key_str(Buf *b, uint32_t key, object s) except -1:
+cdef int _key_str(WBuf *b, uint32_t key, object s) except -1:
     """A string field from a str (anything else as its text, see `_text`)."""
     cdef Py_ssize_t n
     cdef const char *u
     if not isinstance(s, str):
-        s = _text(b, s)
-    try:
-        # a str subclass too: its characters are read without calling its methods
-        u = PyUnicode_AsUTF8AndSize(s, &n)
-    except UnicodeError:
+        s = wb_text(b, s)
+    u = str_utf8(s, &n)
+    if u == NULL:
         # lone surrogates: protobuf strings must be valid UTF-8
         data = PyUnicode_AsEncodedString(s, "utf-8", "replace")
         return _key_bytes(b, key, data, len(data))
     return _key_bytes(b, key, u, n)
 
 
-cdef inline int _id_field(Buf *b, uint32_t key, uint64_t hi, uint64_t lo, bint wide) except -1:
-    _room(b, 18)
+cdef inline int _id_field(WBuf *b, uint32_t key, uint64_t hi, uint64_t lo, bint wide) except -1:
+    wb_reserve(b, 18)
     b.p[b.n] = <unsigned char>key
     b.p[b.n + 1] = 16 if wide else 8
     b.n += 2
     if wide:
-        _be64(b, hi)
-    _be64(b, lo)
+        w_be(b, hi, 8)
+    w_be(b, lo, 8)
     return 0
 
 
-cdef inline Py_ssize_t _begin(Buf *b, uint32_t key, int reserve) except -1:
+cdef inline Py_ssize_t _begin(WBuf *b, uint32_t key, int reserve) except -1:
     """Starts a nested message: writes its key, reserves `reserve` length bytes."""
-    _room(b, reserve + 2)
-    _varint(b, key)
+    wb_reserve(b, reserve + 2)
+    w_varint(b, key)
     b.n += reserve
     return b.n
 
 
-cdef int _end(Buf *b, Py_ssize_t body, int reserve) except -1:
+cdef int _end(WBuf *b, Py_ssize_t body, int reserve) except -1:
     """Writes the length of the message begun at `body`, moving it if need be."""
     cdef Py_ssize_t length = b.n - body
-    cdef int need = _varint_size(<uint64_t>length)
+    cdef int need = varint_len(<uint64_t>length)
     cdef Py_ssize_t save
     if need != reserve:
         if need > reserve:
-            _room(b, need - reserve)
+            wb_reserve(b, need - reserve)
         memmove(b.p + body + (need - reserve), b.p + body, length)
         b.n += need - reserve
     save = b.n
     b.n = body - reserve
-    _varint(b, <uint64_t>length)
+    w_varint(b, <uint64_t>length)
     b.n = save
     return 0
 
 
-cdef object _text(Buf *b, object value):
-    """The text of a value that has no protobuf type of its own (`fasttrace._text`); a
-    placeholder, counted, when it cannot be printed."""
-    s = _py_text(value)
-    if s is None:
-        b.unprintable += 1
-        s = _placeholder(value)
-    return s
-
-
-cdef inline bint _named(object s, const char *name) noexcept:
-    # compares the characters, never calls a str subclass's __eq__; the length (strlen of
-    # a literal is a constant) rejects most keys without a call
-    return (isinstance(s, str) and PyUnicode_GET_LENGTH(s) == <Py_ssize_t>strlen(name)
-            and PyUnicode_CompareWithASCIIString(s, name) == 0)
-
-
-cdef int _av_double(Buf *b, double d) except -1:
+cdef int _av_double(WBuf *b, double d) except -1:
     cdef uint64_t bits
     memcpy(&bits, &d, 8)
-    _room(b, 9)
+    wb_reserve(b, 9)
     b.p[b.n] = K_AV_DOUBLE
     b.n += 1
-    _fixed64(b, bits)
+    w_le64(b, bits)
     return 0
 
 
-cdef int _av_int(Buf *b, object value) except -1:
+cdef int _av_int(WBuf *b, object value) except -1:
     # an int subclass too: its value is read without calling __int__ or __index__
     cdef int overflow = 0
     cdef long long num = PyLong_AsLongLongAndOverflow(value, &overflow)
@@ -315,7 +223,7 @@ cdef int _av_int(Buf *b, object value) except -1:
     return _key_varint(b, K_AV_INT, <uint64_t><int64_t>num)
 
 
-cdef int _any_value(Buf *b, object value) except -1:
+cdef int _any_value(WBuf *b, object value) except -1:
     """The AnyValue for a Python value: str, bool, int, float (subclasses as their
     built-in value); anything else as its text."""
     cdef Py_ssize_t body = _begin(b, K_KV_VALUE, 1)
@@ -338,7 +246,7 @@ cdef int _any_value(Buf *b, object value) except -1:
     return 0
 
 
-cdef int _kv_obj(Buf *b, uint32_t key, object name, object value) except -1:
+cdef int _kv_obj(WBuf *b, uint32_t key, object name, object value) except -1:
     cdef Py_ssize_t body = _begin(b, key, 1)
     _key_str(b, K_KV_KEY, name)
     _any_value(b, value)
@@ -346,18 +254,18 @@ cdef int _kv_obj(Buf *b, uint32_t key, object name, object value) except -1:
     return 0
 
 
-cdef int _resource(Buf *b, str service_name, dict resource) except -1:
+cdef int _resource(WBuf *b, str service_name, dict resource) except -1:
     cdef Py_ssize_t body = _begin(b, K_RS_RESOURCE, 2)
     cdef int named = 0
     _kv_obj(b, K_RES_ATTRIBUTES, "service.name", service_name)
     for key, value in resource.items():
-        if _named(key, "service.name"):
+        if str_named(key, "service.name"):
             continue
-        if _named(key, "telemetry.sdk.language"):
+        if str_named(key, "telemetry.sdk.language"):
             named |= 1
-        elif _named(key, "telemetry.sdk.name"):
+        elif str_named(key, "telemetry.sdk.name"):
             named |= 2
-        elif _named(key, "telemetry.sdk.version"):
+        elif str_named(key, "telemetry.sdk.version"):
             named |= 4
         _kv_obj(b, K_RES_ATTRIBUTES, key, value)
     # as the OpenTelemetry SDK describes itself on every resource; the tracer's tags win
@@ -371,7 +279,7 @@ cdef int _resource(Buf *b, str service_name, dict resource) except -1:
     return 0
 
 
-cdef int _link(Buf *b, object ref) except -1:
+cdef int _link(WBuf *b, object ref) except -1:
     cdef Py_ssize_t body = _begin(b, K_SPAN_LINKS, 1)
     ref_type, trace_id, span_id = ref
     trace_id = int(trace_id)
@@ -383,9 +291,9 @@ cdef int _link(Buf *b, object ref) except -1:
 
 
 cdef uint8_t _key_class(object key) noexcept:
-    if _named(key, "span.kind"):
+    if str_named(key, "span.kind"):
         return KEY_KIND
-    if _named(key, "error"):
+    if str_named(key, "error"):
         return KEY_ERROR
     return KEY_PLAIN
 
@@ -393,7 +301,7 @@ cdef uint8_t _key_class(object key) noexcept:
 cdef object _field(dict fields, const char *name, object default):
     # a log field, found without hashing or comparing the application's keys with ==
     for key, value in fields.items():
-        if _named(key, name):
+        if str_named(key, name):
             return value
     return default
 
@@ -403,7 +311,7 @@ cdef object _NO_EVENT = object()
 
 cdef class _Encoder:
     """One request's buffer (reused between calls on the same encoder)."""
-    cdef Buf buf
+    cdef WBuf buf
     cdef public str scope_version
 
     def __cinit__(self):
@@ -417,44 +325,28 @@ cdef class _Encoder:
 
     def text(self, value):
         """`_text` for Python code (fasttrace.errors.exception_attributes)."""
-        return _text(&self.buf, value)
+        return wb_text(&self.buf, value)
 
     cdef int _batch(self, batch) except -1:
-        cdef Buf *b = &self.buf
-        cdef const uint64_t[:] trace_hi = batch.trace_id_hi
-        cdef const uint64_t[:] trace_lo = batch.trace_id_lo
-        cdef const uint64_t[:] span_id = batch.span_id
-        cdef const uint64_t[:] parent_id = batch.parent_id
-        cdef const int64_t[:] start_ns = batch.start_ns
-        cdef const int64_t[:] end_ns = batch.end_ns
-        cdef const uint8_t[:] flags = batch.flags
-        cdef const uint32_t[:] name_id = batch.name_id
-        cdef const int32_t[:] tag_offsets = batch.tag_offsets
-        cdef const uint32_t[:] tag_key = batch.tag_key
-        cdef const uint8_t[:] tag_type = batch.tag_type
-        cdef const int64_t[:] tag_num = batch.tag_num
-        cdef const int32_t[:] log_offsets = batch.log_offsets
-        cdef const int64_t[:] log_ts = batch.log_ts
-        cdef list names = batch.operation_names
-        cdef list keys = batch.tag_keys
-        cdef list tag_obj = batch.tag_obj
-        cdef list log_fields = batch.log_fields
-        cdef list extras = batch.extras
-        cdef Py_ssize_t n = span_id.shape[0], i, t, t1, j
+        cdef WBuf *b = &self.buf
+        cdef BatchView v
+        cdef list keys
+        cdef Py_ssize_t n = len(batch.span_id), i, t, t1, j
         cdef Py_ssize_t rs_body, ss_body, sc_body, sp_body, kv_body, av_body, ev_body, st_body
-        cdef uint32_t kid, nid
+        cdef uint32_t kid
         cdef uint8_t ty, cls
         cdef int kind
         cdef bint error, parent_seen
         cdef uint64_t parent
         cdef dict fields
-        cdef set shadowed
         # what each key id means (span.kind, error, other), found on first use; a key
         # table holds at most 16,384 keys
         cdef bytearray key_classes
         cdef uint8_t *key_class
         if n == 0:
             return 0
+        v = BatchView(batch)
+        keys = v.keys
         key_classes = bytearray(len(keys))
         key_class = <uint8_t *>PyByteArray_AS_STRING(key_classes)
 
@@ -469,53 +361,47 @@ cdef class _Encoder:
 
         for i in range(n):
             sp_body = _begin(b, K_SS_SPANS, 2)
-            _id_field(b, K_SPAN_TRACE_ID, trace_hi[i], trace_lo[i], True)
-            _id_field(b, K_SPAN_SPAN_ID, 0, span_id[i], False)
-            parent = parent_id[i]
+            _id_field(b, K_SPAN_TRACE_ID, v.hi[i], v.lo[i], True)
+            _id_field(b, K_SPAN_SPAN_ID, 0, v.sid[i], False)
+            parent = v.pid[i]
             if parent:
                 _id_field(b, K_SPAN_PARENT, 0, parent, False)
-            nid = name_id[i]
-            if nid == UNINTERNED:
-                _key_str(b, K_SPAN_NAME, extras[i]["name"])
-            else:
-                _key_str(b, K_SPAN_NAME, names[nid])
-            _room(b, 18)
+            _key_str(b, K_SPAN_NAME, v.name(i))
+            wb_reserve(b, 18)
             b.p[b.n] = K_SPAN_START
             b.n += 1
-            _fixed64(b, <uint64_t>start_ns[i])
+            w_le64(b, <uint64_t>v.start[i])
             b.p[b.n] = K_SPAN_END
             b.n += 1
-            _fixed64(b, <uint64_t>end_ns[i])
+            w_le64(b, <uint64_t>v.end[i])
 
             # tags, read as SpanBatch.tags() reads them: an uninterned entry's tag_obj is
             # (key, object value or None), its other columns are those of any entry
             kind = KIND_INTERNAL
             error = False
-            shadowed = None
-            t1 = tag_offsets[i + 1]
-            for t in range(tag_offsets[i], t1):
-                kid = tag_key[t]
-                ty = tag_type[t]
+            t1 = v.tag_off[i + 1]
+            for t in range(v.tag_off[i], t1):
+                kid = v.tag_key[t]
+                ty = v.tag_type[t]
                 if kid == UNINTERNED:
-                    if shadowed is None:
-                        shadowed = _shadowed_tags(batch.tag_key, tag_obj, t, t1)
-                    if t in shadowed:
+                    entry = v.uninterned(t, t1)
+                    if entry is None:
                         continue
-                    key, obj = <tuple>tag_obj[t]
+                    key, obj = <tuple>entry
                     cls = _key_class(key)
                 else:
                     key = keys[kid]
-                    obj = tag_obj[t]
+                    obj = v.tag_obj[t]
                     cls = key_class[kid]
                     if cls == 0:
                         cls = key_class[kid] = _key_class(key)
                 if cls == KEY_KIND:
                     if ty == TAG_STR:
-                        value = _KIND_NAMES.get(obj if type(obj) is str else _text(b, obj))
+                        value = _KIND_NAMES.get(obj if type(obj) is str else wb_text(b, obj))
                         if value is not None:
                             kind = value
                             continue
-                elif cls == KEY_ERROR and ty == TAG_BOOL and tag_num[t]:
+                elif cls == KEY_ERROR and ty == TAG_BOOL and v.tag_num[t]:
                     error = True
                 kv_body = _begin(b, K_SPAN_ATTRIBUTES, 1)
                 _key_str(b, K_KV_KEY, key)
@@ -523,30 +409,30 @@ cdef class _Encoder:
                 if ty == TAG_STR or ty == TAG_BIGINT:
                     _key_str(b, K_AV_STRING, obj)
                 elif ty == TAG_BOOL:
-                    _key_varint(b, K_AV_BOOL, 1 if tag_num[t] else 0)
+                    _key_varint(b, K_AV_BOOL, 1 if v.tag_num[t] else 0)
                 elif ty == TAG_INT:
-                    _key_varint(b, K_AV_INT, <uint64_t>tag_num[t])
+                    _key_varint(b, K_AV_INT, <uint64_t>v.tag_num[t])
                 else:
-                    _room(b, 9)
+                    wb_reserve(b, 9)
                     b.p[b.n] = K_AV_DOUBLE
                     b.n += 1
-                    _fixed64(b, <uint64_t>tag_num[t])
+                    w_le64(b, <uint64_t>v.tag_num[t])
                 _end(b, av_body, 1)
                 _end(b, kv_body, 1)
             _key_varint(b, K_SPAN_KIND, <uint64_t>kind)
 
             status_message = None
-            for j in range(log_offsets[i], log_offsets[i + 1]):
-                f = log_fields[j]
+            for j in range(v.log_off[i], v.log_off[i + 1]):
+                f = v.log_fields[j]
                 if type(f) is dict:
                     fields = <dict>f
                 else:
                     fields = {} if f is None else {"event": f}
                 ev_body = _begin(b, K_SPAN_EVENTS, 1)
-                _room(b, 9)
+                wb_reserve(b, 9)
                 b.p[b.n] = K_EVENT_TIME
                 b.n += 1
-                _fixed64(b, <uint64_t>log_ts[j])
+                w_le64(b, <uint64_t>v.log_ts[j])
                 # one pass, the name after the attributes (protobuf fields may come in any
                 # order); the event field is found by its characters, not looked up, so
                 # no key's own __eq__ runs
@@ -554,12 +440,12 @@ cdef class _Encoder:
                 unprintable_at = b.unprintable
                 event = _NO_EVENT
                 for key, value in fields.items():
-                    if event is _NO_EVENT and (key is "event" or _named(key, "event")):
+                    if event is _NO_EVENT and (key is "event" or str_named(key, "event")):
                         event = value
                         continue
                     _kv_obj(b, K_EVENT_ATTRIBUTES, key, value)
                 exception = None
-                if event is not _NO_EVENT and _named(event, "error"):
+                if event is not _NO_EVENT and str_named(event, "error"):
                     exception = _exception_attributes(fields, self.text)
                 if exception is not None:
                     b.n = attributes_at
@@ -567,14 +453,14 @@ cdef class _Encoder:
                     message = None
                     for key, value in <list>exception:
                         _kv_obj(b, K_EVENT_ATTRIBUTES, key, value)
-                        if _named(key, "exception.message"):
+                        if str_named(key, "exception.message"):
                             message = value
                     _key_str(b, K_EVENT_NAME, "exception")
                 else:
                     _key_str(b, K_EVENT_NAME, "log" if event is _NO_EVENT else event)
                 _end(b, ev_body, 1)
                 if error and status_message is None and event is not _NO_EVENT \
-                        and _named(event, "error"):
+                        and str_named(event, "error"):
                     # as opentracing's Span.__exit__ writes it: message, else error.object
                     if exception is None:
                         message = _field(fields, "message", None)
@@ -582,7 +468,7 @@ cdef class _Encoder:
                             message = _field(fields, "error.object", None)
                     status_message = message
 
-            extra = extras[i]
+            extra = v.extras[i]
             if extra is not None and "refs" in extra:
                 parent_seen = False
                 for ref in extra["refs"]:
@@ -591,9 +477,9 @@ cdef class _Encoder:
                         parent_seen = True
                         continue
                     _link(b, ref)
-            elif parent and flags[i] & FLAG_FIRST_REF_FOLLOWS:
+            elif parent and v.flags[i] & FLAG_FIRST_REF_FOLLOWS:
                 _link(b, ("follows_from",
-                          (<object>trace_hi[i] << 64) | <object>trace_lo[i], parent))
+                          (<object>v.hi[i] << 64) | <object>v.lo[i], parent))
 
             if error:
                 st_body = _begin(b, K_SPAN_STATUS, 1)
@@ -601,9 +487,9 @@ cdef class _Encoder:
                     _key_str(b, K_STATUS_MESSAGE, status_message)
                 _key_varint(b, K_STATUS_CODE, STATUS_ERROR)
                 _end(b, st_body, 1)
-            if flags[i] & FLAG_SAMPLED:
-                _room(b, 6)
-                _varint(b, K_SPAN_FLAGS)
+            if v.flags[i] & FLAG_SAMPLED:
+                wb_reserve(b, 6)
+                w_varint(b, K_SPAN_FLAGS)
                 b.p[b.n] = 1
                 b.p[b.n + 1] = b.p[b.n + 2] = b.p[b.n + 3] = 0
                 b.n += 4

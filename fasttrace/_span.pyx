@@ -24,8 +24,7 @@ from fasttrace._cdefs cimport ft_clock_init, ft_instance_dict_init, ft_now_ns, f
 from fasttrace._context cimport SpanContext, FLAG_SAMPLED, FLAG_DEBUG, baggage_with, u128_to_int
 from fasttrace.errors import error_fields, log_error
 
-cdef extern from "Python.h":
-    int PyObject_GenericSetAttr(object o, object name, PyObject *value) except -1
+from fasttrace._pyapi cimport PyObject_GenericSetAttr
 
 # the span clock (see src/ft_clock.h)
 ft_clock_init()

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Jaeger Thrift (compact and binary) and Zipkin v2 JSON encoders over SpanBatch columns."""
-from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set,
+"""Jaeger Thrift (compact and binary) encoders over SpanBatch columns."""
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
 import numpy as np
@@ -50,8 +50,3 @@ def agent_packets(process: bytes, spans: bytes, offsets: np.ndarray, max_packet_
                   seqid: int = ...) -> _Packets: ...
 def collector_body(process: bytes, spans: bytes, offsets: np.ndarray,
                    protocol: int = ...) -> bytes: ...
-def encode_zipkin(batch: SpanBatch, local_endpoint: bytes, resource_tags: Dict[str, str],
-                  remote_endpoint: Callable[[Any, Any, Any, Any, Any], Optional[bytes]],
-                  stats: Optional[Dict[str, Any]] = None) -> bytes:
-    """A SpanBatch as a Zipkin v2 JSON array (UTF-8 bytes)."""
-def json_string(s: str) -> bytes: ...

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Wire encoders over SpanBatch columns: Jaeger Thrift compact (agent, UDP) and binary
-(collector, HTTP), and Zipkin v2 JSON (at the end of this file).
+"""Jaeger's wire encoders over SpanBatch columns: Thrift compact (agent, UDP) and binary
+(collector, HTTP).  (Zipkin v2 JSON is fasttrace/_zipkin.pyx.)
 
 The structs are jaeger-idl's `jaeger.thrift` (field ids as in jaeger-client's generated
 `thrift_gen/jaeger/ttypes.py`); the agent call is `agent.thrift`'s oneway `emitBatch`:
@@ -29,7 +29,7 @@ Wire formats (Apache Thrift protocol specs, doc/specs/thrift-{compact,binary}-pr
               list   = (size << 4 | ctype):u8 when size < 15, else (0xF0 | ctype) varint(size)
               message = 0x82, (version 1 | type << 5), varint seqid, string name, args struct
 
-Values are written as fasttrace/exporters/jaeger.py and zipkin.py describe: typed where the
+Values are written as fasttrace/exporters/jaeger.py describes: typed where the
 format has the type, else as their text (`fasttrace._text`), never failing the batch.
 
 Every span struct is self-contained (compact field deltas restart in each struct), so the
@@ -39,32 +39,28 @@ Unsigned 64-bit ids travel as Thrift's signed i64 (same bits), as jaeger-client 
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcpy
 
 import numpy as np
 
-from fasttrace._text import counted_text as _counted_text, placeholder as _placeholder, \
-    text as _py_text
-from fasttrace.batch import shadowed_tags as _shadowed_tags
+from fasttrace._layout cimport (BatchView, TAG_BIGINT, TAG_BOOL, TAG_FLOAT, TAG_INT, TAG_STR,
+                                UNINTERNED as _UNINTERNED)
+from fasttrace._pyapi cimport PyFloat_AS_DOUBLE, PyUnicode_AsEncodedString
+from fasttrace._wbuf cimport (WBuf, varint_len, w_be, w_byte, w_le64, w_raw, w_varint,
+                              wb_free, wb_full, wb_grow, wb_init, wb_take, wb_text, zigzag32, zigzag64,
+                              str_utf8)
 
-cdef extern from "Python.h":
-    # Declared without an exception spec: a NULL return (lone surrogates) is handled here.
-    const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size)
-    void PyErr_Clear()
-    object PyUnicode_AsEncodedString(object s, const char *encoding, const char *errors)
-    int PyUnicode_CompareWithASCIIString(object s, const char *name) noexcept
-    Py_ssize_t PyUnicode_GET_LENGTH(object s) noexcept
-    double PyFloat_AS_DOUBLE(object f) noexcept
+from fasttrace._layout import UNINTERNED
+from fasttrace._text import placeholder as _placeholder, text as _py_text
 
 __all__ = ["PROTOCOL_BINARY", "PROTOCOL_COMPACT", "SpanEncoder", "UNINTERNED", "agent_packets",
            "collector_body", "emit_batch_overhead", "encode_process", "encode_spans",
-           "encode_zipkin", "json_string", "span_parts_sizes"]
+           "span_parts_sizes"]
 
 PROTOCOL_COMPACT = 0
 PROTOCOL_BINARY = 1
-UNINTERNED = 0xFFFFFFFF
 
 cdef enum:
     # compact protocol type nibbles
@@ -89,130 +85,14 @@ cdef enum:
     JT_DOUBLE = 1
     JT_BOOL = 2
     JT_LONG = 3
-    # fasttrace.batch tag types
-    TAG_STR = 0
-    TAG_BOOL = 1
-    TAG_INT = 2
-    TAG_FLOAT = 3
-    TAG_BIGINT = 4
     # SpanContext flags Jaeger knows (sampled, debug); higher bits are ours
     JAEGER_FLAGS = 3
     # oneway message type, for Agent.emitBatch
     MSG_ONEWAY = 4
 
-cdef uint32_t _UNINTERNED = 0xFFFFFFFF
 cdef bytes _EMIT_BATCH = b"emitBatch"
 cdef str _FOLLOWS_FROM = "follows_from"
 cdef object _MASK64 = 0xFFFFFFFFFFFFFFFF
-
-
-# -- a growable byte buffer --------------------------------------------------------------
-
-cdef struct WBuf:
-    unsigned char *p
-    Py_ssize_t n
-    Py_ssize_t cap
-    Py_ssize_t unprintable      # values sent as a placeholder (fasttrace._text)
-
-
-cdef int wb_init(WBuf *b, Py_ssize_t cap) except -1:
-    b.p = <unsigned char *>PyMem_Malloc(cap)
-    if b.p == NULL:
-        raise MemoryError()
-    b.n = 0
-    b.cap = cap
-    b.unprintable = 0
-    return 0
-
-
-cdef void wb_free(WBuf *b) noexcept:
-    PyMem_Free(b.p)
-    b.p = NULL
-    b.n = b.cap = 0
-
-
-cdef int wb_grow(WBuf *b, Py_ssize_t need) except -1:
-    cdef Py_ssize_t cap = b.cap * 2
-    cdef unsigned char *p
-    if cap < b.n + need:
-        cap = b.n + need + 1024
-    p = <unsigned char *>PyMem_Realloc(b.p, cap)
-    if p == NULL:
-        raise MemoryError()
-    b.p = p
-    b.cap = cap
-    return 0
-
-
-cdef inline int wb_reserve(WBuf *b, Py_ssize_t need) except -1:
-    if b.n + need > b.cap:
-        return wb_grow(b, need)
-    return 0
-
-
-cdef inline int w_byte(WBuf *b, unsigned char v) except -1:
-    if b.n + 1 > b.cap:
-        wb_grow(b, 1)
-    b.p[b.n] = v
-    b.n += 1
-    return 0
-
-
-cdef inline int w_raw(WBuf *b, const void *src, Py_ssize_t n) except -1:
-    if b.n + n > b.cap:
-        wb_grow(b, n)
-    memcpy(b.p + b.n, src, n)
-    b.n += n
-    return 0
-
-
-cdef inline int w_varint(WBuf *b, uint64_t v) except -1:
-    if b.n + 10 > b.cap:
-        wb_grow(b, 10)
-    cdef unsigned char *p = b.p + b.n
-    while v >= 0x80:
-        p[0] = <unsigned char>(v | 0x80)
-        v >>= 7
-        p += 1
-    p[0] = <unsigned char>v
-    b.n = p + 1 - b.p
-    return 0
-
-
-cdef inline int w_be(WBuf *b, uint64_t v, int nbytes) except -1:
-    if b.n + nbytes > b.cap:
-        wb_grow(b, nbytes)
-    cdef int k
-    for k in range(nbytes):
-        b.p[b.n + k] = <unsigned char>(v >> (8 * (nbytes - 1 - k)))
-    b.n += nbytes
-    return 0
-
-
-cdef inline int w_le64(WBuf *b, uint64_t v) except -1:
-    if b.n + 8 > b.cap:
-        wb_grow(b, 8)
-    cdef int k
-    for k in range(8):
-        b.p[b.n + k] = <unsigned char>(v >> (8 * k))
-    b.n += 8
-    return 0
-
-
-cdef inline uint64_t zigzag64(int64_t v) noexcept:
-    return (<uint64_t>v << 1) ^ <uint64_t>(v >> 63)
-
-
-cdef inline uint64_t zigzag32(int32_t v) noexcept:
-    return <uint32_t>((<uint32_t>v << 1) ^ <uint32_t>(v >> 31))
-
-
-cdef inline int varint_len(uint64_t v) noexcept:
-    cdef int n = 1
-    while v >= 0x80:
-        v >>= 7
-        n += 1
-    return n
 
 
 # -- protocol-generic field writers ---------------------------------------------------------
@@ -221,9 +101,9 @@ cdef inline int varint_len(uint64_t v) noexcept:
 cdef inline int w_field(WBuf *b, bint binary, int *last, int fid, int ctype,
                         int btype) except -1:
     cdef int delta
+    if wb_full(b, 3):
+        wb_grow(b, 3)
     if binary:
-        if b.n + 3 > b.cap:
-            wb_grow(b, 3)
         b.p[b.n] = <unsigned char>btype
         b.p[b.n + 1] = <unsigned char>(fid >> 8)
         b.p[b.n + 2] = <unsigned char>fid
@@ -231,9 +111,11 @@ cdef inline int w_field(WBuf *b, bint binary, int *last, int fid, int ctype,
     else:
         delta = fid - last[0]
         if 0 < delta <= 15:
-            w_byte(b, <unsigned char>((delta << 4) | ctype))
+            b.p[b.n] = <unsigned char>((delta << 4) | ctype)
+            b.n += 1
         else:
-            w_byte(b, <unsigned char>ctype)
+            b.p[b.n] = <unsigned char>ctype
+            b.n += 1
             w_varint(b, zigzag32(<int32_t>fid))
         last[0] = fid
     return 0
@@ -287,12 +169,10 @@ cdef int w_str(WBuf *b, bint binary, int *last, int fid, object s) except -1:
     if type(s) is bytes:
         return w_bin(b, binary, last, fid, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
     if not isinstance(s, str):
-        s = _text(b, s)
-    # a str subclass too: its characters are read without calling its methods
-    p = PyUnicode_AsUTF8AndSize(s, &n)
+        s = wb_text(b, s)
+    p = str_utf8(s, &n)
     if p == NULL:
         # lone surrogates cannot be UTF-8; Jaeger needs valid UTF-8 strings
-        PyErr_Clear()
         s = PyUnicode_AsEncodedString(s, "utf-8", "replace")
         return w_bin(b, binary, last, fid, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
     return w_bin(b, binary, last, fid, p, n)
@@ -322,29 +202,6 @@ cdef inline int list_header_len(bint binary, Py_ssize_t size) noexcept:
     if size < 15:
         return 1
     return 1 + varint_len(<uint64_t>size)
-
-
-cdef object _text(WBuf *b, object value):
-    """The text of a value that has no wire type of its own (`fasttrace._text`); a
-    placeholder, counted in the buffer, when it cannot be printed."""
-    s = _py_text(value)
-    if s is None:
-        b.unprintable += 1
-        s = _placeholder(value)
-    return s
-
-
-cdef inline object _plain(WBuf *b, object s):
-    """s as an exact str: a key that is hashed, compared or cached must not run code of
-    a str subclass's own."""
-    return s if type(s) is str else _text(b, s)
-
-
-cdef inline bint _named(object s, const char *name) noexcept:
-    # compares the characters, never calls a str subclass's __eq__; the length (strlen of
-    # a literal is a constant) rejects most keys without a call
-    return (isinstance(s, str) and PyUnicode_GET_LENGTH(s) == <Py_ssize_t>strlen(name)
-            and PyUnicode_CompareWithASCIIString(s, name) == 0)
 
 
 # -- tags ------------------------------------------------------------------------------------
@@ -406,65 +263,21 @@ cdef int w_tag_obj(WBuf *b, bint binary, object key, object value) except -1:
 
 # -- the batch, as typed views over its columns -------------------------------------------------
 
-cdef class _Columns:
-    """Typed views over a SpanBatch's columns, plus per-batch UTF-8 caches of the names and
+cdef class _Columns(BatchView):
+    """The batch's columns (`BatchView`), plus per-batch UTF-8 caches of the names and
     keys it uses (each interned string is encoded once per batch)."""
-    cdef Py_ssize_t n
-    cdef const uint64_t[::1] hi
-    cdef const uint64_t[::1] lo
-    cdef const uint64_t[::1] sid
-    cdef const uint64_t[::1] pid
-    cdef const int64_t[::1] start
-    cdef const int64_t[::1] end
-    cdef const uint8_t[::1] flags
-    cdef const uint32_t[::1] name_id
-    cdef const int32_t[::1] tag_off
-    cdef const uint32_t[::1] tag_key
-    cdef const uint8_t[::1] tag_type
-    cdef const int64_t[::1] tag_num
-    cdef const int32_t[::1] log_off
-    cdef const int64_t[::1] log_ts
-    cdef list tag_obj
-    cdef list log_fields
-    cdef list extras
-    cdef list names
-    cdef list keys
     cdef list name_cache
     cdef list key_cache
 
     def __init__(self, batch):
-        self.n = len(batch.span_id)
-        self.hi = batch.trace_id_hi
-        self.lo = batch.trace_id_lo
-        self.sid = batch.span_id
-        self.pid = batch.parent_id
-        self.start = batch.start_ns
-        self.end = batch.end_ns
-        self.flags = batch.flags
-        self.name_id = batch.name_id
-        self.tag_off = batch.tag_offsets
-        self.tag_key = batch.tag_key
-        self.tag_type = batch.tag_type
-        self.tag_num = batch.tag_num
-        self.log_off = batch.log_offsets
-        self.log_ts = batch.log_ts
-        self.tag_obj = _as_list(batch.tag_obj)
-        self.log_fields = _as_list(batch.log_fields)
-        self.extras = _as_list(batch.extras)
-        # the tracer's tables are append-only: ids in this batch are below today's lengths
-        self.names = _as_list(batch.operation_names)
-        self.keys = _as_list(batch.tag_keys)
+        BatchView.__init__(self, batch)
         self.name_cache = [None] * len(self.names)
         self.key_cache = [None] * len(self.keys)
-        if self.sid.shape[0] != self.n or self.tag_off.shape[0] != self.n + 1 \
-                or self.log_off.shape[0] != self.n + 1:
-            raise ValueError("inconsistent SpanBatch columns")
 
     cdef object name_bytes(self, Py_ssize_t i):
         cdef uint32_t nid = self.name_id[i]
         if nid == _UNINTERNED:
-            extra = self.extras[i]
-            return extra.get("name", "") if extra is not None else ""
+            return self.name(i)
         cached = self.name_cache[nid]
         if cached is None:
             cached = _utf8(self.names[nid])
@@ -495,15 +308,14 @@ cdef class _Columns:
             kind = self.tag_type[t]
             if kid == _UNINTERNED:
                 if shadowed is None:
-                    shadowed = _shadowed_tags(self.tag_key, self.tag_obj, t, t1)
+                    shadowed = self.shadowed(t, t1)
                     if shadowed:
                         b.n = list_at
                         last[0] = last_before
                         return self.write_tags(b, binary, last, t0, t1, extra_tag, shadowed)
                 elif t in shadowed:
                     continue
-                # tag_obj holds (key, object value or None); the other columns as usual
-                key, value = <tuple>self.tag_obj[t]
+                key, value = self.uninterned_tag(t)
             else:
                 key = self.key_bytes(kid)
                 value = self.tag_obj[t]
@@ -573,10 +385,6 @@ cdef class _Columns:
         return w_byte(b, 0)
 
 
-cdef list _as_list(object seq):
-    return <list>seq if type(seq) is list else list(seq)
-
-
 cdef bytes _utf8(object s):
     # an interned name or key: the arena made it a str (a subclass is read as its
     # characters, without calling its methods)
@@ -584,10 +392,6 @@ cdef bytes _utf8(object s):
         t = _py_text(s)
         s = _placeholder(s) if t is None else t
     return PyUnicode_AsEncodedString(s, "utf-8", "replace")
-
-
-cdef bytes _take(WBuf *b):
-    return PyBytes_FromStringAndSize(<char *>b.p, b.n)
 
 
 # Buffers an encoder keeps between batches (so steady-state encoding touches no fresh
@@ -766,7 +570,7 @@ def span_parts_sizes(batch, Py_ssize_t i, int protocol=PROTOCOL_COMPACT):
             kid = c.tag_key[t]
             kind = c.tag_type[t]
             if kid == _UNINTERNED:
-                key, value = <tuple>c.tag_obj[t]
+                key, value = c.uninterned_tag(t)
             else:
                 key = c.key_bytes(kid)
                 value = c.tag_obj[t]
@@ -799,7 +603,7 @@ def encode_process(service_name, tags=None, int protocol=PROTOCOL_COMPACT):
             for k, v in items:
                 w_tag_obj(&b, binary, k, v)
         w_byte(&b, 0)
-        return _take(&b)
+        return wb_take(&b)
     finally:
         wb_free(&b)
 
@@ -909,7 +713,7 @@ cdef bytes _batch_struct(bytes process, const char *src, const int64_t *off, Py_
         w_field(&b, binary, &last, 1, CT_STRUCT, BT_STRUCT)
         w_raw(&b, PyBytes_AS_STRING(process), PyBytes_GET_SIZE(process))
         w_list(&b, binary, &last, 2, CT_STRUCT, BT_STRUCT, n)
-        head = _take(&b)
+        head = wb_take(&b)
     finally:
         wb_free(&b)
     cdef Py_ssize_t hlen = len(head), slen = off[n] - off[0]
@@ -954,457 +758,3 @@ def collector_body(bytes process, bytes spans, offsets, int protocol=PROTOCOL_BI
     cdef const int64_t *off = _offsets_ptr(offsets, len(spans), &n)
     return _batch_struct(process, PyBytes_AS_STRING(spans), off, n,
                          protocol == PROTOCOL_BINARY)
-
-
-# -- Zipkin v2 JSON -------------------------------------------------------------------------
-# Here rather than in a module of its own because it shares the column views, the buffer
-# and the per-batch string caches (DESIGN.md's `_wire.pyx` holds every wire format).  The
-# mapping is documented in fasttrace/exporters/zipkin.py, which passes in what is the same
-# for every span (localEndpoint, process tags) and builds remoteEndpoints.
-
-cdef extern from "Python.h":
-    char *PyOS_double_to_string(double val, char format_code, int precision, int flags,
-                                int *ptype) except NULL
-    enum:
-        Py_DTSF_ADD_DOT_0
-
-cdef enum:
-    ZK_PLAIN = 0
-    ZK_KIND = 1
-    ZK_PEER_SERVICE = 2
-    ZK_PEER_HOSTNAME = 3
-    ZK_PEER_IPV4 = 4
-    ZK_PEER_IPV6 = 5
-    ZK_PEER_PORT = 6
-
-cdef dict _ZK_KEY_CLASS = {"span.kind": ZK_KIND, "peer.service": ZK_PEER_SERVICE,
-                           "peer.hostname": ZK_PEER_HOSTNAME, "peer.ipv4": ZK_PEER_IPV4,
-                           "peer.ipv6": ZK_PEER_IPV6, "peer.port": ZK_PEER_PORT}
-cdef dict _ZK_KINDS = {"server": b',"kind":"SERVER"', "client": b',"kind":"CLIENT"',
-                       "producer": b',"kind":"PRODUCER"', "consumer": b',"kind":"CONSUMER"'}
-cdef const char *_HEX = b"0123456789abcdef"
-
-import json as _json
-from functools import partial as _partial
-
-
-class _Unprintable(Exception):
-    pass
-
-
-def _json_default(value):
-    text = _py_text(value)
-    if text is None:
-        raise _Unprintable
-    return text
-
-
-# the json module reads str, int and float subclasses as their built-in value; anything
-# else it cannot write becomes its text (_json_text: a placeholder, counted, if need be)
-_json_compact = _json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
-
-
-cdef bytes _json_text(WBuf *b, object value):
-    """`value` as compact JSON (ASCII bytes) the way json.dumps writes it, with any object
-    json has no type for as its text; the whole value as one JSON string when the json
-    module refuses it (a cycle, a key of another type, nesting too deep)."""
-    try:
-        return _json_compact(value).encode("ascii")
-    except _Unprintable:
-        pass
-    except (TypeError, ValueError, RecursionError):
-        return _json_quote(b, value)
-    # something in it is unprintable: encoded again with placeholders, counted
-    counts = {}
-    try:
-        out = _json.JSONEncoder(separators=(",", ":"),
-                                default=_partial(_counted_text, stats=counts)).encode(value)
-    except (TypeError, ValueError, RecursionError):
-        return _json_quote(b, value)
-    b.unprintable += counts.get("unprintable_values", 0)
-    return out.encode("ascii")
-
-
-cdef inline int j_lit(WBuf *b, bytes s) except -1:
-    return w_raw(b, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
-
-
-cdef int j_hex64(WBuf *b, uint64_t v) except -1:
-    cdef int k
-    if b.n + 16 > b.cap:
-        wb_grow(b, 16)
-    for k in range(16):
-        b.p[b.n + k] = _HEX[(v >> (60 - 4 * k)) & 15]
-    b.n += 16
-    return 0
-
-
-cdef int j_int(WBuf *b, int64_t v) except -1:
-    cdef char tmp[24]
-    cdef int n = 0
-    cdef uint64_t u = <uint64_t>v
-    if v < 0:
-        u = <uint64_t>0 - u
-    while True:
-        tmp[n] = <char>(48 + u % 10)
-        u //= 10
-        n += 1
-        if u == 0:
-            break
-    if v < 0:
-        tmp[n] = 45   # '-'
-        n += 1
-    if b.n + n > b.cap:
-        wb_grow(b, n)
-    while n:
-        n -= 1
-        b.p[b.n] = tmp[n]
-        b.n += 1
-    return 0
-
-
-cdef int j_str(WBuf *b, const char *s, Py_ssize_t n) except -1:
-    """A JSON string from UTF-8 bytes: quotes, backslashes and control characters escaped."""
-    cdef Py_ssize_t i, start = 0
-    cdef unsigned char c
-    w_byte(b, 34)
-    for i in range(n):
-        c = <unsigned char>s[i]
-        if c >= 0x20 and c != 34 and c != 92:
-            continue
-        w_raw(b, s + start, i - start)
-        start = i + 1
-        if c == 34 or c == 92:
-            w_byte(b, 92)
-            w_byte(b, c)
-        elif c == 10:
-            w_raw(b, b"\\n", 2)
-        elif c == 13:
-            w_raw(b, b"\\r", 2)
-        elif c == 9:
-            w_raw(b, b"\\t", 2)
-        else:
-            w_raw(b, b"\\u00", 4)
-            w_byte(b, _HEX[c >> 4])
-            w_byte(b, _HEX[c & 15])
-    w_raw(b, s + start, n - start)
-    return w_byte(b, 34)
-
-
-cdef int j_pystr(WBuf *b, object s) except -1:
-    cdef Py_ssize_t n
-    cdef const char *p
-    if not isinstance(s, str):
-        s = _text(b, s)
-    # a str subclass too: its characters are read without calling its methods
-    p = PyUnicode_AsUTF8AndSize(s, &n)
-    if p == NULL:
-        # lone surrogates are not UTF-8: \uXXXX escapes, as the json module writes them
-        PyErr_Clear()
-        return j_lit(b, _json.dumps(s).encode("ascii"))
-    return j_str(b, p, n)
-
-
-cdef int j_float_text(WBuf *b, double v) except -1:
-    """Python's repr of a float (1.25, 2.0, 1e+20, nan, inf), unquoted."""
-    cdef char *text = PyOS_double_to_string(v, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
-    cdef Py_ssize_t n = 0
-    while text[n]:
-        n += 1
-    try:
-        w_raw(b, text, n)
-    finally:
-        PyMem_Free(text)
-    return 0
-
-
-cdef int j_tag_value(WBuf *b, int kind, object obj, int64_t num) except -1:
-    """A tag value as Zipkin's JSON string."""
-    cdef double dbl
-    if kind == TAG_STR:
-        return j_pystr(b, obj)
-    if kind == TAG_BOOL:
-        return j_lit(b, b'"true"' if num else b'"false"')
-    if kind == TAG_INT:
-        w_byte(b, 34)
-        j_int(b, num)
-        return w_byte(b, 34)
-    if kind == TAG_FLOAT:
-        memcpy(&dbl, &num, 8)
-        w_byte(b, 34)
-        j_float_text(b, dbl)
-        return w_byte(b, 34)
-    return j_pystr(b, obj)                         # beyond 64 bits: its decimal text
-
-
-cdef int j_value(WBuf *b, object v) except -1:
-    """Any log field value as JSON (as json.dumps(default=str) would write it)."""
-    cdef int overflow = 0
-    cdef int64_t num
-    cdef double dbl
-    t = type(v)
-    if t is str:
-        return j_pystr(b, v)
-    if v is True:
-        return j_lit(b, b"true")
-    if v is False:
-        return j_lit(b, b"false")
-    if v is None:
-        return j_lit(b, b"null")
-    if t is int:
-        num = PyLong_AsLongLongAndOverflow(v, &overflow)
-        if not overflow:
-            return j_int(b, num)
-    elif t is float:
-        dbl = v
-        if dbl == dbl and dbl - dbl == 0:         # finite
-            return j_float_text(b, dbl)
-    # everything else (big ints, NaN, containers, objects): the json module's own text
-    return j_lit(b, _json_text(b, v))
-
-
-cdef int j_annotation_value(WBuf *b, object fields) except -1:
-    cdef WBuf tmp
-    cdef bint first = True
-    if type(fields) is not dict:
-        return j_pystr(b, fields)
-    if len(<dict>fields) == 1:
-        for k, v in (<dict>fields).items():
-            if _named(k, "event"):
-                return j_pystr(b, v)
-    wb_init(&tmp, 128)
-    try:
-        w_byte(&tmp, 123)
-        for k, v in (<dict>fields).items():
-            if not first:
-                w_byte(&tmp, 44)
-            first = False
-            j_pystr(&tmp, k)
-            w_byte(&tmp, 58)
-            j_value(&tmp, v)
-        w_byte(&tmp, 125)
-        b.unprintable += tmp.unprintable
-        return j_str(b, <const char *>tmp.p, tmp.n)
-    finally:
-        wb_free(&tmp)
-
-
-def encode_zipkin(batch, bytes local_endpoint, dict resource_tags, remote_endpoint,
-                  dict stats=None):
-    """A SpanBatch as a Zipkin v2 JSON array (UTF-8 bytes).
-
-    Args:
-        batch: the SpanBatch.
-        local_endpoint: the localEndpoint object, as JSON bytes (the same for every span).
-        resource_tags: {key: str value} added to every span's tags (span tags win).
-        remote_endpoint: called as remote_endpoint(service, hostname, ipv4, ipv6, port)
-            for spans with peer.* tags (None for the absent ones); returns the
-            remoteEndpoint as JSON bytes, or None.
-        stats: None, or a dict whose ``"unprintable_values"`` is increased by the number
-            of values sent as ``<unprintable TypeName>`` (their ``str()`` raised).
-    """
-    cdef _Columns c = _Columns(batch)
-    cdef WBuf b
-    cdef Py_ssize_t i, t, t1, l, nkeys = len(c.keys), nres = len(resource_tags), r
-    cdef int64_t dur, st
-    cdef uint32_t kid, nid
-    cdef int kind, cls, res
-    cdef uint64_t mask
-    cdef bint have_tags, have_peer
-    cdef int32_t *key_info = NULL
-    cdef list res_members = []
-    cdef dict res_index = {}
-    cdef list name_json = [None] * len(c.names)
-    cdef list key_json = [None] * nkeys
-    cdef object kind_json, overridden, key, obj
-    cdef object p_service, p_host, p_ipv4, p_ipv6, p_port
-    cdef set shadowed
-    # resource tags: pre-encoded `"key":"value"` members
-    for r, (k, v) in enumerate(resource_tags.items()):
-        wb_init(&b, 64)
-        try:
-            k = _plain(&b, k)
-            j_pystr(&b, k)
-            w_byte(&b, 58)
-            j_pystr(&b, v)
-            res_members.append(_take(&b))
-        finally:
-            wb_free(&b)
-        res_index[k] = r
-    key_info = <int32_t *>PyMem_Malloc((nkeys + 1) * sizeof(int32_t))
-    if key_info == NULL:
-        raise MemoryError()
-    for t in range(nkeys):
-        key_info[t] = -1
-    wb_init(&b, 64 + 400 * c.n)
-    try:
-        w_byte(&b, 91)
-        for i in range(c.n):
-            if i:
-                w_byte(&b, 44)
-            j_lit(&b, b'{"traceId":"')
-            if c.hi[i]:
-                j_hex64(&b, c.hi[i])
-            j_hex64(&b, c.lo[i])
-            j_lit(&b, b'","id":"')
-            j_hex64(&b, c.sid[i])
-            if c.pid[i]:
-                j_lit(&b, b'","parentId":"')
-                j_hex64(&b, c.pid[i])
-            j_lit(&b, b'","name":')
-            nid = c.name_id[i]
-            if nid == _UNINTERNED:
-                extra = c.extras[i]
-                j_pystr(&b, extra.get("name", "") if extra is not None else "")
-            else:
-                cached = name_json[nid]
-                if cached is None:
-                    cached = _json_quote(&b, c.names[nid])
-                    name_json[nid] = cached
-                j_lit(&b, cached)
-            st = c.start[i]
-            j_lit(&b, b',"timestamp":')
-            j_int(&b, st // 1000)
-            dur = (c.end[i] - st) // 1000
-            j_lit(&b, b',"duration":')
-            j_int(&b, dur if dur > 0 else 1)
-            j_lit(&b, b',"localEndpoint":')
-            j_lit(&b, local_endpoint)
-            # tags (written lazily: no "tags" member when there are none)
-            have_tags = False
-            have_peer = False
-            kind_json = None
-            mask = 0
-            overridden = None
-            p_service = p_host = p_ipv4 = p_ipv6 = p_port = None
-            shadowed = None
-            t1 = c.tag_off[i + 1]
-            for t in range(c.tag_off[i], t1):
-                kid = c.tag_key[t]
-                kind = c.tag_type[t]
-                if kid == _UNINTERNED:
-                    # read as SpanBatch.tags() reads it: tag_obj holds (key, object or None)
-                    if shadowed is None:
-                        shadowed = _shadowed_tags(c.tag_key, c.tag_obj, t, t1)
-                    if t in shadowed:
-                        continue
-                    key, obj = <tuple>c.tag_obj[t]
-                    key = _plain(&b, key)
-                    cls = _ZK_KEY_CLASS.get(key, ZK_PLAIN)
-                    res = res_index.get(key, -1)
-                    key_bytes = _json_quote(&b, key)
-                else:
-                    obj = c.tag_obj[t]
-                    if key_info[kid] < 0:
-                        key = _plain(&b, c.keys[kid])
-                        key_info[kid] = ((res_index.get(key, -1) + 1) << 4) | \
-                            <int>_ZK_KEY_CLASS.get(key, ZK_PLAIN)
-                        key_json[kid] = _json_quote(&b, key)
-                    cls = key_info[kid] & 15
-                    res = (key_info[kid] >> 4) - 1
-                    key_bytes = key_json[kid]
-                if cls != ZK_PLAIN:
-                    value = _tag_object(&b, kind, obj, c.tag_num[t])
-                    if cls == ZK_KIND:
-                        if type(value) is str and value in _ZK_KINDS:
-                            kind_json = _ZK_KINDS[value]
-                            continue
-                    else:
-                        have_peer = True
-                        if cls == ZK_PEER_SERVICE:
-                            p_service = value
-                        elif cls == ZK_PEER_HOSTNAME:
-                            p_host = value
-                        elif cls == ZK_PEER_IPV4:
-                            p_ipv4 = value
-                        elif cls == ZK_PEER_IPV6:
-                            p_ipv6 = value
-                        else:
-                            p_port = value
-                if res >= 0:
-                    if res < 64:
-                        mask |= (<uint64_t>1) << res
-                    else:
-                        if overridden is None:
-                            overridden = set()
-                        overridden.add(res)
-                j_lit(&b, b',"tags":{' if not have_tags else b',')
-                have_tags = True
-                j_lit(&b, key_bytes)
-                w_byte(&b, 58)
-                j_tag_value(&b, kind, obj, c.tag_num[t])
-            for r in range(nres):
-                if r < 64:
-                    if mask & ((<uint64_t>1) << r):
-                        continue
-                elif overridden is not None and r in overridden:
-                    continue
-                j_lit(&b, b',"tags":{' if not have_tags else b',')
-                have_tags = True
-                j_lit(&b, res_members[r])
-            if have_tags:
-                w_byte(&b, 125)
-            if kind_json is not None:
-                j_lit(&b, kind_json)
-            if have_peer:
-                remote = remote_endpoint(p_service, p_host, p_ipv4, p_ipv6, p_port)
-                if remote is not None:
-                    j_lit(&b, b',"remoteEndpoint":')
-                    j_lit(&b, remote)
-            if c.log_off[i + 1] > c.log_off[i]:
-                j_lit(&b, b',"annotations":[')
-                for l in range(c.log_off[i], c.log_off[i + 1]):
-                    if l > c.log_off[i]:
-                        w_byte(&b, 44)
-                    j_lit(&b, b'{"timestamp":')
-                    j_int(&b, c.log_ts[l] // 1000)
-                    j_lit(&b, b',"value":')
-                    j_annotation_value(&b, c.log_fields[l])
-                    w_byte(&b, 125)
-                w_byte(&b, 93)
-            if c.flags[i] & 2:
-                j_lit(&b, b',"debug":true')
-            w_byte(&b, 125)
-        w_byte(&b, 93)
-        if stats is not None and b.unprintable:
-            stats["unprintable_values"] = stats.get("unprintable_values", 0) + b.unprintable
-        return _take(&b)
-    finally:
-        wb_free(&b)
-        PyMem_Free(key_info)
-
-
-cdef object _tag_object(WBuf *b, int kind, object obj, int64_t num):
-    """A tag's value as a Python object (for the few tags read as values): a string as
-    an exact str, for the lookups and the Python code that read it."""
-    cdef double dbl
-    if kind == TAG_STR:
-        return _plain(b, obj)
-    if kind == TAG_BIGINT:
-        return obj
-    if kind == TAG_BOOL:
-        return num != 0
-    if kind == TAG_INT:
-        return num
-    memcpy(&dbl, &num, 8)
-    return dbl
-
-
-cdef bytes _json_quote(WBuf *counts, object s):
-    """s (its text, if not a str) as a quoted, escaped JSON string (bytes); a placeholder
-    is counted in `counts`."""
-    cdef WBuf b
-    wb_init(&b, 32)
-    try:
-        j_pystr(&b, s)
-        counts.unprintable += b.unprintable
-        return _take(&b)
-    finally:
-        wb_free(&b)
-
-
-def json_string(s):
-    """`s` as a JSON string literal, UTF-8 bytes (for building constant JSON pieces)."""
-    cdef WBuf counts
-    counts.unprintable = 0
-    return _json_quote(&counts, s)

@@ -14,7 +14,8 @@ import opentracing
 from opentracing import Format, ReferenceType
 from opentracing import UnsupportedFormatException, SpanContextCorruptedException
 
-from fasttrace._arena cimport Arena, SLOT_FIRST_REF_FOLLOWS, as_text
+from fasttrace._arena cimport Arena, as_text
+from fasttrace._layout cimport FLAG_FIRST_REF_FOLLOWS
 from fasttrace._cdefs cimport ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_init
 from fasttrace._codec cimport Propagation, inject_binary, extract_binary
 from fasttrace._context cimport (SpanContext, FLAG_SAMPLED, FLAG_DEBUG, FLAG_DEFERRED,
@@ -238,7 +239,7 @@ cdef class TracerCore:
         try:
             if span.slot >= 0:
                 if follows:
-                    arena.set_flags(span.slot, span.gen, SLOT_FIRST_REF_FOLLOWS)
+                    arena.set_flags(span.slot, span.gen, FLAG_FIRST_REF_FOLLOWS)
                 if refs is not None:
                     arena.set_extra(span.slot, span.gen, "refs",
                                     [(r[0], r[1], r[2]) for r in refs])

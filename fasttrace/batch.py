@@ -22,36 +22,12 @@ Iterating yields FinishedSpan records, built on demand.
 import numpy as np
 from opentracing import ReferenceType
 
-TAG_STR, TAG_BOOL, TAG_INT, TAG_FLOAT, TAG_BIGINT = 0, 1, 2, 3, 4
-UNINTERNED = 0xFFFFFFFF
-FLAG_SAMPLED, FLAG_DEBUG, FLAG_FIRST_REF_FOLLOWS = 1, 2, 64
+# the column codes, defined once in _layout.pxd (all of them importable from here)
+from fasttrace._layout import (  # noqa: F401
+    FLAG_DEBUG, FLAG_FIRST_REF_FOLLOWS, FLAG_SAMPLED, TAG_BIGINT, TAG_BOOL, TAG_FLOAT, TAG_INT,
+    TAG_STR, UNINTERNED, shadowed_tags)
 
 __all__ = ["FinishedSpan", "SpanBatch", "shadowed_tags"]
-
-
-def shadowed_tags(tag_key, tag_obj, start, stop):
-    """The indices in [start, stop) of uninterned tag entries that a later entry with the
-    same key replaces: `SpanBatch.tags` keeps the last value, and so do the encoders.
-
-    The arena replaces the value of a key set twice, but two uninterned keys it could not
-    match (a key stored truncated) arrive as two entries.  Keys are compared as plain
-    strings: a str subclass's own __hash__ and __eq__ are never called.
-    """
-    seen = set()
-    out = set()
-    for t in range(stop - 1, start - 1, -1):
-        if tag_key[t] != UNINTERNED:
-            continue
-        key = tag_obj[t][0]
-        if type(key) is not str:
-            if not issubclass(type(key), str):
-                continue
-            key = str.__str__(key)
-        if key in seen:
-            out.add(t)
-        else:
-            seen.add(key)
-    return out
 
 
 class FinishedSpan:
@@ -104,26 +80,23 @@ class FinishedSpan:
 class SpanBatch:
     """Finished spans drained from the arena, as numpy columns plus tag and log tables."""
 
+    # the columns, under their attribute names (what Arena.drain returns)
+    _COLUMNS = ("trace_id_hi", "trace_id_lo", "span_id", "parent_id", "start_ns", "end_ns",
+                "flags", "name_id", "operation_names", "tag_offsets", "tag_key", "tag_type",
+                "tag_num", "tag_obj", "tag_keys", "log_offsets", "log_ts", "log_fields",
+                "extras")
+    # the names a hand-built columns dict may still use for the four that differ
+    _SHORT_NAMES = {"trace_id_hi": "trace_hi", "trace_id_lo": "trace_lo",
+                    "operation_names": "names", "tag_keys": "keys"}
+
     def __init__(self, columns, service_name="", resource=None):
-        self.trace_id_hi = columns["trace_hi"]
-        self.trace_id_lo = columns["trace_lo"]
-        self.span_id = columns["span_id"]
-        self.parent_id = columns["parent_id"]
-        self.start_ns = columns["start_ns"]
-        self.end_ns = columns["end_ns"]
-        self.flags = columns["flags"]
-        self.name_id = columns["name_id"]
-        self.operation_names = columns["names"]
-        self.tag_offsets = columns["tag_offsets"]
-        self.tag_key = columns["tag_key"]
-        self.tag_type = columns["tag_type"]
-        self.tag_num = columns["tag_num"]
-        self.tag_obj = columns["tag_obj"]
-        self.tag_keys = columns["keys"]
-        self.log_offsets = columns["log_offsets"]
-        self.log_ts = columns["log_ts"]
-        self.log_fields = columns["log_fields"]
-        self.extras = columns["extras"]
+        attrs = self.__dict__
+        if "trace_id_hi" in columns:
+            for name in self._COLUMNS:
+                attrs[name] = columns[name]
+        else:
+            for name in self._COLUMNS:
+                attrs[name] = columns[self._SHORT_NAMES.get(name, name)]
         # the position of this batch's first span in its arena's finish order, and
         # which arena (so a reporter can restore each tracer's order)
         self.first_seq = int(columns.get("first_seq", 0))

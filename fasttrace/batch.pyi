@@ -9,18 +9,12 @@ _TagValue = Union[str, bool, int, float]
 #: (reference type: "child_of" | "follows_from", trace_id, span_id)
 _SpanReference = Tuple[str, int, int]
 
-TAG_STR: int
-TAG_BOOL: int
-TAG_INT: int
-TAG_FLOAT: int
-TAG_BIGINT: int
-UNINTERNED: int
-FLAG_SAMPLED: int
-FLAG_DEBUG: int
-FLAG_FIRST_REF_FOLLOWS: int
-
-def shadowed_tags(tag_key: Any, tag_obj: List[Any], start: int, stop: int) -> set[int]:
-    """Uninterned tag entries in [start, stop) that a later entry with the same key replaces."""
+from fasttrace._layout import (FLAG_DEBUG as FLAG_DEBUG,
+                               FLAG_FIRST_REF_FOLLOWS as FLAG_FIRST_REF_FOLLOWS,
+                               FLAG_SAMPLED as FLAG_SAMPLED, TAG_BIGINT as TAG_BIGINT,
+                               TAG_BOOL as TAG_BOOL, TAG_FLOAT as TAG_FLOAT, TAG_INT as TAG_INT,
+                               TAG_STR as TAG_STR, UNINTERNED as UNINTERNED,
+                               shadowed_tags as shadowed_tags)
 
 class FinishedSpan:
     """One finished span, as reporters and tests read it."""

@@ -54,7 +54,8 @@ import urllib.parse
 
 import opentracing
 
-from fasttrace.reporting import BatchReporter, Exporter, InMemoryReporter
+from fasttrace.exporters.fanout import FanOutExporter
+from fasttrace.reporting import BatchReporter, InMemoryReporter
 from fasttrace.sampling import ConstSampler, ProbabilisticSampler
 
 log = logging.getLogger("fasttrace")
@@ -305,40 +306,6 @@ def _exporter(env):
                     "using 'otlp'", raw)
         exporters = [_one_exporter(env, "otlp")]
     return exporters[0] if len(exporters) == 1 else FanOutExporter(exporters)
-
-
-class FanOutExporter(Exporter):
-    """Exports each batch to several exporters; succeeds when all of them do."""
-
-    def __init__(self, exporters):
-        self.exporters = list(exporters)
-
-    def __repr__(self):
-        return f"<FanOutExporter {self.exporters!r}>"
-
-    def export(self, batch):
-        ok = True
-        for exporter in self.exporters:
-            try:
-                ok = bool(exporter.export(batch)) and ok
-            except Exception:
-                log.debug("fasttrace: exporter %r raised", exporter, exc_info=True)
-                ok = False
-        return ok
-
-    def shutdown(self):
-        for exporter in self.exporters:
-            try:
-                exporter.shutdown()
-            except Exception:
-                log.debug("fasttrace: exporter %r failed to shut down", exporter,
-                          exc_info=True)
-
-    def _after_fork_in_child(self):
-        for exporter in self.exporters:
-            hook = getattr(exporter, "_after_fork_in_child", None)
-            if hook is not None:
-                hook()
 
 
 def _reporter(env, exporter):

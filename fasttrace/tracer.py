@@ -11,6 +11,7 @@ import opentracing
 from fasttrace import _fork
 from fasttrace._arena import Arena
 from fasttrace._codec import KNOWN_PROPAGATORS, make_propagation
+from fasttrace._ratelimit import RateLimitedLog
 from fasttrace._sampling import ConstSampler, Sampler
 from fasttrace._tracer import TracerCore
 from fasttrace.batch import SpanBatch
@@ -144,7 +145,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         self._reported = 0
         self._report_failures = 0
         self._lost_in_reporter = 0
-        self._last_failure_log = 0.0
+        self._failure_log = RateLimitedLog()
         self._closed = None
         self._draining_inline = False
         self._hook_failures_logged = set()
@@ -269,11 +270,8 @@ class Tracer(TracerCore, opentracing.Tracer):
         except Exception:
             self._report_failures += 1
             self._lost_in_reporter += len(batch)
-            now = time.monotonic()
-            if now - self._last_failure_log > 10.0:
-                self._last_failure_log = now
-                log.exception("fasttrace: reporter %r failed; %d spans lost so far",
-                              self.reporter, self._lost_in_reporter)
+            self._failure_log.exception("fasttrace: reporter %r failed; %d spans lost so far",
+                                        self.reporter, self._lost_in_reporter)
         return len(batch)
 
     def flush(self, timeout=None):
@@ -339,7 +337,7 @@ class Tracer(TracerCore, opentracing.Tracer):
             except Exception:
                 log.debug("fasttrace: reporter.stats() failed", exc_info=True)
             else:
-                # what left the process, as DESIGN.md lists it at the top level
+                # what left the process, also at the top level of the counters
                 counters["exported"] = reported.get("exported", 0)
                 counters["export_failures"] = reported.get("export_failures", 0)
                 dropped = reported.get("dropped") or {}

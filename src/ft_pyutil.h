@@ -38,11 +38,4 @@ static inline void ft_yield(void) {
     nanosleep(&ts, NULL);
 }
 #endif
-
-/* list[i] for an index known to be in range; a new reference. */
-static inline PyObject *ft_list_get(PyObject *list, Py_ssize_t i) {
-    PyObject *v = PyList_GET_ITEM(list, i);
-    Py_INCREF(v);
-    return v;
-}
 #endif

@@ -15,7 +15,8 @@ from fasttrace._otlp import encode_export_request
 from fasttrace.batch import UNINTERNED
 from fasttrace.exporters.console import ConsoleExporter
 from fasttrace.exporters.jsonl import JsonLinesExporter
-from fasttrace.exporters.zipkin import encode_spans_json, encode_spans_json_py
+from _zipkin_oracle import encode_spans_json_py
+from fasttrace.exporters.zipkin import encode_spans_json
 
 pb = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
 trace_pb2 = pytest.importorskip("opentelemetry.proto.trace.v1.trace_pb2")

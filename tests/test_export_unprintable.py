@@ -20,7 +20,8 @@ from fasttrace.exporters import (ConsoleExporter, JaegerExporter, JsonLinesExpor
                                  OTLPExporter, ZipkinExporter)
 from fasttrace.exporters.console import format_span
 from fasttrace.exporters.jsonl import span_to_json
-from fasttrace.exporters.zipkin import encode_spans_json, encode_spans_json_py
+from _zipkin_oracle import encode_spans_json_py
+from fasttrace.exporters.zipkin import encode_spans_json
 
 from _fault_servers import ACCEPTED
 

@@ -31,20 +31,6 @@ BACKOFF_MAX = 8.0
 MAX_RESPONSE_BYTES = 1 << 20
 
 
-class RateLimitedLog:
-    """log.warning at most once per `interval` seconds (export failures repeat)."""
-
-    def __init__(self, interval=10.0):
-        self.interval = interval
-        self._last = float("-inf")
-
-    def warning(self, msg, *args):
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            log.warning(msg, *args)
-
-
 class HttpSender:
     """POSTs bodies to one URL with retries.  Never raises from `post`.
 

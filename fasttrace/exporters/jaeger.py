@@ -28,12 +28,12 @@ tag whose key is not interned is read as `SpanBatch.tags()` reads it.
 """
 import logging
 import socket
-import threading
 
 from fasttrace import _thrift
 from fasttrace._version import __version__
-from fasttrace.exporters._http import HttpSender, RateLimitedLog
-from fasttrace.reporting import Exporter
+from fasttrace.exporters._host import host_info
+from fasttrace.exporters._http import HttpSender
+from fasttrace.exporters.base import BaseExporter
 
 log = logging.getLogger("fasttrace")
 
@@ -48,39 +48,7 @@ THRIFT_BINARY = "application/vnd.apache.thrift.binary"
 _TRIM_TAG_ROOM = 48
 
 
-_host_info = None
-
-
-def host_info():
-    """(hostname, ipv4 or None) of this host, looked up once per process."""
-    global _host_info
-    if _host_info is None:
-        try:
-            hostname = socket.gethostname()
-        except OSError:
-            hostname = ""
-        _host_info = (hostname, _local_ip(hostname))
-    return _host_info
-
-
-def _local_ip(hostname):
-    ip = None
-    try:
-        ip = socket.gethostbyname(hostname)
-        if not ip.startswith("127."):
-            return ip
-    except OSError:
-        pass
-    # the address the default route would use; connect() on UDP sends nothing
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("10.255.255.255", 1))
-            return s.getsockname()[0]
-    except OSError:
-        return ip
-
-
-class JaegerExporter(Exporter):
+class JaegerExporter(BaseExporter):
     """Sends spans to a Jaeger agent (UDP, Thrift compact) or collector (HTTP, Thrift binary).
 
     Args:
@@ -92,8 +60,13 @@ class JaegerExporter(Exporter):
         max_packet_size: largest datagram sent to the agent.
     """
 
+    STATS = ("spans_sent", "packets_sent", "requests_sent", "spans_trimmed",
+             "spans_dropped_too_large", "spans_failed", "send_errors", "encode_errors",
+             "unprintable_values")
+
     def __init__(self, agent_host="localhost", agent_port=6831, collector_endpoint=None,
                  headers=None, timeout=10.0, max_packet_size=65000):
+        super().__init__()
         self.agent_host = agent_host
         self.agent_port = int(agent_port)
         self.collector_endpoint = collector_endpoint
@@ -105,17 +78,11 @@ class JaegerExporter(Exporter):
                       if collector_endpoint else None)
         self._protocol = _thrift.PROTOCOL_BINARY if self._http else _thrift.PROTOCOL_COMPACT
         self._encoder = _thrift.SpanEncoder(self._protocol)
-        self._lock = threading.Lock()
         self._sock = None
         self._addr = None
         self._seqid = 0
         self._process_key = None
         self._process = None
-        self._closed = False
-        self._log = RateLimitedLog()
-        self._stats = dict(spans_sent=0, packets_sent=0, requests_sent=0, spans_trimmed=0,
-                           spans_dropped_too_large=0, spans_failed=0, send_errors=0,
-                           encode_errors=0, unprintable_values=0)
 
     # -- Exporter --------------------------------------------------------------------------
 
@@ -160,13 +127,8 @@ class JaegerExporter(Exporter):
             finally:
                 self._lock.release()
 
-    def _after_fork_in_child(self):
-        # the parent's socket and connection are the parent's: start afresh
-        self._lock = threading.Lock()
-        self._sock = None
-        if self._http is not None:
-            self._http.after_fork_in_child()
-        self._stats = dict.fromkeys(self._stats, 0)
+    def _reset_after_fork(self):
+        self._sock = None                 # the parent's
 
     def stats(self):
         """Counters: spans_sent, packets_sent (agent), requests_sent (collector),

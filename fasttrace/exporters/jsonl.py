@@ -23,10 +23,9 @@ half a batch from a flush, and several processes (or a forked child) can share t
 import json
 import math
 import os
-import threading
 
 from fasttrace._text import counted_text, placeholder
-from fasttrace.reporting import Exporter
+from fasttrace.exporters.base import BaseExporter
 
 __all__ = ["JsonLinesExporter", "span_to_json"]
 
@@ -95,20 +94,20 @@ def span_to_json(span, stats=None):
     }
 
 
-class JsonLinesExporter(Exporter):
+class JsonLinesExporter(BaseExporter):
     """Appends one JSON object per span per line to `path`.
 
     Args:
         path: the file; created if missing, never truncated.
     """
 
+    STATS = ("unprintable_values",)
+
     def __init__(self, path):
+        super().__init__()
         self.path = os.fspath(path)
         self._file = None
-        self._lock = threading.Lock()
-        self._closed = False
         self.last_error = None
-        self._stats = {"unprintable_values": 0}
 
     def __repr__(self):
         return f"<JsonLinesExporter {self.path!r}>"
@@ -155,8 +154,6 @@ class JsonLinesExporter(Exporter):
             self._closed = True
             self._close_file()
 
-    def _after_fork_in_child(self):
+    def _reset_after_fork(self):
         # the parent flushed its buffer before each export returned; reopen our own
         self._file = None
-        self._lock = threading.Lock()
-        self._stats = dict.fromkeys(self._stats, 0)

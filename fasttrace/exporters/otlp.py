@@ -15,12 +15,11 @@ The whole export, retries included, ends within `timeout` seconds.
 """
 import gzip
 import logging
-import time
 
 from fasttrace._otlp import decode_export_response, encode_export_request
 from fasttrace._version import __version__
 from fasttrace.exporters._http import HttpSender
-from fasttrace.reporting import Exporter
+from fasttrace.exporters.base import BaseExporter
 
 log = logging.getLogger("fasttrace")
 
@@ -30,7 +29,7 @@ DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
 USER_AGENT = f"fasttrace/{__version__} (OTLP/HTTP protobuf)"
 
 
-class OTLPExporter(Exporter):
+class OTLPExporter(BaseExporter):
     """Sends spans as OTLP/HTTP protobuf (``ExportTraceServiceRequest``).
 
     Args:
@@ -44,8 +43,11 @@ class OTLPExporter(Exporter):
         ValueError: the endpoint is not an http(s) URL, or the compression is unknown.
     """
 
+    STATS = ("failed_exports", "rejected_spans", "partial_successes", "unprintable_values")
+
     def __init__(self, endpoint=DEFAULT_ENDPOINT, headers=None, timeout=10.0,
                  compression=None, ssl_context=None):
+        super().__init__()
         if compression in ("", "none"):
             compression = None
         if compression not in (None, "gzip"):
@@ -62,11 +64,7 @@ class OTLPExporter(Exporter):
         self.endpoint = endpoint
         self.timeout = float(timeout)
         self.compression = compression
-        self._shutdown = False
         self.last_error = None
-        self._last_partial_log = -1e18
-        self._stats = {"failed_exports": 0, "rejected_spans": 0, "partial_successes": 0,
-                       "unprintable_values": 0}
 
     def __repr__(self):
         return f"<OTLPExporter {self.endpoint}>"
@@ -78,7 +76,7 @@ class OTLPExporter(Exporter):
 
     def export(self, batch):
         """Sends one batch; returns True when the collector accepted it.  Never raises."""
-        if self._shutdown or not len(batch):
+        if self._closed or not len(batch):
             return not len(batch)
         try:
             body = encode_export_request(batch, __version__, self._stats)
@@ -109,11 +107,9 @@ class OTLPExporter(Exporter):
         if rejected or message:
             self._stats["partial_successes"] += 1
             self._stats["rejected_spans"] += rejected
-            now = time.monotonic()
-            if now - self._last_partial_log >= 10.0:
-                self._last_partial_log = now
-                log.warning("fasttrace: the OTLP collector at %s rejected %d spans: %s",
-                            self.endpoint, rejected, message or "(no message)")
+            self._log.warning(
+                "fasttrace: the OTLP collector at %s rejected %d spans: %s",
+                self.endpoint, rejected, message or "(no message)")
 
     def _fail(self, reason):
         self.last_error = reason
@@ -132,10 +128,8 @@ class OTLPExporter(Exporter):
 
     def shutdown(self):
         """Aborts retries in progress and closes the connection."""
-        self._shutdown = True
+        self._closed = True
         self._http.close()
 
-    def _after_fork_in_child(self):
-        self._http.after_fork_in_child()
-        self._stats = dict.fromkeys(self._stats, 0)
+    def _reset_after_fork(self):
         self.last_error = None

@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The SpanBatch contract's codes (fasttrace/_layout.pxd), and its typed view for encoders."""
+from typing import Any, List
+
+TAG_STR: int
+TAG_BOOL: int
+TAG_INT: int
+TAG_FLOAT: int
+TAG_BIGINT: int
+UNINTERNED: int
+FLAG_SAMPLED: int
+FLAG_DEBUG: int
+FLAG_FIRST_REF_FOLLOWS: int
+
+def shadowed_tags(tag_key: Any, tag_obj: List[Any], start: int, stop: int) -> set[int]: ...
+
+class BatchView:
+    """Typed views over a SpanBatch's columns (for the compiled encoders)."""
+    def __init__(self, batch: Any) -> None: ...
