@@ -398,6 +398,13 @@ cdef class Span:
                 # last: the values it frees may have finalizers, which must find this
                 # span already not recording
                 arena.discard(slot, self.gen)
+            elif was_sampled:
+                # dropped for a full arena, and counted there: now it is a span the
+                # application does not want sampled, counted as unsampled instead (so a
+                # later priority 1 moves it back, and it is never reported and counted)
+                if arena.n_dropped_arena_full > 0:
+                    arena.n_dropped_arena_full -= 1
+                arena.n_unsampled += 1
             return 0
         if self.flags & FLAG_DEBUG:
             return 0            # already forced; jaeger-client ignores a repeat

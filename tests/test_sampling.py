@@ -422,3 +422,23 @@ def test_priority_odd_values_never_raise(make_tracer, reporter):
     for value in ("abc", None, object(), 1.5, "1", -3, 2 ** 70):
         span.set_tag(SAMPLING_PRIORITY, value)
     span.finish()
+
+
+def test_priority_zero_on_a_span_dropped_for_a_full_arena_is_counted_once(make_tracer, reporter):
+    # found by tests/test_state_machine.py: the span stayed counted as arena_full, and a
+    # later priority 1 recorded it, so it was both reported and counted as lost (and
+    # took one off another span's unsampled count)
+    tracer = make_tracer(reporter=reporter, capacity=1)
+    tracer.start_span("unsampled", child_of=fasttrace.SpanContext(1, 2, sampled=False)).finish()
+    holder = tracer.start_span("holder")
+    dropped = tracer.start_span("dropped")
+    assert tracer.stats()["dropped"]["arena_full"] == 1
+    dropped.set_tag(SAMPLING_PRIORITY, 0)
+    stats = tracer.stats()
+    assert stats["dropped"]["arena_full"] == 0 and stats["unsampled"] == 2
+    holder.finish()
+    dropped.set_tag(SAMPLING_PRIORITY, 1)
+    dropped.finish()
+    assert [s.operation_name for s in reporter.spans] == ["holder", "dropped"]
+    stats = tracer.stats()
+    assert stats["dropped"]["arena_full"] == 0 and stats["unsampled"] == 1
