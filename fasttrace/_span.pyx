@@ -422,7 +422,9 @@ cdef class Span:
             arena.n_dropped_arena_full -= 1
         if self.start_ns == 0:
             self.start_ns = ft_now_ns()
-        self._open_slot()
+        self._open_slot()       # the follows_from flag is in self.flags
+        if self.slot >= 0 and self._refs is not None:
+            arena.set_extra(self.slot, self.gen, "refs", self._refs)
         return 1
 
     cdef int _finish(self, int64_t end_ns) except -1:

@@ -442,3 +442,23 @@ def test_priority_zero_on_a_span_dropped_for_a_full_arena_is_counted_once(make_t
     assert [s.operation_name for s in reporter.spans] == ["holder", "dropped"]
     stats = tracer.stats()
     assert stats["dropped"]["arena_full"] == 0 and stats["unsampled"] == 1
+
+
+def test_priority_one_recording_a_span_later_keeps_its_references(make_tracer, reporter):
+    # found by tests/test_state_machine.py: a span recorded only once sampling.priority
+    # 1 opened a slot for it was reported as child_of its follows_from parent, and
+    # without its other references
+    from opentracing import child_of, follows_from
+    tracer = make_tracer(reporter=reporter, sampler=fasttrace.ConstSampler(False))
+    a = tracer.start_span("a")          # unsampled, and so are the spans below
+    b = tracer.start_span("b")
+    follows = tracer.start_span("follows", references=[follows_from(a.context)])
+    both = tracer.start_span("both", references=[child_of(a.context), follows_from(b.context)])
+    for span in (follows, both):
+        span.set_tag(SAMPLING_PRIORITY, 1)
+        span.finish()
+    recs = {s.operation_name: s for s in reporter.spans}
+    assert recs["follows"].references == [("follows_from", a.trace_id, a.span_id)]
+    assert recs["follows"].parent_id == a.span_id
+    assert recs["both"].references == [("child_of", a.trace_id, a.span_id),
+                                       ("follows_from", b.trace_id, b.span_id)]
