@@ -16,11 +16,15 @@ drains in finish order).  Nothing here depends on timing.
 """
 import gc
 
-import opentracing
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
-                                 precondition, rule)
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 from opentracing import Format, follows_from
 
 import fasttrace
@@ -128,10 +132,10 @@ class TracerMachine(RuleBasedStateMachine):
         self.finish_order = []      # recorded spans, in the order they finished
         self.scopes = []            # (scope, Model), innermost last
         self.pending = []           # what finalizers did, applied after each step
-        self.expected = dict(started=0, sampled=0, unsampled=0, finished=0,
-                             arena_full=0, abandoned=0, by_priority=0, tags=0,
-                             values=0, keys=0, timestamps=0, logs=0, tag_pool_full=0,
-                             log_pool_full=0)
+        self.expected = dict.fromkeys(
+            ("started", "sampled", "unsampled", "finished", "arena_full", "abandoned",
+             "by_priority", "tags", "values", "keys", "timestamps", "logs",
+             "tag_pool_full", "log_pool_full"), 0)
         # collections only where the machine makes them, so the model knows the order
         # in which finalizers ran
         gc.disable()
@@ -186,9 +190,8 @@ class TracerMachine(RuleBasedStateMachine):
         """What span.set_tag(key, value) does, in the model."""
         if m.finished:
             return
-        if key == PRIORITY:
-            if not self.set_priority(m, value):
-                return
+        if key == PRIORITY and not self.set_priority(m, value):
+            return
         if not m.recording:
             return
         e = self.expected
