@@ -389,6 +389,18 @@ class TracerMachine(RuleBasedStateMachine):
         m.span.set_tag(PRIORITY, priority)
         self.set_tag(m, PRIORITY, priority)
 
+    @precondition(lambda self: any(m.span is not None and not m.finished
+                                   and not m.recording for m in self.spans))
+    @rule(i=st.integers(0, 1000), priority=st.sampled_from((0, 1)))
+    def set_priority_not_recording(self, i, priority):
+        """sampling.priority on a span that has no slot: unsampled, dropped for a full
+        arena, or discarded by an earlier priority 0."""
+        pool = [m for m in self.spans
+                if m.span is not None and not m.finished and not m.recording]
+        m = pool[i % len(pool)]
+        m.span.set_tag(PRIORITY, priority)
+        self.set_tag(m, PRIORITY, priority)
+
     @precondition(has_live)
     @rule(i=st.integers(0, 1000), fields=LOG_FIELDS, times=st.integers(1, 5))
     def log_kv(self, i, fields, times):
