@@ -607,6 +607,6 @@ class TracerMachine(RuleBasedStateMachine):
 
 
 TracerMachine.TestCase.settings = settings(
-    derandomize=True, deadline=None, max_examples=120, stateful_step_count=50, report_multiple_bugs=False,
+    derandomize=True, deadline=None, max_examples=100, stateful_step_count=50, report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_tracer_machine = TracerMachine.TestCase
