@@ -610,6 +610,7 @@ class TracerMachine(RuleBasedStateMachine):
 # ~45 s here; .ci/debug-builds runs fewer examples against its slower builds
 EXAMPLES = int(os.environ.get("FASTTRACE_STATE_MACHINE_EXAMPLES", "100"))
 TracerMachine.TestCase.settings = settings(
-    derandomize=True, deadline=None, max_examples=EXAMPLES, stateful_step_count=50, report_multiple_bugs=False,
+    derandomize=True, deadline=None, max_examples=EXAMPLES, stateful_step_count=50,
+    report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_tracer_machine = TracerMachine.TestCase
