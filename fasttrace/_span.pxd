@@ -31,6 +31,7 @@ cdef class Span:
     cdef object baggage         # dict str -> str, or None; replaced, never mutated, once shared
     cdef object tracestate
     cdef SpanContext _ctx       # built on first use of .context
+    cdef list _refs             # references kept beyond the parent (for a later slot)
 
     cdef object _override(self, str name)
     cdef object _call_override(self, object override, tuple args, dict kwargs=*)

@@ -397,6 +397,13 @@ cdef class Span:
                 # last: the values it frees may have finalizers, which must find this
                 # span already not recording
                 arena.discard(slot, self.gen)
+            elif was_sampled:
+                # dropped for a full arena, and counted there: now it is a span the
+                # application does not want sampled, counted as unsampled instead (so a
+                # later priority 1 moves it back, and it is never reported and counted)
+                if arena.n_dropped_arena_full > 0:
+                    arena.n_dropped_arena_full -= 1
+                arena.n_unsampled += 1
             return 0
         if self.flags & FLAG_DEBUG:
             return 0            # already forced; jaeger-client ignores a repeat
@@ -414,7 +421,9 @@ cdef class Span:
             arena.n_dropped_arena_full -= 1
         if self.start_ns == 0:
             self.start_ns = ft_now_ns()
-        self._open_slot()
+        self._open_slot()       # the follows_from flag is in self.flags
+        if self.slot >= 0 and self._refs is not None:
+            arena.set_extra(self.slot, self.gen, "refs", self._refs)
         return 1
 
     cdef int _finish(self, int64_t end_ns) except -1:

@@ -228,7 +228,12 @@ cdef class TracerCore:
             span.start_ns = ft_now_ns()
         arena.n_started += 1
 
-        # 3. a slot, for sampled spans only
+        # 3. a slot, for sampled spans only; the references stay with the span too, for
+        #    a slot that sampling.priority opens later
+        if follows:
+            span.flags |= FLAG_FIRST_REF_FOLLOWS
+        if refs is not None:
+            span._refs = [(r[0], r[1], r[2]) for r in refs]
         if not span.flags & FLAG_SAMPLED:
             arena.n_unsampled += 1
         else:
@@ -238,11 +243,8 @@ cdef class TracerCore:
         cdef bint started = False
         try:
             if span.slot >= 0:
-                if follows:
-                    arena.set_flags(span.slot, span.gen, FLAG_FIRST_REF_FOLLOWS)
                 if refs is not None:
-                    arena.set_extra(span.slot, span.gen, "refs",
-                                    [(r[0], r[1], r[2]) for r in refs])
+                    arena.set_extra(span.slot, span.gen, "refs", span._refs)
                 if parent_ctx is not None and parent_ctx.debug_id is not None:
                     arena.set_tag(span.slot, span.gen, "jaeger-debug-id", parent_ctx.debug_id)
             if tags is not None:

@@ -422,3 +422,43 @@ def test_priority_odd_values_never_raise(make_tracer, reporter):
     for value in ("abc", None, object(), 1.5, "1", -3, 2 ** 70):
         span.set_tag(SAMPLING_PRIORITY, value)
     span.finish()
+
+
+def test_priority_zero_on_a_span_dropped_for_a_full_arena_is_counted_once(make_tracer, reporter):
+    # found by tests/test_state_machine.py: the span stayed counted as arena_full, and a
+    # later priority 1 recorded it, so it was both reported and counted as lost (and
+    # took one off another span's unsampled count)
+    tracer = make_tracer(reporter=reporter, capacity=1)
+    tracer.start_span("unsampled", child_of=fasttrace.SpanContext(1, 2, sampled=False)).finish()
+    holder = tracer.start_span("holder")
+    dropped = tracer.start_span("dropped")
+    assert tracer.stats()["dropped"]["arena_full"] == 1
+    dropped.set_tag(SAMPLING_PRIORITY, 0)
+    stats = tracer.stats()
+    assert stats["dropped"]["arena_full"] == 0 and stats["unsampled"] == 2
+    holder.finish()
+    dropped.set_tag(SAMPLING_PRIORITY, 1)
+    dropped.finish()
+    assert [s.operation_name for s in reporter.spans] == ["holder", "dropped"]
+    stats = tracer.stats()
+    assert stats["dropped"]["arena_full"] == 0 and stats["unsampled"] == 1
+
+
+def test_priority_one_recording_a_span_later_keeps_its_references(make_tracer, reporter):
+    # found by tests/test_state_machine.py: a span recorded only once sampling.priority
+    # 1 opened a slot for it was reported as child_of its follows_from parent, and
+    # without its other references
+    from opentracing import child_of, follows_from
+    tracer = make_tracer(reporter=reporter, sampler=fasttrace.ConstSampler(False))
+    a = tracer.start_span("a")          # unsampled, and so are the spans below
+    b = tracer.start_span("b")
+    follows = tracer.start_span("follows", references=[follows_from(a.context)])
+    both = tracer.start_span("both", references=[child_of(a.context), follows_from(b.context)])
+    for span in (follows, both):
+        span.set_tag(SAMPLING_PRIORITY, 1)
+        span.finish()
+    recs = {s.operation_name: s for s in reporter.spans}
+    assert recs["follows"].references == [("follows_from", a.trace_id, a.span_id)]
+    assert recs["follows"].parent_id == a.span_id
+    assert recs["both"].references == [("child_of", a.trace_id, a.span_id),
+                                       ("follows_from", b.trace_id, b.span_id)]
