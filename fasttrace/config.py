@@ -54,6 +54,7 @@ import urllib.parse
 
 import opentracing
 
+from fasttrace.propagation import KNOWN_PROPAGATORS, parse_propagator_names
 from fasttrace.reporting import BatchReporter, Exporter, InMemoryReporter
 from fasttrace.sampling import ConstSampler, ProbabilisticSampler
 
@@ -61,7 +62,6 @@ log = logging.getLogger("fasttrace")
 
 __all__ = ["init_tracer"]
 
-KNOWN_PROPAGATORS = ("tracecontext", "baggage", "jaeger", "b3", "b3multi")
 DEFAULT_PROPAGATORS = ("tracecontext", "baggage")
 DEFAULT_OTLP_BASE = "http://localhost:4318"
 DEFAULT_ZIPKIN_ENDPOINT = "http://localhost:9411/api/v2/spans"
@@ -177,19 +177,12 @@ def _propagators(env):
     raw = env.str("OTEL_PROPAGATORS")
     if raw is None:
         return DEFAULT_PROPAGATORS
-    names = []
-    for name in raw.split(","):
-        key = name.strip().lower()
-        if not key or key in names:
-            continue
-        if key == "none":
-            return ()
-        if key not in KNOWN_PROPAGATORS:
-            log.warning("fasttrace: OTEL_PROPAGATORS: skipping unknown propagator %r "
-                        "(known: %s)", key, ", ".join(KNOWN_PROPAGATORS))
-            continue
-        names.append(key)
-    return tuple(names)
+    return parse_propagator_names(raw, _warn_unknown_propagator, none_clears=True)
+
+
+def _warn_unknown_propagator(name, key):
+    log.warning("fasttrace: OTEL_PROPAGATORS: skipping unknown propagator %r "
+                "(known: %s)", key, ", ".join(KNOWN_PROPAGATORS))
 
 
 def _resource(env):

@@ -32,7 +32,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 from opentracing import Format
 
-from fasttrace._codec import make_propagation
+from fasttrace.propagation import make_propagation
 from fasttrace._context import SpanContext
 
 IDS = [

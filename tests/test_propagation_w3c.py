@@ -21,7 +21,8 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 
-from fasttrace._codec import codec_stats, make_propagation
+from fasttrace._carrier import codec_stats
+from fasttrace.propagation import make_propagation
 from fasttrace._context import SpanContext
 
 TC = make_propagation(["tracecontext"])
