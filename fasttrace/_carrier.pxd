@@ -5,7 +5,9 @@ from cpython.exc cimport PyErr_Clear
 from cpython.dict cimport PyDict_Next, PyDict_SetItem
 from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcpy
+
+from fasttrace._cdefs cimport ft_pct_encode, ft_pct_encoded_len
 
 from fasttrace._context cimport SpanContext
 
@@ -235,11 +237,26 @@ cdef inline bint has_ids(SpanContext ctx) noexcept:
 # Percent-decodes UTF-8 bytes into a str (invalid UTF-8 -> U+FFFD); with plus_is_space,
 # '+' is a space.
 cdef str pct_decode(const char *p, Py_ssize_t n, bint plus_is_space)
-# Percent-decodes s; s itself when it holds no '%'.
-cdef str pct_decode_str(str s)
-# Percent-encodes UTF-8 bytes, keeping the octets of class cls except '%' and '+' (orig,
-# the str they came from, is returned when nothing needs encoding).
-cdef str pct_encode(const char *p, Py_ssize_t n, unsigned cls, str orig=*)
+
+cdef inline str pct_decode_str(str s):
+    """Percent-decodes s; s itself when it holds no '%'."""
+    cdef Py_ssize_t n
+    cdef const char *p = utf8(s, &n)
+    if p == NULL or memchr(p, b'%', n) == NULL:
+        return s
+    return pct_decode(p, n, False)
+
+cdef inline str pct_encode(const char *p, Py_ssize_t n, unsigned cls, str orig):
+    """Percent-encodes UTF-8 bytes, keeping the octets of class cls except '%' and '+'
+    (orig, the str they came from, is returned when nothing needs encoding)."""
+    cdef Py_ssize_t m = ft_pct_encoded_len(p, n, cls)
+    cdef str s
+    if m == n and orig is not None:
+        return orig
+    s = PyUnicode_New(m, 127)
+    ft_pct_encode(p, n, cls, <char *>PyUnicode_DATA(s))
+    return s
+
 # ASCII-lowercased key (header names are ASCII; Unicode folding would let the Kelvin
 # sign match 'k').
 cdef str lower_key(str key)

@@ -37,8 +37,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memchr, memset
 
-from fasttrace._cdefs cimport ft_ascii_lower, ft_codec_init, ft_has_upper, ft_pct_encode, \
-    ft_pct_encoded_len
+from fasttrace._cdefs cimport ft_ascii_lower, ft_codec_init, ft_has_upper
 from fasttrace._context cimport FLAG_DEFERRED, SpanContext
 
 from opentracing import InvalidCarrierException, SpanContextCorruptedException
@@ -100,24 +99,6 @@ cdef str pct_decode(const char *p, Py_ssize_t n, bint plus_is_space):
     finally:
         if buf != &stack[0]:
             PyMem_Free(buf)
-
-
-cdef str pct_decode_str(str s):
-    cdef Py_ssize_t n
-    cdef const char *p = utf8(s, &n)
-    if p == NULL or memchr(p, b'%', n) == NULL:
-        return s
-    return pct_decode(p, n, False)
-
-
-cdef str pct_encode(const char *p, Py_ssize_t n, unsigned cls, str orig=None):
-    cdef Py_ssize_t m = ft_pct_encoded_len(p, n, cls)
-    cdef str s
-    if m == n and orig is not None:
-        return orig
-    s = PyUnicode_New(m, 127)
-    ft_pct_encode(p, n, cls, <char *>PyUnicode_DATA(s))
-    return s
 
 
 cdef dict _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
