@@ -72,8 +72,11 @@ cdef inline int _b3_state_of(SpanContext ctx) noexcept:
 
 
 cdef inline Py_ssize_t _b3_ids(char *buf, SpanContext ctx) noexcept:
-    """<16 or 32 hex trace id>-<16 hex span id> into buf; returns the length."""
+    """<16 or 32 hex trace id>-<16 hex span id> into buf; returns the length, or 0 (and
+    writes nothing) when ctx has no ids."""
     cdef char tp[55]
+    if not has_ids(ctx):
+        return 0
     # reuse the traceparent writer for the hex digits
     ft_traceparent_format(tp, ctx.trace_hi, ctx.trace_lo, ctx._span_id, 0)
     if ctx.trace_hi != 0:
@@ -96,11 +99,10 @@ cdef class B3SinglePropagator(Propagator):
 
     cdef int inject(self, SpanContext ctx, object carrier) except -1:
         cdef char buf[64]
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n = _b3_ids(buf, ctx)
         cdef int state
-        if not has_ids(ctx):
+        if n == 0:
             return 0
-        n = _b3_ids(buf, ctx)
         state = _b3_state_of(ctx)
         if state != FT_B3_DEFERRED:
             buf[n] = b'-'
@@ -159,11 +161,10 @@ cdef class B3MultiPropagator(Propagator):
 
     cdef int inject(self, SpanContext ctx, object carrier) except -1:
         cdef char buf[64]
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n = _b3_ids(buf, ctx)
         cdef int state
-        if not has_ids(ctx):
+        if n == 0:
             return 0
-        n = _b3_ids(buf, ctx)
         set_header(carrier, H_B3_TRACE, ascii_str(buf, n - 17))
         set_header(carrier, H_B3_SPAN, ascii_str(buf + n - 16, 16))
         state = _b3_state_of(ctx)

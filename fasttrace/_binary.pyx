@@ -38,7 +38,7 @@ from libc.string cimport memcmp, memcpy
 
 from fasttrace._carrier cimport (
     MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS, MAX_TRACESTATE_BYTES, PyUnicode_DecodeUTF8,
-    PyUnicode_IS_ASCII, ascii_str, stats, str_item, utf8,
+    PyUnicode_IS_ASCII, ascii_str, stats, str_item, utf8, utf8_item,
 )
 from fasttrace._cdefs cimport ft_codec_init, ft_get_u64be, ft_put_u64be
 from fasttrace._context cimport FLAG_DEBUG, FLAG_DEFERRED, FLAG_FIREHOSE, FLAG_SAMPLED, SpanContext
@@ -89,10 +89,10 @@ cpdef int inject_binary(SpanContext ctx, object carrier) except -1:
     items = ctx._baggage
     if items:
         for key, value in (<dict>items).items():
-            ks = <str>key if type(key) is str else str_item(key)
-            vs = <str>value if type(value) is str else str_item(value)
-            kp = utf8(ks, &kn) if ks is not None else NULL
-            vp = utf8(vs, &vn) if vs is not None else NULL
+            ks = str_item(key)
+            vs = str_item(value)
+            kp = utf8_item(ks, &kn)
+            vp = utf8_item(vs, &vn)
             if kp == NULL or vp == NULL or kn == 0 or count >= MAX_BAGGAGE_MEMBERS \
                     or total + kn + vn > MAX_BAGGAGE_BYTES:
                 stats.baggage_dropped += 1

@@ -222,14 +222,18 @@ cdef inline str ascii_str(const char *p, Py_ssize_t n):
     memcpy(PyUnicode_DATA(s), p, n)
     return s
 
+# str(x), or None when that raises.
+cdef str str_or_none(object x)
+
 cdef inline str str_item(object x):
     """A baggage key or value as str (SpanContext stores str; be safe with others)."""
     if type(x) is str:
         return x
-    try:
-        return str(x)
-    except Exception:
-        return None
+    return str_or_none(x)
+
+cdef inline const char *utf8_item(str s, Py_ssize_t *n) noexcept:
+    """utf8(s), NULL for None too."""
+    return utf8(s, n) if s is not None else NULL
 
 cdef inline bint has_ids(SpanContext ctx) noexcept:
     return (ctx.trace_hi != 0 or ctx.trace_lo != 0) and ctx._span_id != 0

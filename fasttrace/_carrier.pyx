@@ -118,6 +118,13 @@ cdef str lower_key(str key):
     return key.translate(_ASCII_LOWER)
 
 
+cdef str str_or_none(object x):
+    try:
+        return str(x)
+    except Exception:
+        return None
+
+
 cdef str short_repr(object value):
     cdef str r = repr(value)
     return r if len(r) <= 80 else r[:77] + "..."

@@ -257,8 +257,8 @@ cdef class JaegerPropagator(Propagator):
                     continue
             key = <object>k
             value = <object>v
-            ks = <str>key if type(key) is str else str_item(key)
-            vs = <str>value if type(value) is str else str_item(value)
+            ks = str_item(key)
+            vs = str_item(value)
             if ks is None or vs is None:
                 stats.baggage_dropped += 1
                 continue

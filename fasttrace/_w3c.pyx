@@ -100,7 +100,7 @@ from libc.string cimport memchr
 from fasttrace._carrier cimport (
     MAX_BAGGAGE_BYTES, STACK_BUF, Budget, Extracted, Propagator, PyUnicode_DATA, PyUnicode_New,
     ascii_str, combined, found_ids, has_ids, header, merge_baggage, pct_decode, set_header, stats,
-    str_item, take, utf8,
+    str_item, take, utf8, utf8_item,
 )
 from fasttrace._cdefs cimport (
     FT_CC_BAGGAGE, FT_CC_TCHAR, FT_OK, ft_all_in_class, ft_codec_init, ft_pct_encode,
@@ -266,10 +266,10 @@ cdef class W3CBaggagePropagator(Propagator):
         budget.count = 0
         budget.total = 0
         for key, value in items.items():
-            ks = <str>key if type(key) is str else str_item(key)
-            vs = <str>value if type(value) is str else str_item(value)
-            kp = utf8(ks, &kn) if ks is not None else NULL
-            vp = utf8(vs, &vn) if vs is not None else NULL
+            ks = str_item(key)
+            vs = str_item(value)
+            kp = utf8_item(ks, &kn)
+            vp = utf8_item(vs, &vn)
             if kp == NULL or vp == NULL or kn == 0:
                 stats.baggage_dropped += 1
                 continue
