@@ -15,8 +15,8 @@ from opentracing import InvalidCarrierException, SpanContextCorruptedException
 
 from fasttrace._binary import extract_binary, inject_binary
 from fasttrace._carrier import codec_stats
-from fasttrace.propagation import make_propagation
 from fasttrace._context import SpanContext
+from fasttrace.propagation import make_propagation
 
 T = 0x0AF7651916CD43DD8448EB211C80319C
 S = 0xB7AD6B7169203331

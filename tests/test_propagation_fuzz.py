@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from opentracing import SpanContextCorruptedException
 
 from fasttrace._binary import extract_binary, inject_binary
-from fasttrace.propagation import KNOWN_PROPAGATORS, make_propagation
 from fasttrace._context import SpanContext
+from fasttrace.propagation import KNOWN_PROPAGATORS, make_propagation
 
 FLAG_DEFERRED = 16
 SETTINGS = settings(max_examples=400, deadline=None,

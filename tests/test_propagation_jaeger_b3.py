@@ -17,8 +17,8 @@ from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentracing import InvalidCarrierException, SpanContextCorruptedException
 
 from fasttrace._carrier import Propagation, codec_stats
-from fasttrace.propagation import KNOWN_PROPAGATORS, make_propagation
 from fasttrace._context import SpanContext
+from fasttrace.propagation import KNOWN_PROPAGATORS, make_propagation
 
 FLAG_SAMPLED, FLAG_DEBUG, FLAG_FIREHOSE, FLAG_DEFERRED = 1, 2, 8, 16
 JAEGER = make_propagation(["jaeger"])

@@ -22,8 +22,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 
 from fasttrace._carrier import codec_stats
-from fasttrace.propagation import make_propagation
 from fasttrace._context import SpanContext
+from fasttrace.propagation import make_propagation
 
 TC = make_propagation(["tracecontext"])
 BAG = make_propagation(["baggage"])
