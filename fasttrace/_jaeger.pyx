@@ -21,7 +21,7 @@ Jaeger (https://www.jaegertracing.io/docs/latest/client-libraries/#propagation-f
 * ``uberctx-`` keys are lowercased as jaeger-client and jaeger-go do; values are
   percent-decoded.  ``jaeger-baggage`` items with anything but one "=" are skipped, as
   jaeger-client does; so are items with an empty key (jaeger-client keeps them as
-  "").  The baggage limits above apply.
+  "").  The limits of W3C Baggage (``fasttrace._w3c``) apply.
 * ``jaeger-debug-id`` alone (or with baggage only) gives a container context carrying
   ``debug_id``: the tracer starts a new, sampled and debug trace from it.
 * inject writes ``uber-trace-id: <16 or 32 hex>:<16 hex>:0:<flags hex>`` (32 digits when
