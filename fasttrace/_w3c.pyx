@@ -275,7 +275,7 @@ cdef class W3CBaggagePropagator(Propagator):
                 continue
             klen = ft_pct_encoded_len(kp, kn, FT_CC_TCHAR)
             vlen = ft_pct_encoded_len(vp, vn, FT_CC_BAGGAGE)
-            # budget.total stays equal to w, so what _take allows fits in buf
+            # budget.total stays equal to w, so what take() allows fits in buf
             if not take(&budget, klen + 1 + vlen):
                 continue
             if w:
