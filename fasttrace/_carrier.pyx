@@ -186,8 +186,6 @@ cdef int scan(Extracted acc, Propagator claimer, void *state) except -1:
     cdef str hkey
     cdef object hval
     cdef bint build = not acc.indexed
-    if claimer is not None and claimer.claim_initials == 0:
-        claimer = None
     if not build and not acc.is_dict:
         index = acc.index
     elif acc.is_dict:

@@ -367,15 +367,14 @@ cdef class JaegerPropagator(Propagator):
         a jaeger-* header is noted."""
         cdef Scan *s = <Scan *>state
         cdef JaegerName kind = _jaeger_name(p, n)
-        cdef str sval
-        cdef dict items
         if kind == NAME_UBERCTX:
-            sval = <str>value if type(value) is str else first(header_value(value))
-            if sval is not None:
-                items = acc.claimed_items
-                if items is None:
-                    items = acc.claimed_items = {}
-                _uber_item(items, &s.budget, key, p, n, sval, s.decode)
+            if type(value) is not str:
+                value = first(header_value(value))
+                if value is None:
+                    return True
+            if acc.claimed_items is None:
+                acc.claimed_items = {}
+            _uber_item(acc.claimed_items, &s.budget, key, p, n, <str>value, s.decode)
             return True
         if kind == NAME_UBER:
             if type(value) is str:
