@@ -72,10 +72,9 @@ cdef class Extracted:
 
 cdef class Propagator:
     cdef readonly str name     # "tracecontext", "baggage", "jaeger", "b3", "b3multi"
-    # The header names claim() wants to see during scan(), by their first and second
-    # letters, any case (bit i: chr(97 + i)); 0: none.
-    cdef uint32_t claim_first
-    cdef uint32_t claim_second
+    # Lowercase initials (bit i: chr(97 + i)) of the header names claim() wants to see
+    # during scan(); 0: none.
+    cdef uint32_t claim_initials
     # extract_alone() is implemented: a Propagation holding only this propagator calls
     # it for an exact dict carrier before its general path.
     cdef bint alone_path

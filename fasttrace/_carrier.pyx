@@ -169,14 +169,10 @@ cdef int _index_add(dict index, str key, object value) except -1:
     return 0
 
 
-cdef inline bint _wanted(Propagator claimer, const char *p, Py_ssize_t n) noexcept:
-    """claimer wants to see the name of n bytes at p (its first two letters are ones it
-    listed)."""
+cdef inline bint _wanted(Propagator claimer, const char *p) noexcept:
+    """claimer wants to see the name starting at p (a letter it listed)."""
     cdef unsigned c = <unsigned char>(p[0] | 0x20) - 97u
-    if c >= 26 or not (claimer.claim_first >> c) & 1 or n < 2:
-        return False
-    c = <unsigned char>(p[1] | 0x20) - 97u
-    return c < 26 and (claimer.claim_second >> c) & 1
+    return c < 26 and (claimer.claim_initials >> c) & 1
 
 
 cdef int scan(Extracted acc, Propagator claimer, void *state) except -1:
@@ -202,7 +198,7 @@ cdef int scan(Extracted acc, Propagator claimer, void *state) except -1:
             # (a str subclass's __str__) that drops the carrier's own
             hkey = <str>k
             hval = <object>v
-            if claimer is not None and _wanted(claimer, p, n) \
+            if claimer is not None and _wanted(claimer, p) \
                     and claimer.claim(acc, state, hkey, p, n, hval):
                 continue
             if build and ft_has_upper(p, n):
@@ -227,7 +223,7 @@ cdef int scan(Extracted acc, Propagator claimer, void *state) except -1:
     if claimer is not None and not acc.is_dict and index is not None:
         for key, value in index.items():
             p = utf8(<str>key, &n)
-            if p != NULL and n != 0 and _wanted(claimer, p, n):
+            if p != NULL and n != 0 and _wanted(claimer, p):
                 claimer.claim(acc, state, <str>key, p, n, value)
     if build:
         acc.indexed = True

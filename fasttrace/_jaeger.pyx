@@ -65,9 +65,8 @@ ft_codec_init()
 
 cdef enum:
     JAEGER_FLAGS = FLAG_SAMPLED | FLAG_DEBUG | FLAG_FIREHOSE
-    # claim() sees the names starting with "ub" or "ja" (any case); bit i: chr(97 + i)
-    CLAIM_FIRST = (1 << 20) | (1 << 9)       # u, j
-    CLAIM_SECOND = (1 << 1) | (1 << 0)       # b, a
+    # claim() sees the names starting with u or j (any case)
+    CLAIM_INITIALS = (1 << 20) | (1 << 9)    # bit i: chr(97 + i)
 
 cdef str H_UBER = "uber-trace-id"
 cdef str H_JAEGER_DEBUG = "jaeger-debug-id"
@@ -210,8 +209,7 @@ cdef class JaegerPropagator(Propagator):
     def __cinit__(self, bint url_encoding=True):
         self.name = "jaeger"
         self.url_encoding = url_encoding
-        self.claim_first = CLAIM_FIRST
-        self.claim_second = CLAIM_SECOND
+        self.claim_initials = CLAIM_INITIALS
         self.alone_path = True
 
     cdef int inject(self, SpanContext ctx, object carrier) except -1:
