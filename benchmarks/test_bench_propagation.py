@@ -27,8 +27,9 @@ import time
 
 import pytest
 
-from fasttrace._codec import extract_binary, inject_binary, make_propagation
+from fasttrace._binary import extract_binary, inject_binary
 from fasttrace._context import SpanContext
+from fasttrace.propagation import make_propagation
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN_ID = 0xB7AD6B7169203331

@@ -25,7 +25,7 @@ cdef extern from "ft_pyutil.h":
     void ft_list_move(list dst, Py_ssize_t j, list src, Py_ssize_t i) noexcept
     void ft_yield() noexcept nogil
 
-# Propagation codecs (fasttrace/_codec.pyx); see src/ft_codec.h.
+# Propagation codecs (fasttrace/_carrier.pyx and the format modules); see src/ft_codec.h.
 from libc.stddef cimport ptrdiff_t
 
 cdef extern from "ft_codec.h" nogil:

@@ -17,6 +17,14 @@ cdef extern from "Python.h":
                                 int *ptype) except NULL
     enum:
         Py_DTSF_ADD_DOT_0
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void *PyUnicode_DATA(object o) noexcept
+    bint PyUnicode_IS_ASCII(object o) noexcept
+    bint PyUnicode_IS_COMPACT_ASCII(object o) noexcept
+    object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    Py_ssize_t PyDict_GET_SIZE(object d) noexcept
+    # NULL without an exception when the key is missing; str keys cannot fail to hash
+    PyObject *PyDict_GetItemWithError(object d, object key)
     void PyObject_GC_UnTrack(object op)
     int PyObject_GenericSetAttr(object o, object name, PyObject *value) except -1
 

@@ -2,7 +2,7 @@
 from libc.stdint cimport uint64_t
 
 from fasttrace._arena cimport Arena
-from fasttrace._codec cimport Propagation
+from fasttrace._carrier cimport Propagation
 from fasttrace._context cimport SpanContext
 from fasttrace._sampling cimport Sampler
 from fasttrace._scope cimport ScopeManagerCore

@@ -17,7 +17,8 @@ from opentracing import UnsupportedFormatException, SpanContextCorruptedExceptio
 from fasttrace._arena cimport Arena, as_text
 from fasttrace._layout cimport FLAG_FIRST_REF_FOLLOWS
 from fasttrace._cdefs cimport ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_init
-from fasttrace._codec cimport Propagation, inject_binary, extract_binary
+from fasttrace._binary cimport extract_binary, inject_binary
+from fasttrace._carrier cimport Propagation
 from fasttrace._context cimport (SpanContext, FLAG_SAMPLED, FLAG_DEBUG, FLAG_DEFERRED,
                                  int_to_u128, u128_to_int)
 from fasttrace._sampling cimport Sampler

@@ -55,6 +55,7 @@ import urllib.parse
 import opentracing
 
 from fasttrace.exporters.fanout import FanOutExporter
+from fasttrace.propagation import KNOWN_PROPAGATORS, parse_propagator_names
 from fasttrace.reporting import BatchReporter, InMemoryReporter
 from fasttrace.sampling import ConstSampler, ProbabilisticSampler
 
@@ -62,7 +63,6 @@ log = logging.getLogger("fasttrace")
 
 __all__ = ["init_tracer"]
 
-KNOWN_PROPAGATORS = ("tracecontext", "baggage", "jaeger", "b3", "b3multi")
 DEFAULT_PROPAGATORS = ("tracecontext", "baggage")
 DEFAULT_OTLP_BASE = "http://localhost:4318"
 DEFAULT_ZIPKIN_ENDPOINT = "http://localhost:9411/api/v2/spans"
@@ -178,19 +178,12 @@ def _propagators(env):
     raw = env.str("OTEL_PROPAGATORS")
     if raw is None:
         return DEFAULT_PROPAGATORS
-    names = []
-    for name in raw.split(","):
-        key = name.strip().lower()
-        if not key or key in names:
-            continue
-        if key == "none":
-            return ()
-        if key not in KNOWN_PROPAGATORS:
-            log.warning("fasttrace: OTEL_PROPAGATORS: skipping unknown propagator %r "
-                        "(known: %s)", key, ", ".join(KNOWN_PROPAGATORS))
-            continue
-        names.append(key)
-    return tuple(names)
+    return parse_propagator_names(raw, _warn_unknown_propagator, none_clears=True)
+
+
+def _warn_unknown_propagator(name, key):
+    log.warning("fasttrace: OTEL_PROPAGATORS: skipping unknown propagator %r "
+                "(known: %s)", key, ", ".join(KNOWN_PROPAGATORS))
 
 
 def _resource(env):

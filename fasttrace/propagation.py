@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Propagation formats: the readable face of the compiled codecs in ``_codec.pyx``.
+"""Propagation formats: the readable face of the compiled codecs.
 
 A tracer injects and extracts ``Format.TEXT_MAP`` / ``Format.HTTP_HEADERS`` through a
 :class:`Propagation`, an ordered list of named propagators, and ``Format.BINARY``
 through :func:`inject_binary` / :func:`extract_binary`.  The header grammars, the
 decisions the specs leave to implementations, and the binary layout are documented in
-full in the module docstring of ``fasttrace._codec`` (``help(fasttrace._codec)``).
+full in the module docstrings of the compiled modules: ``fasttrace._carrier`` (carriers,
+the composite), ``fasttrace._w3c``, ``fasttrace._jaeger``, ``fasttrace._b3`` and
+``fasttrace._binary`` (``help(fasttrace._w3c)``).
 
 Propagator names (``propagators=(...)`` on the Tracer, ``OTEL_PROPAGATORS``):
 
@@ -33,45 +35,23 @@ takes the first valid context; baggage from all of them is merged.  It returns
 nothing else escapes.  A context holding only baggage or a Jaeger debug id (or a bare
 B3 sampling decision) comes back as a *container*: trace and span id 0.
 
-Binary layout, version 1 (big-endian)::
-
-    offset  size  field
-    0       1     0xF1: high nibble F = fasttrace, low nibble = layout version 1
-    1       1     flags: 1 sampled, 2 debug, 8 firehose, 16 deferred (other bits: corrupt)
-    2       8     trace id, high 64 bits
-    10      8     trace id, low 64 bits
-    18      8     span id
-    26      2     tracestate length T (0: none), then T bytes of printable ASCII
-    28+T    1     baggage item count N (at most 64), then N times:
-                  2-byte key length K (>= 1), K bytes UTF-8 key,
-                  2-byte value length V, V bytes UTF-8 value
-                  (keys + values at most 8192 bytes)
-
-    Nothing may follow.  Ids are both zero (a baggage-only container) or both
-    non-zero.  inject_binary replaces the content of a bytearray carrier;
-    extract_binary reads any contiguous buffer (empty: None).
+``Format.BINARY`` (:func:`inject_binary` / :func:`extract_binary`) has its own layout,
+documented in ``fasttrace._binary`` (``help(fasttrace._binary)``).
 
 Counters of what was ignored or dropped are in :func:`codec_stats`.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
-from fasttrace._codec import (
-    KNOWN_PROPAGATORS,
-    B3MultiPropagator,
-    B3SinglePropagator,
-    JaegerPropagator,
-    Propagation,
-    Propagator,
-    TraceContextPropagator,
-    W3CBaggagePropagator,
-)
-from fasttrace._codec import codec_stats as _codec_stats
-from fasttrace._codec import extract_binary as _extract_binary
-from fasttrace._codec import inject_binary as _inject_binary
-from fasttrace._codec import make_propagation as _make_propagation
+from fasttrace._b3 import B3MultiPropagator, B3SinglePropagator
+from fasttrace._binary import extract_binary as _extract_binary
+from fasttrace._binary import inject_binary as _inject_binary
+from fasttrace._carrier import Propagation, Propagator
+from fasttrace._carrier import codec_stats as _codec_stats
 from fasttrace._context import SpanContext
+from fasttrace._jaeger import JaegerPropagator
+from fasttrace._w3c import TraceContextPropagator, W3CBaggagePropagator
 
 __all__ = [
     "B3MultiPropagator",
@@ -88,7 +68,20 @@ __all__ = [
     "extract_binary",
     "inject_binary",
     "make_propagation",
+    "parse_propagator_names",
 ]
+
+#: The names :func:`make_propagation` accepts, in the order of the docs.
+KNOWN_PROPAGATORS = ("tracecontext", "baggage", "jaeger", "b3", "b3multi")
+
+# name -> the propagator for it (argument: text_map); a new format adds its line here
+_FACTORIES: Dict[str, Callable[[bool], Propagator]] = {
+    "tracecontext": lambda text_map: TraceContextPropagator(),
+    "baggage": lambda text_map: W3CBaggagePropagator(),
+    "jaeger": lambda text_map: JaegerPropagator(url_encoding=not text_map),
+    "b3": lambda text_map: B3SinglePropagator(),
+    "b3multi": lambda text_map: B3MultiPropagator(),
+}
 
 #: What a Tracer uses when no ``propagators`` are given (the OpenTelemetry default).
 DEFAULT_PROPAGATORS = ("tracecontext", "baggage")
@@ -118,7 +111,55 @@ def make_propagation(names: Union[str, Iterable[str]], *, text_map: bool = False
             from the environment turns this into a warning).
         TypeError: a name that is not a str.
     """
-    return _make_propagation(names, text_map=text_map)
+    return Propagation([_FACTORIES[key](text_map) for key in parse_propagator_names(names)],
+                       text_map=text_map)
+
+
+def parse_propagator_names(names: Union[str, Iterable[Any]],
+                           on_unknown: Optional[Callable[[Any, Optional[str]], None]] = None,
+                           *, none_clears: bool = False) -> Tuple[str, ...]:
+    """The propagator names in `names`, normalised: the one parser of them.
+
+    A str is split on ","; each name is stripped and lowercased; empty names, repeats
+    and ``"none"`` are skipped.
+
+    Args:
+        names: a comma-separated str or an iterable of names.
+        on_unknown: called as ``on_unknown(name, key)`` for a name that is not in
+            :data:`KNOWN_PROPAGATORS` (key: its normalised form, None when the name is
+            not a str), which is then skipped; None: raise instead.
+        none_clears: ``"none"`` makes the result empty (``OTEL_PROPAGATORS``), rather
+            than adding nothing.
+
+    Raises:
+        ValueError: an unknown name, without `on_unknown` (the message lists the known
+            ones).
+        TypeError: a name that is not a str, without `on_unknown`.
+    """
+    if isinstance(names, str):
+        names = names.split(",")
+    keys: list = []
+    for name in names:
+        if not isinstance(name, str):
+            if on_unknown is None:
+                raise TypeError(f"propagator names are str, not {type(name).__name__}")
+            on_unknown(name, None)
+            continue
+        key = name.strip().lower()
+        if not key or key in keys:
+            continue
+        if key == "none":
+            if none_clears:
+                return ()
+            continue
+        if key not in _FACTORIES:
+            if on_unknown is None:
+                raise ValueError(
+                    f"unknown propagator {name!r}; known: {', '.join(KNOWN_PROPAGATORS)}")
+            on_unknown(name, key)
+            continue
+        keys.append(key)
+    return tuple(keys)
 
 
 def inject_binary(span_context: SpanContext, carrier: bytearray) -> None:

@@ -10,11 +10,11 @@ import opentracing
 
 from fasttrace import _fork
 from fasttrace._arena import Arena
-from fasttrace._codec import KNOWN_PROPAGATORS, make_propagation
 from fasttrace._ratelimit import RateLimitedLog
 from fasttrace._sampling import ConstSampler, Sampler
 from fasttrace._tracer import TracerCore
 from fasttrace.batch import SpanBatch
+from fasttrace.propagation import KNOWN_PROPAGATORS, make_propagation, parse_propagator_names
 from fasttrace.reporting import InMemoryReporter
 from fasttrace.scope import ContextVarsScopeManager
 
@@ -33,18 +33,12 @@ DRAIN_THRESHOLD = 2048
 def _propagator_names(propagators):
     """The known names among `propagators` (a sequence or "a,b" string); unknown ones
     are skipped with a warning, so a typo in configuration never stops the service."""
-    if isinstance(propagators, str):
-        propagators = propagators.split(",")
-    names = []
-    for name in propagators:
-        try:
-            make_propagation((name,))
-        except (ValueError, TypeError):
-            log.warning("fasttrace: unknown propagator %r ignored (known: %s)",
-                        name, ", ".join(KNOWN_PROPAGATORS))
-            continue
-        names.append(name)
-    return tuple(names)
+    return parse_propagator_names(propagators, _warn_unknown_propagator)
+
+
+def _warn_unknown_propagator(name, key):
+    log.warning("fasttrace: unknown propagator %r ignored (known: %s)",
+                name, ", ".join(KNOWN_PROPAGATORS))
 
 
 def _weak_method(method):

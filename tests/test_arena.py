@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The arena seen through the public API: capacity, overflow, slot recycling, stale
 handles."""
-import gc
 
 from opentracing import Format
 

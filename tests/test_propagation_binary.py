@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Format.BINARY: the versioned layout documented in fasttrace/_codec.pyx.
+"""Format.BINARY: the versioned layout documented in fasttrace/_binary.pyx.
 
 No peer writes this layout, so the reference bytes here are built field by field
 with ``struct`` from the documented grammar (a second, independent encoder), not
@@ -13,8 +13,10 @@ import struct
 import pytest
 from opentracing import InvalidCarrierException, SpanContextCorruptedException
 
-from fasttrace._codec import codec_stats, extract_binary, inject_binary, make_propagation
+from fasttrace._binary import extract_binary, inject_binary
+from fasttrace._carrier import codec_stats
 from fasttrace._context import SpanContext
+from fasttrace.propagation import make_propagation
 
 T = 0x0AF7651916CD43DD8448EB211C80319C
 S = 0xB7AD6B7169203331

@@ -32,8 +32,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 from opentracing import Format
 
-from fasttrace._codec import make_propagation
 from fasttrace._context import SpanContext
+from fasttrace.propagation import make_propagation
 
 IDS = [
     pytest.param(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, id="128-bit"),

@@ -16,8 +16,9 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentracing import InvalidCarrierException, SpanContextCorruptedException
 
-from fasttrace._codec import KNOWN_PROPAGATORS, Propagation, codec_stats, make_propagation
+from fasttrace._carrier import Propagation, codec_stats
 from fasttrace._context import SpanContext
+from fasttrace.propagation import KNOWN_PROPAGATORS, make_propagation
 
 FLAG_SAMPLED, FLAG_DEBUG, FLAG_FIREHOSE, FLAG_DEFERRED = 1, 2, 8, 16
 JAEGER = make_propagation(["jaeger"])

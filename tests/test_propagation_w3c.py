@@ -19,10 +19,10 @@ from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace as otel_trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.trace.span import TraceState
 
-from fasttrace._codec import codec_stats, make_propagation
+from fasttrace._carrier import codec_stats
 from fasttrace._context import SpanContext
+from fasttrace.propagation import make_propagation
 
 TC = make_propagation(["tracecontext"])
 BAG = make_propagation(["baggage"])
