@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """A small, fully typed program using fasttrace's public API.
 
-tests/test_packaging.py runs ``mypy --strict`` on it, so the stubs (fasttrace/*.pyi) and
-py.typed are what a user's type checker sees.  It also runs as is:
+tests/packaging/test_packaging.py runs ``mypy --strict`` on it, so the stubs
+(fasttrace/*.pyi) and py.typed are what a user's type checker sees.  It also runs as is:
 
     python examples/typed_usage.py
 """

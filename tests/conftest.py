@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """Shared fixtures for the core tests (tracer, reporter, a tracer factory) and the
-loopback servers of tests/_fault_servers.py (HTTP sinks, an echo backend)."""
+loopback servers of tests/support/servers.py (HTTP sinks, an echo backend)."""
 import asyncio
 
 import pytest
 from opentracing.scope_managers.contextvars import _SCOPE
 
 import fasttrace
-from _fault_servers import HttpSink, echo
+from support.servers import HttpSink, echo
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def fresh_asyncio_policy():
 
 @pytest.fixture
 def http_sink():
-    """http_sink(*replies, path="") -> a new HttpSink (see _fault_servers); all are closed
+    """http_sink(*replies, path="") -> a new HttpSink (see support.servers); all are closed
     at the end of the test."""
     made = []
 
@@ -82,7 +82,7 @@ def http_sink():
 
 @pytest.fixture(scope="module")
 def echo_url():
-    """The base URL of a loopback backend for HTTP client tests (``_fault_servers.echo``):
+    """The base URL of a loopback backend for HTTP client tests (``support.servers.echo``):
     ``/echo`` returns the request's headers as JSON, ``/status/<n>`` answers n,
     ``/redirect`` redirects to ``/echo``.  One per test module."""
     with HttpSink(echo) as sink:
