@@ -85,18 +85,11 @@ class SpanBatch:
                 "flags", "name_id", "operation_names", "tag_offsets", "tag_key", "tag_type",
                 "tag_num", "tag_obj", "tag_keys", "log_offsets", "log_ts", "log_fields",
                 "extras")
-    # the names a hand-built columns dict may still use for the four that differ
-    _SHORT_NAMES = {"trace_id_hi": "trace_hi", "trace_id_lo": "trace_lo",
-                    "operation_names": "names", "tag_keys": "keys"}
 
     def __init__(self, columns, service_name="", resource=None):
         attrs = self.__dict__
-        if "trace_id_hi" in columns:
-            for name in self._COLUMNS:
-                attrs[name] = columns[name]
-        else:
-            for name in self._COLUMNS:
-                attrs[name] = columns[self._SHORT_NAMES.get(name, name)]
+        for name in self._COLUMNS:
+            attrs[name] = columns[name]
         # the position of this batch's first span in its arena's finish order, and
         # which arena (so a reporter can restore each tracer's order)
         self.first_seq = int(columns.get("first_seq", 0))

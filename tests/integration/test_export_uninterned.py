@@ -15,7 +15,7 @@ from fasttrace._otlp import encode_export_request
 from fasttrace.batch import UNINTERNED
 from fasttrace.exporters.console import ConsoleExporter
 from fasttrace.exporters.jsonl import JsonLinesExporter
-from _zipkin_oracle import encode_spans_json_py
+from support.zipkin_oracle import encode_spans_json_py
 from fasttrace.exporters.zipkin import encode_spans_json
 
 from support.recording import RecordingReporter

@@ -20,7 +20,7 @@ from fasttrace.exporters import (ConsoleExporter, JaegerExporter, JsonLinesExpor
                                  OTLPExporter, ZipkinExporter)
 from fasttrace.exporters.console import format_span
 from fasttrace.exporters.jsonl import span_to_json
-from _zipkin_oracle import encode_spans_json_py
+from support.zipkin_oracle import encode_spans_json_py
 from fasttrace.exporters.zipkin import encode_spans_json
 
 from support.recording import RecordingReporter

@@ -222,7 +222,7 @@ def test_bad_endpoint_is_rejected():
 
 def test_compiled_encoder_matches_python_reference():
     """The Cython encoder and the plain-Python one give the same JSON, awkward values too."""
-    from _zipkin_oracle import encode_spans_json_py
+    from support.zipkin_oracle import encode_spans_json_py
 
     batch, _ = make_batch()
     assert json.loads(encode_spans_json(batch)) == json.loads(encode_spans_json_py(batch))

@@ -8,7 +8,7 @@ import pytest
 import fasttrace
 from fasttrace.exporters.zipkin import encode_spans_json
 
-from _zipkin_oracle import encode_spans_json_py
+from support.zipkin_oracle import encode_spans_json_py
 
 PEERS = [
     {"peer.service": "db", "peer.ipv4": "10.0.0.7", "peer.port": 5432},
