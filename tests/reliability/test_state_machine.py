@@ -500,8 +500,10 @@ class TracerMachine(RuleBasedStateMachine):
             gc.collect()        # the finalizer, if the host was not recording
             self.apply_pending()
             return
-        host.log_kv({"msg": CollectsOnFree()})
+        # the model first: a log the pool turns away frees its value at once, and the
+        # collection that runs may finish spans and drain them (pools as they were)
         self.add_log(hm, {"msg": None})
+        host.log_kv({"msg": CollectsOnFree()})
         if trigger == "discard":
             host.set_tag(PRIORITY, 0)
             self.set_tag(hm, PRIORITY, 0)
