@@ -92,18 +92,14 @@ class JaegerExporter(BaseExporter):
             return True
         with self._lock:
             if self._closed:
-                self._stats["spans_failed"] += len(batch)
-                return False
+                return self._lost(batch)
             try:
                 process = self._process_bytes(batch)
                 self._encoder.encode(batch)
                 # counted once per batch: a trimmed span is encoded a second time
                 self._stats["unprintable_values"] += self._encoder.unprintable
             except Exception:
-                self._stats["encode_errors"] += 1
-                self._stats["spans_failed"] += len(batch)
-                log.exception("fasttrace: Jaeger encoding failed; %d spans lost", len(batch))
-                return False
+                return self._encoding_failed(batch, "Jaeger")
             try:
                 if self._http is not None:
                     return self._post(batch, process)

@@ -119,8 +119,7 @@ class ZipkinExporter(BaseExporter):
         if len(batch) == 0:
             return True
         if self._closed:
-            self._stats["spans_failed"] += len(batch)
-            return False
+            return self._lost(batch)
         try:
             key = (batch.service_name, tuple(batch.resource.items()))
             if key != self._endpoint_key:
@@ -128,17 +127,13 @@ class ZipkinExporter(BaseExporter):
                 self._endpoint_key = key
             body = encode_spans_json(batch, self._endpoint, self._stats)
         except Exception:
-            self._stats["encode_errors"] += 1
-            self._stats["spans_failed"] += len(batch)
-            log.exception("fasttrace: Zipkin encoding failed; %d spans lost", len(batch))
-            return False
+            return self._encoding_failed(batch, "Zipkin")
         with self._lock:
             if self._http.post(body):
                 self._stats["requests_sent"] += 1
                 self._stats["spans_sent"] += len(batch)
                 return True
-            self._stats["send_errors"] += 1
-            self._stats["spans_failed"] += len(batch)
+            self._lost(batch, "send_errors")
         self._log.warning("fasttrace: exporting %d spans to Zipkin at %s failed: %s",
                           len(batch), self.endpoint, self._http.last_error)
         return False
