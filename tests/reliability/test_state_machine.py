@@ -113,6 +113,24 @@ class CollectsOnFree:
     __hash__ = object.__hash__
 
 
+class FinishesOnFree:
+    """A log value whose release finishes the very span it was logged on (and may start
+    a child of it): released by that span's own slot release."""
+
+    def __init__(self, machine, model, start_child):
+        self.machine = machine
+        self.model = model
+        self.start_child = start_child
+
+    def __del__(self):
+        self.machine.in_finalizer(self.model, self.start_child)
+
+    def __eq__(self, other):
+        return isinstance(other, FinishesOnFree)
+
+    __hash__ = object.__hash__
+
+
 class TracerMachine(RuleBasedStateMachine):
 
     @initialize(capacity=st.integers(4, 8), max_tags=st.integers(1, 4),
@@ -520,6 +538,20 @@ class TracerMachine(RuleBasedStateMachine):
                 hm.logs[-1] = {"msg": CollectsOnFree()}
             self.tracer.flush()
         gc.collect()
+        self.apply_pending()
+
+    @rule(start_child=st.booleans())
+    def finish_own_span_in_its_release(self, start_child):
+        """A log value whose release finishes its own span, released when
+        sampling.priority 0 discards that span: the slot is freed once, and the span
+        is neither reported nor counted twice."""
+        host = self.tracer.start_span("host", ignore_active_span=True)
+        hm = self.start("host", span=host)
+        self.add_log(hm, {"msg": None})
+        host.log_kv({"msg": FinishesOnFree(self, hm, start_child)})
+        self.apply_pending()        # a log turned away was freed (and finished) at once
+        host.set_tag(PRIORITY, 0)
+        self.set_tag(hm, PRIORITY, 0)
         self.apply_pending()
 
     # -- reading --------------------------------------------------------------------
