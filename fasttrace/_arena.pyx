@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cpython.object cimport PyObject
@@ -97,6 +98,12 @@ cdef inline void _give(list dead, list column, Py_ssize_t i) noexcept:
     ft_list_set(column, i, None)
 
 
+# Never cleared by the garbage collector: an open span handle that dies in the same
+# collection gives its slot back (Arena.abandon), which reads the object columns; a
+# cleared arena would hand it None for a list.  Nothing is lost by it: the columns are
+# untracked (see _object_column), so no cycle runs through them, and the arena's other
+# references (weak callbacks, names, numpy arrays) close no cycle either.
+@cython.no_gc_clear
 cdef class Arena:
     def __init__(self, Py_ssize_t capacity=65536, int max_tags=128, int max_logs=128,
                  Py_ssize_t max_value_length=4096, Py_ssize_t tag_capacity=0,
