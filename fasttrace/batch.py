@@ -19,6 +19,8 @@ see `tag_float`), 4 int beyond 64 bits (in tag_obj).  A key id of UNINTERNED (2*
 means the interning table was full: tag_obj then holds (key, value).
 Iterating yields FinishedSpan records, built on demand.
 """
+import operator
+
 import numpy as np
 from opentracing import ReferenceType
 
@@ -220,7 +222,7 @@ class SpanBatch:
         for name in self._ROW_COLUMNS:
             setattr(part, name, getattr(self, name)[rows])
         part.flags &= np.uint8(FLAG_SAMPLED | FLAG_DEBUG | FLAG_FIRST_REF_FOLLOWS)
-        part.extras = [self.extras[i] for i in rows.tolist()]
+        part.extras = _take(self.extras, rows)
         extra = 0 if tag_key is None else 1
         offsets, src, dest = _gather_rows(self.tag_offsets, rows, extra)
         total = int(offsets[-1])
@@ -231,22 +233,22 @@ class SpanBatch:
         part.tag_key[dest] = self.tag_key[src]
         part.tag_type[dest] = self.tag_type[src]
         part.tag_num[dest] = self.tag_num[src]
-        tag_obj = [None] * total
-        obj = self.tag_obj
-        for d, s in zip(dest.tolist(), src.tolist()):
-            tag_obj[d] = obj[s]
         if extra:
+            # one index per new entry into the old entries followed by the added ones
             added = offsets[1:] - 1
             part.tag_key[added] = UNINTERNED
             part.tag_type[added] = TAG_STR
-            for d, value in zip(added.tolist(), tag_values):
-                tag_obj[d] = (tag_key, value)
-        part.tag_obj = tag_obj
+            order = np.empty(total, dtype=np.intp)
+            order[dest] = src
+            order[added] = np.arange(len(self.tag_obj), len(self.tag_obj) + len(rows))
+            part.tag_obj = _take(list(self.tag_obj) + [(tag_key, v) for v in tag_values],
+                                 order)
+        else:
+            part.tag_obj = _take(self.tag_obj, src)
         offsets, src, dest = _gather_rows(self.log_offsets, rows, 0)
         part.log_offsets = offsets
         part.log_ts = self.log_ts[src]
-        fields = self.log_fields
-        part.log_fields = [fields[s] for s in src.tolist()]
+        part.log_fields = _take(self.log_fields, src)
         part.first_seq = self.first_seq + (int(rows[0]) if len(rows) else 0)
         return part
 
@@ -274,6 +276,15 @@ class SpanBatch:
 
     def __repr__(self):
         return f"<SpanBatch of {len(self)} spans from {self.service_name!r}>"
+
+
+def _take(items, indices):
+    """[items[i] for i in indices], in C."""
+    if len(indices) == 0:
+        return []
+    if len(indices) == 1:
+        return [items[int(indices[0])]]
+    return list(operator.itemgetter(*indices.tolist())(items))
 
 
 def _gather_rows(offsets, rows, extra):

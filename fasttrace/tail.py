@@ -10,6 +10,7 @@ spans go on, tagged ``sampling.decision``, if a policy keeps it, else they are d
 and counted.  Spans that finish after the decision follow it (a bounded table of recent
 decisions); past the budget, the oldest pending traces are decided by their head decision.
 """
+import itertools
 import numbers
 from collections import OrderedDict, deque
 
@@ -25,6 +26,8 @@ DECISIONS = ("error", "latency", "tag", "baseline", "head", "early")
 DECISION_TAG = "sampling.decision"
 _TRACE_ID_LIMIT = (1 << 64) - 1
 _MISSING = object()
+_CODE = {name: code for code, name in enumerate(DECISIONS, 1)}
+_NAMES = np.array(("",) + DECISIONS, dtype=object)     # a decision code's tag value
 
 
 def _check_bool(name, value):
@@ -167,7 +170,7 @@ class TailStage:
     def _reset(self):
         self._pending = OrderedDict()    # (hi, lo) -> _Pending, oldest first
         self._pending_spans = 0
-        self._decided = OrderedDict()    # (hi, lo) -> decision, or "" for discarded
+        self._decided = {}               # (hi, lo) -> decision, or "" for discarded
         self._inbox.clear()
         self._key_ids = {}
         self._keys_table = None
@@ -219,10 +222,17 @@ class TailStage:
         errors, tagged = self._candidates(batch)
         pending = self._pending
         decided = self._decided
+        keys = list(zip(his, los))
+        if (all(roots) and not policy.latency_ms_by_operation
+                and not any(map(decided.__contains__, keys))
+                and not (pending and any(map(pending.__contains__, keys)))
+                and len(set(keys)) == n):
+            self._decide_lone_roots(batch, keys, los, errors, tagged, out)
+            return
         here_rows, here_reasons = [], []
         cache_size = policy.decision_cache_size
         for i in range(n):
-            key = (his[i], los[i])
+            key = keys[i]
             decision = decided.get(key, _MISSING)
             if decision is not _MISSING:
                 self.late_spans += 1
@@ -254,15 +264,51 @@ class TailStage:
                 here_rows.append(i)
                 here_reasons.append(decision)
                 if trace is not None:
-                    out.extend((b, j, decision) for b, j in trace.spans)
+                    _extend(out, trace.spans, decision)
             else:
                 self.traces_discarded += 1
                 self.spans_discarded += 1 + (0 if trace is None else len(trace.spans))
             decided[key] = decision
-            if len(decided) > cache_size:
-                decided.popitem(last=False)
-        out.extend(zip((batch,) * len(here_rows), here_rows, here_reasons))
+        out.append((batch, here_rows, here_reasons))
+        self._trim_decided()
         self._enforce_budget(out)
+
+    def _trim_decided(self):
+        # amortized: past a quarter over its size, the table keeps its newest entries
+        decided = self._decided
+        size = self.policy.decision_cache_size
+        if len(decided) > size + size // 4:
+            self._decided = dict(itertools.islice(decided.items(), len(decided) - size, None))
+
+    def _decide_lone_roots(self, batch, keys, los, errors, tagged, out):
+        """`_decide` for a batch of local roots alone in their traces, in columns: each
+        policy, lowest first, overwrites the decision code of the rows it keeps."""
+        policy = self.policy
+        codes = np.zeros(len(keys), dtype=np.uint8)     # 0: discard, else DECISIONS[c - 1]
+        if policy.keep_head_sampled:
+            codes[(batch.flags & FLAG_SAMPLED) != 0] = _CODE["head"]
+        if policy._bound >= 1 << 64:
+            codes[:] = _CODE["baseline"]
+        elif policy._bound > 0:
+            codes[batch.trace_id_lo < np.uint64(policy._bound)] = _CODE["baseline"]
+        if tagged:
+            codes[list(tagged)] = _CODE["tag"]
+        if policy.latency_ms is not None:
+            took = batch.end_ns - batch.start_ns
+            codes[took >= policy.latency_ms * 1e6] = _CODE["latency"]
+        if policy.errors and errors:
+            codes[list(errors)] = _CODE["error"]
+        counts = np.bincount(codes, minlength=len(_NAMES)).tolist()
+        for code, name in enumerate(DECISIONS, 1):
+            self.kept[name] += counts[code]
+        self.traces_discarded += counts[0]
+        self.spans_discarded += counts[0]
+        names = _NAMES[codes].tolist()
+        self._decided.update(zip(keys, names))
+        self._trim_decided()
+        rows = np.flatnonzero(codes)
+        if len(rows):
+            out.append((batch, rows, _NAMES[codes[rows]].tolist()))
 
     def _decide(self, batch, i, trace, error, tagged, head, lo):
         policy = self.policy
@@ -293,14 +339,13 @@ class TailStage:
             self.decided_early += 1
             if trace.head:
                 self.kept["early"] += 1
-                out.extend((b, j, "early") for b, j in trace.spans)
+                _extend(out, trace.spans, "early")
                 decided[key] = "early"
             else:
                 self.traces_discarded += 1
                 self.spans_discarded += len(trace.spans)
                 decided[key] = ""
-            if len(decided) > policy.decision_cache_size:
-                decided.popitem(last=False)
+        self._trim_decided()
 
     def _candidates(self, batch):
         """The rows of `batch` that may hold an error=True tag, and those that may hold a
@@ -343,19 +388,30 @@ class TailStage:
         return errors, tagged
 
 
+def _extend(out, spans, decision):
+    """Adds a decided trace's pending (batch, row) pairs to `out`'s chunks."""
+    for b, j in spans:
+        out.append((b, [j], [decision]))
+
+
 def _assemble(out):
-    """[(batch, row, decision)] as one SpanBatch, kept rows in order, or None."""
+    """Chunks [(batch, rows, decisions)] as one SpanBatch, rows in order, or None."""
+    out = [chunk for chunk in out if len(chunk[1])]
     if not out:
         return None
-    parts = []
-    batch, rows, reasons = out[0][0], [], []
-    for b, i, decision in out:
-        if b is not batch:
-            parts.append(batch.select(rows, DECISION_TAG, reasons))
-            batch, rows, reasons = b, [], []
-        rows.append(i)
-        reasons.append(decision)
-    parts.append(batch.select(rows, DECISION_TAG, reasons))
+    if len(out) == 1:
+        batch, rows, reasons = out[0]
+        parts = [batch.select(rows, DECISION_TAG, reasons)]
+    else:
+        parts = []
+        batch, rows, reasons = out[0][0], [], []
+        for b, r, d in out:
+            if b is not batch:
+                parts.append(batch.select(rows, DECISION_TAG, reasons))
+                batch, rows, reasons = b, [], []
+            rows.extend(r)
+            reasons.extend(d)
+        parts.append(batch.select(rows, DECISION_TAG, reasons))
     kept = parts[0] if len(parts) == 1 else parts[0].concat(parts)
     # what goes out was sampled (by the tail); traceparent carried the head decision
     kept.flags |= np.uint8(FLAG_SAMPLED)
