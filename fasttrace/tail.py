@@ -230,7 +230,6 @@ class TailStage:
             self._decide_lone_roots(batch, keys, los, errors, tagged, out)
             return
         here_rows, here_reasons = [], []
-        cache_size = policy.decision_cache_size
         for i in range(n):
             key = keys[i]
             decision = decided.get(key, _MISSING)

@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-import fasttrace
 from fasttrace import ConstSampler, InMemoryReporter, TailSampling
 
 from test_fork import _collect, _in_child
