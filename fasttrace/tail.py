@@ -209,6 +209,22 @@ class TailStage:
                 lock.exit()
         return _assemble(out)
 
+    def decide_pending(self):
+        """Decides every pending trace now, by its head decision (counted as early), and
+        returns the kept spans as a SpanBatch or None: for close(), so no pending span
+        is lost uncounted.  None, deciding nothing, while another thread is inside."""
+        lock = self._lock
+        if not lock.enter(blocking=False):
+            return None
+        out = []
+        try:
+            while self._inbox:
+                self._process_one(self._inbox.popleft(), out)
+            self._enforce_budget(out, everything=True)
+        finally:
+            lock.exit()
+        return _assemble(out)
+
     def _process_one(self, batch, out):
         n = len(batch)
         if n == 0:
@@ -327,11 +343,11 @@ class TailStage:
             return "head"
         return ""
 
-    def _enforce_budget(self, out):
+    def _enforce_budget(self, out, everything=False):
         policy = self.policy
         pending = self._pending
         decided = self._decided
-        while pending and (self._pending_spans > policy.max_pending_spans
+        while pending and (everything or self._pending_spans > policy.max_pending_spans
                            or len(pending) > policy.max_pending_traces):
             key, trace = pending.popitem(last=False)
             self._pending_spans -= len(trace.spans)

@@ -148,6 +148,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         self.tail_sampling = tail_sampling
         self._tail = tail
         self._record_all = tail is not None
+        self._tail_closing = False
         self._reported = 0
         self._report_failures = 0
         self._lost_in_reporter = 0
@@ -233,6 +234,12 @@ class Tracer(TracerCore, opentracing.Tracer):
         taken = 0
         while True:
             columns = self._arena.drain(max_spans)
+            if columns is None and tail is not None and self._tail_closing:
+                # closing: what still waits for its local root is decided now
+                batch = tail.decide_pending()
+                if batch is not None:
+                    self._reported += len(batch)
+                return batch
             if columns is None or columns["pid"] != os.getpid():
                 return None
             batch = SpanBatch(columns, self.service_name, self.tags)
@@ -273,6 +280,11 @@ class Tracer(TracerCore, opentracing.Tracer):
             if columns is None:
                 break
             moved += self._report_drained(columns)
+        if self._tail is not None and self._tail_closing:
+            # closing: what still waits for its local root is decided now
+            batch = self._tail.decide_pending()
+            if batch is not None:
+                self._report_batch(batch)
         return moved
 
     def _report_drained(self, columns):
@@ -287,6 +299,10 @@ class Tracer(TracerCore, opentracing.Tracer):
             batch = self._tail.process(batch)
             if batch is None:
                 return moved
+        self._report_batch(batch)
+        return moved
+
+    def _report_batch(self, batch):
         try:
             self.reporter.report(batch)
             self._reported += len(batch)
@@ -295,7 +311,6 @@ class Tracer(TracerCore, opentracing.Tracer):
             self._lost_in_reporter += len(batch)
             self._failure_log.exception("fasttrace: reporter %r failed; %d spans lost so far",
                                         self.reporter, self._lost_in_reporter)
-        return moved
 
     def flush(self, timeout=None):
         """Drains every finished span to the reporter and waits for it to deliver them.
@@ -326,6 +341,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         if self._closed is not None:
             return self._closed
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        self._tail_closing = True     # pending tail-sampled traces are decided in this flush
         delivered = self.flush(timeout)
         try:
             self.reporter.close(None if deadline is None

@@ -476,3 +476,25 @@ def test_stage_batches_are_plain_columns():
     assert batch.span_id.dtype == np.uint64 and batch.tag_offsets.dtype == np.int32
     assert len(batch) == 2
     assert tracer.drain() is None
+
+
+# -- close --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_close_decides_what_is_still_pending_by_its_head_decision(make_tracer, threaded):
+    exporter = RecordingExporter()
+    reporter = fasttrace.BatchReporter(exporter) if threaded else InMemoryReporter()
+    tracer = make_tracer(sampler=ConstSampler(False), reporter=reporter,
+                         tail_sampling=TailSampling())
+    kept_root = tracer.start_span("kept", child_of=_remote(tracer, "d" * 32, sampled=True))
+    dropped_root = tracer.start_span("dropped")
+    tracer.start_span("kept-child", child_of=kept_root).finish()
+    tracer.start_span("dropped-child", child_of=dropped_root).finish()
+    tracer.flush(30)
+    assert _tail(tracer)["pending_spans"] == 2
+    assert tracer.close(30)
+    spans = ([s for b in exporter.batches for s in b] if threaded else reporter.spans)
+    assert _decisions(spans) == {("kept-child", "early")}
+    stats = _tail(tracer)
+    assert stats["pending_spans"] == 0 and stats["traces_decided_early"] == 2
+    assert stats["spans_discarded"] == 1
