@@ -23,6 +23,7 @@ from fasttrace.decorators import traced
 from fasttrace.reporting import BatchReporter, Exporter, InMemoryReporter, Reporter
 from fasttrace.sampling import ConstSampler, ProbabilisticSampler, RateLimitingSampler, Sampler
 from fasttrace.span import Span, SpanContext
+from fasttrace.tail import TailSampling
 from fasttrace.tracer import Tracer
 
 #: Which implementation of the core is in use (there is one: the compiled one).
@@ -42,6 +43,7 @@ __all__ = [
     "Span",
     "SpanBatch",
     "SpanContext",
+    "TailSampling",
     "Tracer",
     "__version__",
     "init_tracer",

@@ -17,6 +17,8 @@ cdef enum:
 # flags: the SpanContext bits (FLAG_SAMPLED, FLAG_DEBUG) and this one
 cdef enum:
     FLAG_FIRST_REF_FOLLOWS = 64   # the parent reference is follows_from, not child_of
+    FLAG_CONTEXT_PARENT = 32      # tail sampling only: the parent came as a context (remote,
+                                  # extracted), so the span is a local root; cleared on export
 
 # a name_id or tag_key that is not an index: the name/key table was full (or the string
 # too long to intern); the name is then extras[i]["name"], the tag's tag_obj (key, value)

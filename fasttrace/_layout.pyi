@@ -11,6 +11,7 @@ UNINTERNED: int
 FLAG_SAMPLED: int
 FLAG_DEBUG: int
 FLAG_FIRST_REF_FOLLOWS: int
+FLAG_CONTEXT_PARENT: int
 
 def shadowed_tags(tag_key: Any, tag_obj: List[Any], start: int, stop: int) -> set[int]: ...
 

@@ -2,7 +2,7 @@
 """The SpanBatch contract's codes (declared in _layout.pxd) for Python code, and the typed
 view over a batch's columns that every encoder reads (UNINTERNED entries decoded here)."""
 
-__all__ = ["FLAG_DEBUG", "FLAG_FIRST_REF_FOLLOWS", "FLAG_SAMPLED", "TAG_BIGINT", "TAG_BOOL",
+__all__ = ["FLAG_CONTEXT_PARENT", "FLAG_DEBUG", "FLAG_FIRST_REF_FOLLOWS", "FLAG_SAMPLED", "TAG_BIGINT", "TAG_BOOL",
            "TAG_FLOAT", "TAG_INT", "TAG_STR", "UNINTERNED", "shadowed_tags"]
 
 # the values of _layout.pxd, as Python ints (the C names cannot be rebound here)
@@ -10,7 +10,7 @@ globals().update(
     TAG_STR=<int>TAG_STR, TAG_BOOL=<int>TAG_BOOL, TAG_INT=<int>TAG_INT,
     TAG_FLOAT=<int>TAG_FLOAT, TAG_BIGINT=<int>TAG_BIGINT,
     FLAG_SAMPLED=<int>FLAG_SAMPLED, FLAG_DEBUG=<int>FLAG_DEBUG,
-    FLAG_FIRST_REF_FOLLOWS=<int>FLAG_FIRST_REF_FOLLOWS,
+    FLAG_FIRST_REF_FOLLOWS=<int>FLAG_FIRST_REF_FOLLOWS, FLAG_CONTEXT_PARENT=<int>FLAG_CONTEXT_PARENT,
     UNINTERNED=<uint32_t>UNINTERNED)
 
 

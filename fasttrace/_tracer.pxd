@@ -17,6 +17,7 @@ cdef class TracerCore:
     cdef Propagation _propagation        # HTTP_HEADERS
     cdef Propagation _text_propagation   # TEXT_MAP (Jaeger's uberctx- values are not URL-encoded there)
     cdef readonly object _service_name
+    cdef public bint _record_all         # tail sampling: record head-unsampled spans too
     cdef bint _trace_id_64               # new traces get 64-bit ids (jaeger-client's default)
     cdef public uint64_t _extract_errors
     cdef public uint64_t _foreign_parents_adopted

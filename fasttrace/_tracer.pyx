@@ -15,7 +15,7 @@ from opentracing import Format, ReferenceType
 from opentracing import UnsupportedFormatException, SpanContextCorruptedException
 
 from fasttrace._arena cimport Arena, as_text
-from fasttrace._layout cimport FLAG_FIRST_REF_FOLLOWS
+from fasttrace._layout cimport FLAG_CONTEXT_PARENT, FLAG_FIRST_REF_FOLLOWS
 from fasttrace._cdefs cimport ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_init
 from fasttrace._binary cimport extract_binary, inject_binary
 from fasttrace._carrier cimport Propagation
@@ -206,6 +206,8 @@ cdef class TracerCore:
                 span.flags = parent_ctx.flags & _CONTEXT_FLAGS
             if parent_ctx.debug_id is not None:
                 span.flags |= FLAG_SAMPLED | FLAG_DEBUG
+            if self._record_all:
+                span.flags |= FLAG_CONTEXT_PARENT
         else:
             span.trace_hi = 0 if self._trace_id_64 else ft_rand64()
             span.trace_lo = ft_rand_nonzero()
@@ -225,7 +227,7 @@ cdef class TracerCore:
         # on later by sampling.priority starts its recording then (see _set_priority).
         if start_time is not None:
             span.start_ns = timestamp_or_now(start_time, arena)
-        elif span.flags & FLAG_SAMPLED:
+        elif span.flags & FLAG_SAMPLED or self._record_all:
             span.start_ns = ft_now_ns()
         arena.n_started += 1
 
@@ -235,10 +237,16 @@ cdef class TracerCore:
             span.flags |= FLAG_FIRST_REF_FOLLOWS
         if refs is not None:
             span._refs = [(r[0], r[1], r[2]) for r in refs]
-        if not span.flags & FLAG_SAMPLED:
-            arena.n_unsampled += 1
-        else:
+        if span.flags & FLAG_SAMPLED:
             span._open_slot()
+        elif self._record_all:
+            # tail sampling: recorded, the head decision stays on the context
+            arena.n_unsampled += 1
+            span._open_slot()
+            if span.slot >= 0 and arena.n_sampled > 0:
+                arena.n_sampled -= 1     # counted as unsampled, not twice
+        else:
+            arena.n_unsampled += 1
         # nothing below raises on bad input; anything else (MemoryError, a signal
         # handler's KeyboardInterrupt) must not leave the slot taken by a span no one has
         cdef bint started = False

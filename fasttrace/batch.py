@@ -19,6 +19,8 @@ see `tag_float`), 4 int beyond 64 bits (in tag_obj).  A key id of UNINTERNED (2*
 means the interning table was full: tag_obj then holds (key, value).
 Iterating yields FinishedSpan records, built on demand.
 """
+import operator
+
 import numpy as np
 from opentracing import ReferenceType
 
@@ -202,5 +204,102 @@ class SpanBatch:
         part.first_seq = self.first_seq + start
         return part
 
+    _ROW_COLUMNS = ("trace_id_hi", "trace_id_lo", "span_id", "parent_id", "start_ns",
+                    "end_ns", "flags", "name_id")
+
+    def select(self, rows, tag_key=None, tag_values=None):
+        """The spans at `rows` (indices, in the order given) as a new SpanBatch with its own
+        compact tag and log tables (offsets from 0), the name and key tables shared.
+
+        With `tag_key`, span k of the result gets one more tag, `tag_key` = the str
+        `tag_values[k]`, last (so it wins over one the span set itself); it is stored
+        uninterned, so this batch's tables, which may be the arena's, are never changed.
+        The flags keep only the SpanContext and reference bits.
+        """
+        rows = np.asarray(rows, dtype=np.intp)
+        part = SpanBatch.__new__(SpanBatch)
+        part.__dict__.update(self.__dict__)
+        for name in self._ROW_COLUMNS:
+            setattr(part, name, getattr(self, name)[rows])
+        part.flags &= np.uint8(FLAG_SAMPLED | FLAG_DEBUG | FLAG_FIRST_REF_FOLLOWS)
+        part.extras = _take(self.extras, rows)
+        extra = 0 if tag_key is None else 1
+        offsets, src, dest = _gather_rows(self.tag_offsets, rows, extra)
+        total = int(offsets[-1])
+        part.tag_offsets = offsets
+        part.tag_key = np.empty(total, dtype=self.tag_key.dtype)
+        part.tag_type = np.empty(total, dtype=self.tag_type.dtype)
+        part.tag_num = np.zeros(total, dtype=self.tag_num.dtype)
+        part.tag_key[dest] = self.tag_key[src]
+        part.tag_type[dest] = self.tag_type[src]
+        part.tag_num[dest] = self.tag_num[src]
+        if extra:
+            # one index per new entry into the old entries followed by the added ones
+            added = offsets[1:] - 1
+            part.tag_key[added] = UNINTERNED
+            part.tag_type[added] = TAG_STR
+            order = np.empty(total, dtype=np.intp)
+            order[dest] = src
+            order[added] = np.arange(len(self.tag_obj), len(self.tag_obj) + len(rows))
+            part.tag_obj = _take(list(self.tag_obj) + [(tag_key, v) for v in tag_values],
+                                 order)
+        else:
+            part.tag_obj = _take(self.tag_obj, src)
+        offsets, src, dest = _gather_rows(self.log_offsets, rows, 0)
+        part.log_offsets = offsets
+        part.log_ts = self.log_ts[src]
+        part.log_fields = _take(self.log_fields, src)
+        part.first_seq = self.first_seq + (int(rows[0]) if len(rows) else 0)
+        return part
+
+    def concat(self, parts):
+        """Compact batches (from `select`) sharing this batch's name and key tables as one."""
+        for p in parts:
+            if p.operation_names is not self.operation_names or p.tag_keys is not self.tag_keys:
+                raise ValueError("SpanBatch.concat: the batches have different name tables")
+        whole = SpanBatch.__new__(SpanBatch)
+        whole.__dict__.update(self.__dict__)
+        for name in self._ROW_COLUMNS + ("tag_key", "tag_type", "tag_num", "log_ts"):
+            setattr(whole, name, np.concatenate([getattr(p, name) for p in parts]))
+        for name in ("extras", "tag_obj", "log_fields"):
+            setattr(whole, name, [x for p in parts for x in getattr(p, name)])
+        for name in ("tag_offsets", "log_offsets"):
+            pieces, base = [], 0
+            for p in parts:
+                offsets = getattr(p, name)
+                pieces.append(offsets[:-1] - offsets[0] + base)
+                base += int(offsets[-1] - offsets[0])
+            pieces.append(np.array([base], dtype=pieces[0].dtype))
+            setattr(whole, name, np.concatenate(pieces).astype(np.int32))
+        whole.first_seq = min(p.first_seq for p in parts)
+        return whole
+
     def __repr__(self):
         return f"<SpanBatch of {len(self)} spans from {self.service_name!r}>"
+
+
+def _take(items, indices):
+    """[items[i] for i in indices], in C."""
+    if len(indices) == 0:
+        return []
+    if len(indices) == 1:
+        return [items[int(indices[0])]]
+    return list(operator.itemgetter(*indices.tolist())(items))
+
+
+def _gather_rows(offsets, rows, extra):
+    """For the CSR table `offsets` and the spans `rows`: the new offsets (each span with
+    `extra` more entries at its end), and the old (src) and new (dest) entry indices."""
+    starts = offsets[rows].astype(np.intp)
+    counts = offsets[rows + 1].astype(np.intp) - starts
+    new = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(counts + extra, out=new[1:])
+    total = int(counts.sum())
+    if total == 0:
+        empty = np.empty(0, dtype=np.intp)
+        return new, empty, empty
+    before = np.cumsum(counts) - counts         # where each span's run starts in src order
+    within = np.arange(total, dtype=np.intp) - np.repeat(before, counts)
+    src = np.repeat(starts, counts) + within
+    dest = np.repeat(new[:-1].astype(np.intp), counts) + within
+    return new, src, dest

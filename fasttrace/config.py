@@ -44,6 +44,14 @@ OTEL_BSP_MAX_EXPORT_BATCH_SIZE      spans per export (512; at most the queue siz
 OTEL_BSP_EXPORT_TIMEOUT             milliseconds: the exporter's timeout when no
                                     exporter-specific timeout is set
 FASTTRACE_JSONL_PATH                the file of the jsonl exporter (fasttrace-spans.jsonl)
+FASTTRACE_TAIL_SAMPLING             ``on``: tail-based sampling (fasttrace.TailSampling)
+                                    with the variables below (off)
+FASTTRACE_TAIL_ERRORS               keep traces with an ``error=True`` span (true)
+FASTTRACE_TAIL_LATENCY_MS           keep traces whose local root took this long (off)
+FASTTRACE_TAIL_BASELINE_RATIO       keep this fraction of traces by trace id, [0, 1] (0)
+FASTTRACE_TAIL_KEEP_HEAD_SAMPLED    keep traces the head sampler sampled (true)
+FASTTRACE_TAIL_MAX_PENDING_SPANS    the pending budget in spans (100000)
+FASTTRACE_TAIL_MAX_PENDING_TRACES   the pending budget in traces (10000)
 ==================================  =================================================
 
 The ``*_TRACES_*`` form of an OTLP variable wins over the general one.
@@ -158,6 +166,44 @@ class _Env:
             _warn(name, raw, "not an http(s) URL", default)
             return default
         return raw
+
+
+def _switch(env, name, default):
+    """A boolean variable that also takes on/off, 1/0, yes/no."""
+    value = env.str(name)
+    if value is None:
+        return default
+    word = value.lower()
+    if word in ("on", "true", "1", "yes"):
+        return True
+    if word in ("off", "false", "0", "no"):
+        return False
+    _warn(name, value, "not on or off", "on" if default else "off")
+    return default
+
+
+def _tail_sampling(env):
+    """The TailSampling policy FASTTRACE_TAIL_* describe, or None when it is off."""
+    from fasttrace.tail import TailSampling
+
+    if not _switch(env, "FASTTRACE_TAIL_SAMPLING", False):
+        return None
+    defaults = TailSampling()
+    latency = env.number("FASTTRACE_TAIL_LATENCY_MS", None, kind=float, minimum=0.0)
+    if latency is not None and latency == float("inf"):
+        _warn("FASTTRACE_TAIL_LATENCY_MS", env.str("FASTTRACE_TAIL_LATENCY_MS"),
+              "not finite", None)
+        latency = None
+    return TailSampling(
+        errors=_switch(env, "FASTTRACE_TAIL_ERRORS", True),
+        latency_ms=latency,
+        baseline_ratio=env.number("FASTTRACE_TAIL_BASELINE_RATIO", 0.0, kind=float,
+                                  minimum=0.0, maximum=1.0),
+        keep_head_sampled=_switch(env, "FASTTRACE_TAIL_KEEP_HEAD_SAMPLED", True),
+        max_pending_spans=env.number("FASTTRACE_TAIL_MAX_PENDING_SPANS",
+                                     defaults.max_pending_spans, minimum=1),
+        max_pending_traces=env.number("FASTTRACE_TAIL_MAX_PENDING_TRACES",
+                                      defaults.max_pending_traces, minimum=1))
 
 
 def _sampler(env):
@@ -344,6 +390,8 @@ def init_tracer(environ=None, set_global=True, **overrides):
         kwargs["propagators"] = _propagators(env)
         if "sampler" not in overrides:
             kwargs["sampler"] = _sampler(env)
+        if "tail_sampling" not in overrides:
+            kwargs["tail_sampling"] = _tail_sampling(env)
         if "reporter" not in overrides:
             if exporter is None:
                 exporter = _exporter(env)

@@ -17,6 +17,7 @@ from fasttrace.batch import SpanBatch
 from fasttrace.propagation import KNOWN_PROPAGATORS, make_propagation, parse_propagator_names
 from fasttrace.reporting import InMemoryReporter
 from fasttrace.scope import ContextVarsScopeManager
+from fasttrace.tail import TailStage
 
 log = logging.getLogger("fasttrace")
 
@@ -27,6 +28,9 @@ DRAIN_CHUNK = 4096
 # Finished spans that make the tracer drain to a reporter that has no thread of its own:
 # enough to spread each batch's fixed cost thin, few enough to stay in cache (measured).
 DRAIN_THRESHOLD = 2048
+# With tail sampling, spans one drain() may take out of the arena looking for kept ones
+# before it returns None (the reporter asks again at the next notice).
+_TAIL_DRAIN_LIMIT = 8 * DRAIN_CHUNK
 
 
 
@@ -104,17 +108,22 @@ class Tracer(TracerCore, opentracing.Tracer):
         trace_id_bits: 128 (W3C, OpenTelemetry) or 64 (jaeger-client's default, for
             backends or log pipelines that expect 16-hex-digit trace ids).  Ids from
             peers are kept as they come either way.
+        tail_sampling: a fasttrace.TailSampling: every span is recorded and each trace is
+            decided when its local root finishes (see fasttrace.tail).  The head
+            sampler's decision stays on the context (and on traceparent).
 
     Raises:
         ValueError: trace_id_bits other than 64 or 128.
+        TypeError: tail_sampling that is not a TailSampling.
     """
 
     def __init__(self, service_name="unknown_service", sampler=None, reporter=None,
                  propagators=("tracecontext", "baggage"), scope_manager=None, tags=None,
                  capacity=65536, max_tags=128, max_logs=128, max_value_length=4096,
-                 trace_id_bits=128):
+                 trace_id_bits=128, tail_sampling=None):
         if trace_id_bits not in (64, 128):
             raise ValueError(f"trace_id_bits must be 64 or 128, not {trace_id_bits!r}")
+        tail = None if tail_sampling is None else TailStage(tail_sampling)
         if sampler is None:
             sampler = ConstSampler(True)
         elif not isinstance(sampler, Sampler):
@@ -136,6 +145,10 @@ class Tracer(TracerCore, opentracing.Tracer):
             make_propagation(self._propagator_names, text_map=True),
             self.service_name, self._drain_threshold(reporter, capacity),
             trace_id_bits == 64)
+        self.tail_sampling = tail_sampling
+        self._tail = tail
+        self._record_all = tail is not None
+        self._tail_closing = False
         self._reported = 0
         self._report_failures = 0
         self._lost_in_reporter = 0
@@ -217,12 +230,30 @@ class Tracer(TracerCore, opentracing.Tracer):
         SpanBatch; None when none had finished.  For reporters that drain on their own
         thread (see the batch_ready hook in fasttrace.reporting)."""
         _fork.check()
-        columns = self._arena.drain(max_spans)
-        if columns is None or columns["pid"] != os.getpid():
-            return None
-        batch = SpanBatch(columns, self.service_name, self.tags)
-        self._reported += len(batch)
-        return batch
+        tail = self._tail
+        taken = 0
+        while True:
+            columns = self._arena.drain(max_spans)
+            if columns is None and tail is not None and self._tail_closing:
+                # closing: what still waits for its local root is decided now
+                batch = tail.decide_pending()
+                if batch is not None:
+                    self._reported += len(batch)
+                return batch
+            if columns is None or columns["pid"] != os.getpid():
+                return None
+            batch = SpanBatch(columns, self.service_name, self.tags)
+            if tail is not None:
+                # the tail stage keeps what its policy keeps; when it keeps nothing of
+                # this batch (yet), drain on, so "None" still means "none finished"
+                taken += len(batch)
+                batch = tail.process(batch)
+                if batch is None:
+                    if taken >= _TAIL_DRAIN_LIMIT:
+                        return None
+                    continue
+            self._reported += len(batch)
+            return batch
 
     @property
     def spans_finished(self):
@@ -249,6 +280,11 @@ class Tracer(TracerCore, opentracing.Tracer):
             if columns is None:
                 break
             moved += self._report_drained(columns)
+        if self._tail is not None and self._tail_closing:
+            # closing: what still waits for its local root is decided now
+            batch = self._tail.decide_pending()
+            if batch is not None:
+                self._report_batch(batch)
         return moved
 
     def _report_drained(self, columns):
@@ -258,6 +294,15 @@ class Tracer(TracerCore, opentracing.Tracer):
             # parent reports these spans, the child must not report them again
             return 0
         batch = SpanBatch(columns, self.service_name, self.tags)
+        moved = len(batch)
+        if self._tail is not None:
+            batch = self._tail.process(batch)
+            if batch is None:
+                return moved
+        self._report_batch(batch)
+        return moved
+
+    def _report_batch(self, batch):
         try:
             self.reporter.report(batch)
             self._reported += len(batch)
@@ -266,7 +311,6 @@ class Tracer(TracerCore, opentracing.Tracer):
             self._lost_in_reporter += len(batch)
             self._failure_log.exception("fasttrace: reporter %r failed; %d spans lost so far",
                                         self.reporter, self._lost_in_reporter)
-        return len(batch)
 
     def flush(self, timeout=None):
         """Drains every finished span to the reporter and waits for it to deliver them.
@@ -297,6 +341,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         if self._closed is not None:
             return self._closed
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        self._tail_closing = True     # pending tail-sampled traces are decided in this flush
         delivered = self.flush(timeout)
         try:
             self.reporter.close(None if deadline is None
@@ -324,6 +369,8 @@ class Tracer(TracerCore, opentracing.Tracer):
                                        "unusable": self._foreign_parents_unusable}
         counters["sampler_errors"] = getattr(self.sampler, "errors", 0)
         counters["exported"] = counters["export_failures"] = 0
+        if self._tail is not None:
+            counters["tail_sampling"] = self._tail.stats()
         reporter_stats = getattr(self.reporter, "stats", None)
         if callable(reporter_stats):
             try:
@@ -346,6 +393,8 @@ class Tracer(TracerCore, opentracing.Tracer):
         """Called by the fork registry (fasttrace/_fork.py) in a forked child."""
         self._draining_inline = False   # the fork may have come from inside a drain
         self._arena.reset_if_forked()
+        if self._tail is not None:
+            self._tail.reset_after_fork()
         self._reported = self._report_failures = self._lost_in_reporter = 0
         self._call_reporter_hook("after_fork")
 

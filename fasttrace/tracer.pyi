@@ -23,6 +23,7 @@ class Tracer(TracerCore, opentracing.Tracer):
     tags: Dict[str, Any]
     sampler: Sampler
     reporter: Reporter
+    tail_sampling: Optional[Any]
     def __init__(self, service_name: str = "unknown_service",
                  sampler: Optional[Any] = None,
                  reporter: Optional[Reporter] = None,
@@ -30,7 +31,8 @@ class Tracer(TracerCore, opentracing.Tracer):
                  scope_manager: Optional[opentracing.ScopeManager] = None,
                  tags: Optional[Mapping[str, Any]] = None,
                  capacity: int = 65536, max_tags: int = 128, max_logs: int = 128,
-                 max_value_length: int = 4096, trace_id_bits: int = 128) -> None: ...
+                 max_value_length: int = 4096, trace_id_bits: int = 128,
+                 tail_sampling: Optional[Any] = None) -> None: ...
     def flush(self, timeout: Optional[float] = None) -> bool: ...
     def close(self, timeout: Optional[float] = None) -> Closed: ...
     def stats(self) -> Dict[str, Any]: ...
