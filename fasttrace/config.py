@@ -104,16 +104,22 @@ class _Env:
                 return name, value
         return names[-1], None
 
-    def bool(self, name, default=False):
+    # the words a boolean variable takes: OpenTelemetry's own take exactly true/false
+    TRUE_FALSE = (("true",), ("false",))
+    ON_OFF = (("on", "true", "1", "yes"), ("off", "false", "0", "no"))
+
+    def bool(self, name, default=False, words=TRUE_FALSE):
         value = self.str(name)
         if value is None:
             return default
-        if value.lower() == "true":
+        yes, no = words
+        word = value.lower()
+        if word in yes:
             return True
-        if value.lower() != "false":
-            _warn(name, value, "not true or false", default)
-            return default
-        return False
+        if word in no:
+            return False
+        _warn(name, value, f"not {yes[0]} or {no[0]}", yes[0] if default else no[0])
+        return default
 
     def number(self, name, default, kind=int, minimum=None, maximum=None, value=None):
         raw = self.str(name) if value is None else value
@@ -168,25 +174,11 @@ class _Env:
         return raw
 
 
-def _switch(env, name, default):
-    """A boolean variable that also takes on/off, 1/0, yes/no."""
-    value = env.str(name)
-    if value is None:
-        return default
-    word = value.lower()
-    if word in ("on", "true", "1", "yes"):
-        return True
-    if word in ("off", "false", "0", "no"):
-        return False
-    _warn(name, value, "not on or off", "on" if default else "off")
-    return default
-
-
 def _tail_sampling(env):
     """The TailSampling policy FASTTRACE_TAIL_* describe, or None when it is off."""
     from fasttrace.tail import TailSampling
 
-    if not _switch(env, "FASTTRACE_TAIL_SAMPLING", False):
+    if not env.bool("FASTTRACE_TAIL_SAMPLING", False, env.ON_OFF):
         return None
     defaults = TailSampling()
     latency = env.number("FASTTRACE_TAIL_LATENCY_MS", None, kind=float, minimum=0.0)
@@ -195,11 +187,12 @@ def _tail_sampling(env):
               "not finite", None)
         latency = None
     return TailSampling(
-        errors=_switch(env, "FASTTRACE_TAIL_ERRORS", True),
+        errors=env.bool("FASTTRACE_TAIL_ERRORS", True, env.ON_OFF),
         latency_ms=latency,
         baseline_ratio=env.number("FASTTRACE_TAIL_BASELINE_RATIO", 0.0, kind=float,
                                   minimum=0.0, maximum=1.0),
-        keep_head_sampled=_switch(env, "FASTTRACE_TAIL_KEEP_HEAD_SAMPLED", True),
+        keep_head_sampled=env.bool("FASTTRACE_TAIL_KEEP_HEAD_SAMPLED", True,
+                                   env.ON_OFF),
         max_pending_spans=env.number("FASTTRACE_TAIL_MAX_PENDING_SPANS",
                                      defaults.max_pending_spans, minimum=1),
         max_pending_traces=env.number("FASTTRACE_TAIL_MAX_PENDING_TRACES",
