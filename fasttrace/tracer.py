@@ -230,29 +230,22 @@ class Tracer(TracerCore, opentracing.Tracer):
         SpanBatch; None when none had finished.  For reporters that drain on their own
         thread (see the batch_ready hook in fasttrace.reporting)."""
         _fork.check()
-        tail = self._tail
         taken = 0
         while True:
             columns = self._arena.drain(max_spans)
-            if columns is None and tail is not None and self._tail_closing:
-                # closing: what still waits for its local root is decided now
-                batch = tail.decide_pending()
-                if batch is not None:
-                    self._reported += len(batch)
-                return batch
-            if columns is None or columns["pid"] != os.getpid():
+            if columns is None:
+                batch = self._pending_at_close()
+            elif columns["pid"] != os.getpid():
                 return None
-            batch = SpanBatch(columns, self.service_name, self.tags)
-            if tail is not None:
-                # the tail stage keeps what its policy keeps; when it keeps nothing of
-                # this batch (yet), drain on, so "None" still means "none finished"
-                taken += len(batch)
-                batch = tail.process(batch)
-                if batch is None:
-                    if taken >= _TAIL_DRAIN_LIMIT:
-                        return None
+            else:
+                taken += len(columns["span_id"])
+                batch = self._kept(columns)
+                # when the tail stage keeps nothing of this batch (yet), drain on, so
+                # "None" still means "none finished"
+                if batch is None and taken < _TAIL_DRAIN_LIMIT:
                     continue
-            self._reported += len(batch)
+            if batch is not None:
+                self._reported += len(batch)
             return batch
 
     @property
@@ -280,11 +273,9 @@ class Tracer(TracerCore, opentracing.Tracer):
             if columns is None:
                 break
             moved += self._report_drained(columns)
-        if self._tail is not None and self._tail_closing:
-            # closing: what still waits for its local root is decided now
-            batch = self._tail.decide_pending()
-            if batch is not None:
-                self._report_batch(batch)
+        batch = self._pending_at_close()
+        if batch is not None:
+            self._report_batch(batch)
         return moved
 
     def _report_drained(self, columns):
@@ -293,14 +284,23 @@ class Tracer(TracerCore, opentracing.Tracer):
             # drained before a fork (by this thread: a finalizer forked in between): the
             # parent reports these spans, the child must not report them again
             return 0
+        batch = self._kept(columns)
+        if batch is not None:
+            self._report_batch(batch)
+        return len(columns["span_id"])
+
+    def _kept(self, columns):
+        """Drained columns as the SpanBatch the reporter gets: all of them, or with tail
+        sampling what the tail stage keeps (None: nothing yet)."""
         batch = SpanBatch(columns, self.service_name, self.tags)
-        moved = len(batch)
-        if self._tail is not None:
-            batch = self._tail.process(batch)
-            if batch is None:
-                return moved
-        self._report_batch(batch)
-        return moved
+        return batch if self._tail is None else self._tail.process(batch)
+
+    def _pending_at_close(self):
+        """While closing with tail sampling, the traces still waiting for their local
+        root, decided now (their kept spans as a SpanBatch); else None."""
+        if self._tail is None or not self._tail_closing:
+            return None
+        return self._tail.decide_pending()
 
     def _report_batch(self, batch):
         try:
