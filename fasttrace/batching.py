@@ -16,6 +16,7 @@ import time
 import weakref
 
 from fasttrace import _fork
+from fasttrace._ratelimit import RateLimitedLog
 from fasttrace._reentry import Signal
 from fasttrace.reporting import Reporter
 
@@ -71,8 +72,8 @@ class _Pipeline:
         self.stopping = False       # the worker finishes up and exits
         self.stop_deadline = None   # ... exporting until then
         self.abandoned = False      # close() gave up waiting; the worker counts nothing more
-        self.last_log = -1e18
-        self.suppressed_logs = 0
+        # at most one message per flush_interval: a dead backend must not flood the logs
+        self.failure_log = RateLimitedLog(flush_interval)
         self.pending = []
 
     # -- any thread ---------------------------------------------------------------------
@@ -111,7 +112,7 @@ class _Pipeline:
                 if self.stopping and self.finish_stopping():
                     return
             except BaseException:   # the thread must outlive anything an exporter raises
-                self.log_failure("fasttrace: reporter thread error", exc_info=True)
+                self.failure_log.warning("fasttrace: reporter thread error", exc_info=True)
 
     def cycle(self):
         while self.tickets:
@@ -154,7 +155,7 @@ class _Pipeline:
                 try:
                     batch = tracer.drain(min(room, self.max_batch_size * 8))
                 except Exception:
-                    self.log_failure("fasttrace: draining %r failed", tracer, exc_info=True)
+                    self.failure_log.warning("fasttrace: draining %r failed", tracer, exc_info=True)
                     break
                 if batch is None:
                     break
@@ -190,11 +191,11 @@ class _Pipeline:
             ok = bool(self.exporter.export(batch))
         except BaseException:
             ok = False
-            self.log_failure("fasttrace: exporter %r raised; %d spans lost", self.exporter,
+            self.failure_log.warning("fasttrace: exporter %r raised; %d spans lost", self.exporter,
                              n, exc_info=True)
         else:
             if not ok and not self.past_stop_deadline():
-                self.log_failure("fasttrace: exporter %r failed; %d spans lost",
+                self.failure_log.warning("fasttrace: exporter %r failed; %d spans lost",
                                  self.exporter, n)
         self.export_calls += 1
         if ok:
@@ -247,23 +248,6 @@ class _Pipeline:
             ticket.done.set()
         self.pending = []
         return True
-
-    def log_failure(self, msg, *args, exc_info=False):
-        # at most one message per flush_interval: a dead backend must not flood the logs
-        now = time.monotonic()
-        if now - self.last_log < self.flush_interval:
-            self.suppressed_logs += 1
-            return
-        self.last_log = now
-        if self.suppressed_logs:
-            msg += " (%d similar messages suppressed)"
-            args += (self.suppressed_logs,)
-            self.suppressed_logs = 0
-        try:
-            log.warning(msg, *args, exc_info=exc_info)
-        except Exception:
-            pass
-
 
 class BatchReporter(Reporter):
     """Exports finished spans from a background thread, in batches.
