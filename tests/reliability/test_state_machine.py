@@ -519,9 +519,11 @@ class TracerMachine(RuleBasedStateMachine):
             self.apply_pending()
             return
         # the model first: a log the pool turns away frees its value at once, and the
-        # collection that runs may finish spans and drain them (pools as they were)
+        # collection that runs may finish spans and drain them (pools as they were);
+        # what that collection's finalizer did came before the rest of this step
         self.add_log(hm, {"msg": None})
         host.log_kv({"msg": CollectsOnFree()})
+        self.apply_pending()
         if trigger == "discard":
             host.set_tag(PRIORITY, 0)
             self.set_tag(hm, PRIORITY, 0)
