@@ -19,10 +19,13 @@ import numpy as np
 from fasttrace._layout import FLAG_CONTEXT_PARENT, FLAG_SAMPLED, UNINTERNED
 from fasttrace._reentry import GuardedLock
 
-__all__ = ["DECISIONS", "TailSampling", "TailStage"]
+__all__ = ["DECISIONS", "TOLD_UPSTREAM", "TailSampling", "TailStage"]
 
 # the values of the sampling.decision tag, in the order the policies are tried
-DECISIONS = ("error", "latency", "tag", "baseline", "head", "early")
+DECISIONS = ("error", "latency", "downstream", "tag", "baseline", "head", "early")
+# the decisions a service tells its caller about (traceresponse): the caller keeps its
+# part of the trace for them, as "downstream"; baseline and head it decides for itself
+TOLD_UPSTREAM = frozenset(("error", "latency", "downstream"))
 DECISION_TAG = "sampling.decision"
 _TRACE_ID_LIMIT = (1 << 64) - 1
 _MISSING = object()
@@ -171,6 +174,7 @@ class TailStage:
         self._pending = OrderedDict()    # (hi, lo) -> _Pending, oldest first
         self._pending_spans = 0
         self._decided = {}               # (hi, lo) -> decision, or "" for discarded
+        self._marks = OrderedDict()      # (hi, lo) of undecided traces a callee kept
         self._inbox.clear()
         self._key_ids = {}
         self._keys_table = None
@@ -179,6 +183,7 @@ class TailStage:
         self.spans_discarded = 0
         self.decided_early = 0
         self.late_spans = 0
+        self.marks_too_late = 0
 
     def reset_after_fork(self):
         """A forked child's table starts empty: the pending spans are the parent's."""
@@ -190,7 +195,48 @@ class TailStage:
         return {"kept": dict(self.kept), "traces_discarded": self.traces_discarded,
                 "spans_discarded": self.spans_discarded,
                 "traces_decided_early": self.decided_early, "late_spans": self.late_spans,
+                "downstream_too_late": self.marks_too_late,
                 "pending_spans": self._pending_spans, "pending_traces": len(self._pending)}
+
+    # -- what the integrations ask, on the application's threads ----------------------
+
+    def mark_kept(self, hi, lo):
+        """A service this process called kept the trace (hi, lo): its local trace is kept
+        too, as "downstream", unless a policy before it keeps it.  False when the trace
+        was already discarded here (counted); never waits for the stage."""
+        key = (hi, lo)
+        decision = self._decided.get(key, _MISSING)
+        if decision is not _MISSING:
+            if not decision:
+                self.marks_too_late += 1
+            return bool(decision)
+        marks = self._marks
+        marks[key] = None
+        while len(marks) > self.policy.decision_cache_size:
+            try:
+                marks.popitem(last=False)
+            except KeyError:       # emptied by the stage meanwhile
+                break
+        return True
+
+    def verdict(self, hi, lo, error, took_ns, operation_name):
+        """What the stage would keep the trace (hi, lo) for if its local root, running
+        `took_ns` so far, finished now: one of TOLD_UPSTREAM, or "" when none of them
+        applies yet.  `error`: the caller knows the root failed (an error status)."""
+        decision = self._decided.get((hi, lo))
+        if decision in TOLD_UPSTREAM:
+            return decision
+        policy = self.policy
+        if policy.errors:
+            trace = self._pending.get((hi, lo))
+            if error or (trace is not None and trace.error):
+                return "error"
+        threshold = policy.latency_ms_by_operation.get(operation_name, policy.latency_ms)
+        if threshold is not None and took_ns >= threshold * 1e6:
+            return "latency"
+        if (hi, lo) in self._marks:
+            return "downstream"
+        return ""
 
     # -- the stage ----------------------------------------------------------------------
 
@@ -242,6 +288,7 @@ class TailStage:
         if (all(roots) and not policy.latency_ms_by_operation
                 and not any(map(decided.__contains__, keys))
                 and not (pending and any(map(pending.__contains__, keys)))
+                and not (self._marks and any(map(self._marks.__contains__, keys)))
                 and len(set(keys)) == n):
             self._decide_lone_roots(batch, keys, los, errors, tagged, out)
             return
@@ -273,7 +320,8 @@ class TailStage:
             if trace is not None:
                 del pending[key]
                 self._pending_spans -= len(trace.spans)
-            decision = self._decide(batch, i, trace, i in errors, i in tagged, heads[i], los[i])
+            decision = self._decide(batch, i, trace, i in errors, i in tagged, heads[i], los[i],
+                                    self._marks.pop(key, _MISSING) is None)
             if decision:
                 self.kept[decision] += 1
                 here_rows.append(i)
@@ -325,7 +373,7 @@ class TailStage:
         if len(rows):
             out.append((batch, rows, _NAMES[codes[rows]].tolist()))
 
-    def _decide(self, batch, i, trace, error, tagged, head, lo):
+    def _decide(self, batch, i, trace, error, tagged, head, lo, marked):
         policy = self.policy
         if policy.errors and (error or (trace is not None and trace.error)):
             return "error"
@@ -335,6 +383,8 @@ class TailStage:
         if threshold is not None and \
                 int(batch.end_ns[i]) - int(batch.start_ns[i]) >= threshold * 1e6:
             return "latency"
+        if marked:
+            return "downstream"
         if policy.tags and (tagged or (trace is not None and trace.tag)):
             return "tag"
         if policy.baseline_keeps(lo):
@@ -352,10 +402,12 @@ class TailStage:
             key, trace = pending.popitem(last=False)
             self._pending_spans -= len(trace.spans)
             self.decided_early += 1
-            if trace.head:
-                self.kept["early"] += 1
-                _extend(out, trace.spans, "early")
-                decided[key] = "early"
+            decision = ("downstream" if self._marks.pop(key, _MISSING) is None
+                        else "early" if trace.head else "")
+            if decision:
+                self.kept[decision] += 1
+                _extend(out, trace.spans, decision)
+                decided[key] = decision
             else:
                 self.traces_discarded += 1
                 self.spans_discarded += len(trace.spans)

@@ -10,6 +10,7 @@ import opentracing
 
 from fasttrace import _fork
 from fasttrace._arena import Arena
+from fasttrace._context import SpanContext
 from fasttrace._ratelimit import RateLimitedLog
 from fasttrace._sampling import ConstSampler, Sampler
 from fasttrace._tracer import TracerCore
@@ -31,6 +32,7 @@ DRAIN_THRESHOLD = 2048
 # With tail sampling, spans one drain() may take out of the arena looking for kept ones
 # before it returns None (the reporter asks again at the next notice).
 _TAIL_DRAIN_LIMIT = 8 * DRAIN_CHUNK
+_LOW_64 = (1 << 64) - 1
 
 
 
@@ -355,6 +357,39 @@ class Tracer(TracerCore, opentracing.Tracer):
         self._batch_ready_hook = None
         self._room_hook = None
         return self._closed
+
+    # -- tail sampling across services -------------------------------------------------
+
+    def keep_trace(self, span_context):
+        """Marks the trace of `span_context` kept here because a service it called kept it
+        (its spans get ``sampling.decision=downstream`` unless a policy before that keeps
+        them).  The client integrations call it on a sampled ``traceresponse``.
+
+        Returns False without tail sampling, for something that is not a fasttrace
+        SpanContext, or when this process already discarded the trace (counted in
+        ``stats()["tail_sampling"]["downstream_too_late"]``)."""
+        tail = self._tail
+        if tail is None or not isinstance(span_context, SpanContext):
+            return False
+        trace_id = span_context.trace_id
+        return tail.mark_kept(trace_id >> 64, trace_id & _LOW_64)
+
+    def tail_verdict(self, span, error=False):
+        """Why tail sampling would keep `span`'s trace if `span` (its local root, still
+        running) finished now: "error" (`error`, or an error=True span of the trace already
+        drained), "latency", "downstream" (a callee kept it), or "" for none of these yet
+        ("" as well without tail sampling).  The server integrations send it upstream in
+        ``traceresponse`` before they finish the span."""
+        tail = self._tail
+        if tail is None:
+            return ""
+        try:
+            trace_id = span.trace_id
+            took_ns = time.time_ns() - round(span.start_time * 1e9)
+            name = span.operation_name
+        except (AttributeError, TypeError, ValueError):
+            return ""
+        return tail.verdict(trace_id >> 64, trace_id & _LOW_64, bool(error), took_ns, name)
 
     def stats(self):
         """Counters: started, finished, sampled, unsampled, dropped (by reason),

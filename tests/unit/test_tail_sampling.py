@@ -3,6 +3,7 @@
 finishing after their local root, the budget, stats, the sampling.decision tag, the
 environment, and the baseline's agreement with OpenTelemetry's TraceIdRatioBased."""
 import logging
+import time
 
 import numpy as np
 import opentracing
@@ -334,9 +335,10 @@ def test_many_traces_never_grow_the_table_past_its_budget(tail_tracer):
 def test_stats_keys(tail_tracer):
     tracer, _ = tail_tracer()
     assert _tail(tracer) == {
-        "kept": {"error": 0, "latency": 0, "tag": 0, "baseline": 0, "head": 0, "early": 0},
+        "kept": {"error": 0, "latency": 0, "downstream": 0, "tag": 0, "baseline": 0,
+                 "head": 0, "early": 0},
         "traces_discarded": 0, "spans_discarded": 0, "traces_decided_early": 0,
-        "late_spans": 0, "pending_spans": 0, "pending_traces": 0}
+        "late_spans": 0, "downstream_too_late": 0, "pending_spans": 0, "pending_traces": 0}
 
 
 # -- the baseline -------------------------------------------------------------------
@@ -498,3 +500,107 @@ def test_close_decides_what_is_still_pending_by_its_head_decision(make_tracer, t
     stats = _tail(tracer)
     assert stats["pending_spans"] == 0 and stats["traces_decided_early"] == 2
     assert stats["spans_discarded"] == 1
+
+
+# -- a callee kept the trace (keep_trace) and what is told upstream (tail_verdict) ------
+
+def test_keep_trace_keeps_the_local_trace_as_downstream(tail_tracer):
+    tracer, reporter = tail_tracer()
+    root = tracer.start_span("root", start_time=T0)
+    client = tracer.start_span("call", child_of=root, start_time=T0)
+    assert tracer.keep_trace(client.context) is True
+    client.finish(finish_time=T0 + 0.001)
+    root.finish(finish_time=T0 + 0.002)
+    other = tracer.start_span("other")        # an unmarked trace beside it is discarded
+    other.finish()
+    tracer.flush()
+    assert _decisions(reporter.spans) == {("root", "downstream"), ("call", "downstream")}
+    assert _tail(tracer)["kept"]["downstream"] == 1
+    assert _tail(tracer)["traces_discarded"] == 1
+
+
+def test_keep_trace_marks_a_lone_root_batch_too(tail_tracer):
+    # the columnar path (every row a local root) must not skip the mark
+    tracer, reporter = tail_tracer()
+    spans = [tracer.start_span(f"r{i}") for i in range(5)]
+    tracer.keep_trace(spans[3].context)
+    for span in spans:
+        span.finish()
+    tracer.flush()
+    assert _decisions(reporter.spans) == {("r3", "downstream")}
+
+
+def test_error_and_latency_come_before_downstream(tail_tracer):
+    tracer, reporter = tail_tracer(latency_ms=1)
+    root = tracer.start_span("root", tags={"error": True}, start_time=T0)
+    tracer.keep_trace(root.context)
+    root.finish(finish_time=T0 + 0.0001)
+    slow = tracer.start_span("slow", start_time=T0)
+    tracer.keep_trace(slow.context)
+    slow.finish(finish_time=T0 + 0.01)
+    tracer.flush()
+    assert _decisions(reporter.spans) == {("root", "error"), ("slow", "latency")}
+
+
+def test_keep_trace_after_the_trace_was_discarded_is_counted(tail_tracer):
+    tracer, reporter = tail_tracer()
+    root = tracer.start_span("root")
+    root.finish()
+    tracer.flush()
+    late = tracer.start_span("late", child_of=root)
+    assert tracer.keep_trace(late.context) is False
+    late.finish()
+    tracer.flush()
+    assert reporter.spans == []
+    assert _tail(tracer)["downstream_too_late"] == 1
+
+
+def test_keep_trace_without_tail_sampling_or_with_a_foreign_context(make_tracer, tail_tracer):
+    plain = make_tracer(reporter=InMemoryReporter())
+    span = plain.start_span("x")
+    assert plain.keep_trace(span.context) is False
+    assert plain.tail_verdict(span) == ""
+    tracer, _ = tail_tracer()
+    assert tracer.keep_trace(opentracing.SpanContext()) is False
+    assert tracer.keep_trace(None) is False
+
+
+def test_marked_pending_trace_decided_early_is_kept_as_downstream(tail_tracer):
+    tracer, reporter = tail_tracer(max_pending_traces=1)
+    root = tracer.start_span("root")
+    tracer.start_span("child", child_of=root).finish()
+    tracer.keep_trace(root.context)
+    tracer.flush()
+    other = tracer.start_span("other-root")
+    tracer.start_span("other-child", child_of=other).finish()
+    tracer.flush()                             # over budget: "root"'s trace goes early
+    assert _decisions(reporter.spans) == {("child", "downstream")}
+    assert _tail(tracer)["traces_decided_early"] == 1
+
+
+def test_marks_are_bounded_by_the_decision_cache(tail_tracer):
+    tracer, _ = tail_tracer(decision_cache_size=3)
+    spans = [tracer.start_span(f"r{i}") for i in range(10)]
+    for span in spans:
+        tracer.keep_trace(span.context)
+    assert len(tracer._tail._marks) == 3
+
+
+def test_tail_verdict(tail_tracer):
+    tracer, _ = tail_tracer(latency_ms=50, latency_ms_by_operation={"batch": 10_000})
+    root = tracer.start_span("root")
+    assert tracer.tail_verdict(root) == ""
+    assert tracer.tail_verdict(root, error=True) == "error"
+    tracer.keep_trace(root.context)
+    assert tracer.tail_verdict(root) == "downstream"
+    old = tracer.start_span("root", start_time=T0)       # running for years
+    assert tracer.tail_verdict(old) == "latency"
+    second_ago = time.time() - 1                 # 1000 ms: over 50, under batch's 10 s
+    assert tracer.tail_verdict(tracer.start_span("root", start_time=second_ago)) == "latency"
+    assert tracer.tail_verdict(tracer.start_span("batch", start_time=second_ago)) == ""
+    # an error=True span of the trace that finished and was drained counts
+    failing = tracer.start_span("root")
+    tracer.start_span("child", child_of=failing, tags={"error": True}).finish()
+    tracer.flush()
+    assert tracer.tail_verdict(failing) == "error"
+    assert tracer.tail_verdict(object()) == ""
