@@ -16,6 +16,7 @@ from fasttrace._layout cimport (FLAG_FIRST_REF_FOLLOWS, TAG_BIGINT, TAG_BOOL, TA
 cdef enum:
     NO_ENTRY = -1
     KEY_SAMPLING_PRIORITY = 0     # the key table's first entry
+    KEY_SAMPLING_DECISION = 1     # its second: the tail stage's tag (fasttrace/_tail.pyx)
     MAX_INTERNED_LENGTH = 256     # longer names/keys are never interned (they would live forever)
 
 

@@ -122,8 +122,9 @@ cdef class Arena:
         self._allocate()
         self.name_ids = {}
         self.names = []
-        self.key_ids = {"sampling.priority": KEY_SAMPLING_PRIORITY}
-        self.keys = ["sampling.priority"]
+        self.key_ids = {"sampling.priority": KEY_SAMPLING_PRIORITY,
+                        "sampling.decision": KEY_SAMPLING_DECISION}
+        self.keys = ["sampling.priority", "sampling.decision"]
         self.fork_gen = ft_fork_gen()
         self.pid = os.getpid()
         self.notify_at = self.notify_every = 1 << 62

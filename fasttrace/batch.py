@@ -207,13 +207,9 @@ class SpanBatch:
     _ROW_COLUMNS = ("trace_id_hi", "trace_id_lo", "span_id", "parent_id", "start_ns",
                     "end_ns", "flags", "name_id")
 
-    def select(self, rows, tag_key=None, tag_values=None):
+    def select(self, rows):
         """The spans at `rows` (indices, in the order given) as a new SpanBatch with its own
         compact tag and log tables (offsets from 0), the name and key tables shared.
-
-        With `tag_key`, span k of the result gets one more tag, `tag_key` = the str
-        `tag_values[k]`, last (so it wins over one the span set itself); it is stored
-        uninterned, so this batch's tables, which may be the arena's, are never changed.
         The flags keep only the SpanContext and reference bits.
         """
         rows = np.asarray(rows, dtype=np.intp)
@@ -223,29 +219,13 @@ class SpanBatch:
             setattr(part, name, getattr(self, name)[rows])
         part.flags &= np.uint8(FLAG_SAMPLED | FLAG_DEBUG | FLAG_FIRST_REF_FOLLOWS)
         part.extras = _take(self.extras, rows)
-        extra = 0 if tag_key is None else 1
-        offsets, src, dest = _gather_rows(self.tag_offsets, rows, extra)
-        total = int(offsets[-1])
+        offsets, src = _gather_rows(self.tag_offsets, rows)
         part.tag_offsets = offsets
-        part.tag_key = np.empty(total, dtype=self.tag_key.dtype)
-        part.tag_type = np.empty(total, dtype=self.tag_type.dtype)
-        part.tag_num = np.zeros(total, dtype=self.tag_num.dtype)
-        part.tag_key[dest] = self.tag_key[src]
-        part.tag_type[dest] = self.tag_type[src]
-        part.tag_num[dest] = self.tag_num[src]
-        if extra:
-            # one index per new entry into the old entries followed by the added ones
-            added = offsets[1:] - 1
-            part.tag_key[added] = UNINTERNED
-            part.tag_type[added] = TAG_STR
-            order = np.empty(total, dtype=np.intp)
-            order[dest] = src
-            order[added] = np.arange(len(self.tag_obj), len(self.tag_obj) + len(rows))
-            part.tag_obj = _take(list(self.tag_obj) + [(tag_key, v) for v in tag_values],
-                                 order)
-        else:
-            part.tag_obj = _take(self.tag_obj, src)
-        offsets, src, dest = _gather_rows(self.log_offsets, rows, 0)
+        part.tag_key = self.tag_key[src]
+        part.tag_type = self.tag_type[src]
+        part.tag_num = self.tag_num[src]
+        part.tag_obj = _take(self.tag_obj, src)
+        offsets, src = _gather_rows(self.log_offsets, rows)
         part.log_offsets = offsets
         part.log_ts = self.log_ts[src]
         part.log_fields = _take(self.log_fields, src)
@@ -287,19 +267,16 @@ def _take(items, indices):
     return list(operator.itemgetter(*indices.tolist())(items))
 
 
-def _gather_rows(offsets, rows, extra):
-    """For the CSR table `offsets` and the spans `rows`: the new offsets (each span with
-    `extra` more entries at its end), and the old (src) and new (dest) entry indices."""
+def _gather_rows(offsets, rows):
+    """For the CSR table `offsets` and the spans `rows`: the new offsets and the old
+    entry indices (src) in the new order."""
     starts = offsets[rows].astype(np.intp)
     counts = offsets[rows + 1].astype(np.intp) - starts
     new = np.zeros(len(rows) + 1, dtype=np.int32)
-    np.cumsum(counts + extra, out=new[1:])
-    total = int(counts.sum())
+    np.cumsum(counts, out=new[1:])
+    total = int(new[-1])
     if total == 0:
-        empty = np.empty(0, dtype=np.intp)
-        return new, empty, empty
-    before = np.cumsum(counts) - counts         # where each span's run starts in src order
+        return new, np.empty(0, dtype=np.intp)
+    before = new[:-1].astype(np.intp)           # where each span's run starts in src order
     within = np.arange(total, dtype=np.intp) - np.repeat(before, counts)
-    src = np.repeat(starts, counts) + within
-    dest = np.repeat(new[:-1].astype(np.intp), counts) + within
-    return new, src, dest
+    return new, np.repeat(starts, counts) + within

@@ -52,6 +52,7 @@ FASTTRACE_TAIL_BASELINE_RATIO       keep this fraction of traces by trace id, [0
 FASTTRACE_TAIL_KEEP_HEAD_SAMPLED    keep traces the head sampler sampled (true)
 FASTTRACE_TAIL_MAX_PENDING_SPANS    the pending budget in spans (100000)
 FASTTRACE_TAIL_MAX_PENDING_TRACES   the pending budget in traces (10000)
+FASTTRACE_TAIL_MAX_PENDING_BYTES    the pending budget in estimated bytes (67108864)
 ==================================  =================================================
 
 The ``*_TRACES_*`` form of an OTLP variable wins over the general one.
@@ -196,7 +197,9 @@ def _tail_sampling(env):
         max_pending_spans=env.number("FASTTRACE_TAIL_MAX_PENDING_SPANS",
                                      defaults.max_pending_spans, minimum=1),
         max_pending_traces=env.number("FASTTRACE_TAIL_MAX_PENDING_TRACES",
-                                      defaults.max_pending_traces, minimum=1))
+                                      defaults.max_pending_traces, minimum=1),
+        max_pending_bytes=env.number("FASTTRACE_TAIL_MAX_PENDING_BYTES",
+                                     defaults.max_pending_bytes, minimum=1))
 
 
 def _sampler(env):

@@ -1,0 +1,782 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The tail-sampling stage (see fasttrace/tail.py for the policy and what is kept).
+
+Each drained SpanBatch passes through `TailStage.process`.  A row whose trace is decided
+follows the decision (a C table of recent decisions); a local root is decided in C from
+its row and its trace's pending summary; any other row waits in the pending table.  The
+kept rows leave as one SpanBatch whose spans each carry the ``sampling.decision`` tag,
+appended in C under the key id the arena interns for it.
+"""
+cimport cython
+from cpython.list cimport PyList_GET_ITEM, PyList_New, PyList_SET_ITEM
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_GET_ITEM
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+
+from collections import OrderedDict, deque
+
+import numpy as np
+
+from fasttrace._arena cimport KEY_SAMPLING_DECISION
+from fasttrace._cdefs cimport ft_rand64
+from fasttrace._pyapi cimport PyDict_GET_SIZE
+from fasttrace._layout cimport (FLAG_CONTEXT_PARENT, FLAG_DEBUG, FLAG_FIRST_REF_FOLLOWS,
+                                FLAG_SAMPLED, TAG_BOOL, TAG_STR, UNINTERNED)
+
+from fasttrace._reentry import GuardedLock
+from fasttrace.batch import SpanBatch, _gather_rows, _take
+
+__all__ = ["DECISIONS", "TOLD_UPSTREAM", "TailStage", "pending_span_bytes"]
+
+# the values of the sampling.decision tag, in the order the policies are tried; a
+# decision's code is its position + 1 (0: discarded)
+DECISIONS = ("error", "latency", "downstream", "tag", "baseline", "head", "early")
+# the decisions a service tells its caller about (traceresponse): the caller keeps its
+# part of the trace for them, as "downstream"; baseline and head it decides for itself
+TOLD_UPSTREAM = frozenset(("error", "latency", "downstream"))
+
+cdef enum:
+    DISCARD = 0
+    KEEP_ERROR = 1
+    KEEP_LATENCY = 2
+    KEEP_DOWNSTREAM = 3
+    KEEP_TAG = 4
+    KEEP_BASELINE = 5
+    KEEP_HEAD = 6
+    KEEP_EARLY = 7
+    N_CODES = 8
+    WAITING = 254       # a row's code while its trace is pending
+    NO_DECISION = 255   # an empty slot of the decision table
+
+# a candidate row's bits (from the tag columns)
+cdef enum:
+    ROW_ERROR = 1       # error=True
+    ROW_TAG = 2         # a policy tag matches
+    ROW_CHECK = 4       # an entry that only the tags dict can settle
+
+cdef tuple _NAMES = ("",) + DECISIONS
+cdef object _MISSING = object()
+cdef uint8_t _EXPORTED_FLAGS = FLAG_SAMPLED | FLAG_DEBUG | FLAG_FIRST_REF_FOLLOWS
+
+# the estimate a pending span counts against max_pending_bytes: its row and offsets, each
+# tag entry (columns and list slot), each log (its row and fields dict); str values are
+# not counted (the arena caps them at max_value_length)
+cdef enum:
+    SPAN_BYTES = 64
+    TAG_BYTES = 32
+    LOG_BYTES = 160
+
+
+def pending_span_bytes(n_tags, n_logs):
+    """What a pending span with this many tags and logs counts against the byte budget."""
+    return SPAN_BYTES + TAG_BYTES * n_tags + LOG_BYTES * n_logs
+
+
+cdef struct Decision:
+    uint64_t hi
+    uint64_t lo
+    uint8_t code
+
+
+@cython.final
+cdef class DecisionTable:
+    """The last `size` decisions by trace id: open addressing with linear probing, the
+    oldest entry evicted (backward-shift deletion) when a new one comes in past `size`.
+    The hash multiplier is random per table, so trace ids chosen by a caller (they come
+    in on traceparent) cannot be made to collide."""
+    cdef Decision *slots
+    cdef uint64_t *ring            # hi, lo of each entry, in insertion order
+    cdef size_t mask
+    cdef uint64_t mult
+    cdef int shift
+    cdef Py_ssize_t size, ring_pos, ring_used
+
+    def __cinit__(self, Py_ssize_t size):
+        cdef size_t capacity = 16
+        cdef size_t i
+        cdef int bits = 4
+        while capacity < <size_t>(2 * size):
+            capacity <<= 1
+            bits += 1
+        self.slots = <Decision *>malloc(capacity * sizeof(Decision))
+        self.ring = <uint64_t *>malloc(2 * size * sizeof(uint64_t))
+        if self.slots == NULL or self.ring == NULL:
+            raise MemoryError()
+        self.mask = capacity - 1
+        self.shift = 64 - bits
+        self.mult = ft_rand64() | 1
+        self.size = size
+        for i in range(capacity):
+            self.slots[i].code = NO_DECISION
+
+    def __dealloc__(self):
+        free(self.slots)
+        free(self.ring)
+
+    def __len__(self):
+        return self.ring_used
+
+    cdef inline size_t home(self, uint64_t hi, uint64_t lo) noexcept:
+        return <size_t>(((lo ^ (hi >> 7) ^ (hi << 23)) * self.mult) >> self.shift)
+
+    cdef inline int get(self, uint64_t hi, uint64_t lo, size_t *free_slot) noexcept:
+        """The code decided for (hi, lo), or -1 with `free_slot` where put_at() goes."""
+        cdef size_t i = self.home(hi, lo)
+        while self.slots[i].code != NO_DECISION:
+            if self.slots[i].lo == lo and self.slots[i].hi == hi:
+                return self.slots[i].code
+            i = (i + 1) & self.mask
+        free_slot[0] = i
+        return -1
+
+    cdef void put(self, uint64_t hi, uint64_t lo, uint8_t code) noexcept:
+        cdef size_t i
+        if self.get(hi, lo, &i) < 0:
+            self.put_at(i, hi, lo, code)
+            return
+        i = self.home(hi, lo)
+        while self.slots[i].lo != lo or self.slots[i].hi != hi:
+            i = (i + 1) & self.mask
+        self.slots[i].code = code
+
+    cdef void put_at(self, size_t i, uint64_t hi, uint64_t lo, uint8_t code) noexcept:
+        """Adds (hi, lo) at the free slot get() gave for it (the table unchanged since)."""
+        cdef Py_ssize_t at
+        self.slots[i].hi = hi
+        self.slots[i].lo = lo
+        self.slots[i].code = code
+        at = 2 * self.ring_pos
+        if self.ring_used == self.size:
+            self.remove(self.ring[at], self.ring[at + 1])
+        else:
+            self.ring_used += 1
+        self.ring[at] = hi
+        self.ring[at + 1] = lo
+        self.ring_pos += 1
+        if self.ring_pos == self.size:
+            self.ring_pos = 0
+
+    cdef void remove(self, uint64_t hi, uint64_t lo) noexcept:
+        cdef size_t i = self.home(hi, lo), j, k
+        while True:
+            if self.slots[i].code == NO_DECISION:
+                return
+            if self.slots[i].lo == lo and self.slots[i].hi == hi:
+                break
+            i = (i + 1) & self.mask
+        j = i
+        while True:
+            j = (j + 1) & self.mask
+            if self.slots[j].code == NO_DECISION:
+                break
+            k = self.home(self.slots[j].hi, self.slots[j].lo)
+            # an entry stays when its home lies cyclically in (i, j]
+            if (k > i and k <= j) if i <= j else (k > i or k <= j):
+                continue
+            self.slots[i] = self.slots[j]
+            i = j
+        self.slots[i].code = NO_DECISION
+
+    def record(self, hi, lo, decision):
+        """Records `decision` (a name of DECISIONS, or "" for discarded) for (hi, lo)."""
+        self.put(hi, lo, <uint8_t>_NAMES.index(decision))
+
+    def lookup(self, hi, lo):
+        """The decision's name ("" for discarded), or None when (hi, lo) is not here."""
+        cdef size_t unused
+        cdef int code = self.get(hi, lo, &unused)
+        return None if code < 0 else _NAMES[code]
+
+
+@cython.final
+@cython.freelist(64)
+cdef class _Pending:
+    """One trace's spans waiting for their local root: (batch, row) pairs (batch None
+    for a row of the batch being processed) and what they hold."""
+    cdef list spans
+    cdef bint head, error, tag
+    cdef Py_ssize_t nbytes
+
+    def __cinit__(self):
+        self.spans = []
+
+
+cdef inline Py_ssize_t _span_bytes(const int32_t[::1] toff, const int32_t[::1] loff,
+                                   Py_ssize_t i) noexcept:
+    return (SPAN_BYTES + TAG_BYTES * (toff[i + 1] - toff[i])
+            + LOG_BYTES * (loff[i + 1] - loff[i]))
+
+
+cdef bint _same_value(object a, object b):
+    return (type(a) is bool) == (type(b) is bool) and a == b
+
+
+cdef class TailStage:
+    """A tracer's pending table and decisions.
+
+    `process(batch)` takes each drained SpanBatch and returns the kept spans as one
+    SpanBatch (or None).  It never waits for another thread: a batch handed in while
+    another thread (or a finalizer on this one) is processing is queued, and the thread
+    in the stage processes it before it leaves.
+    """
+    cdef readonly object policy
+    cdef object _lock
+    cdef object _inbox
+    cdef object _pending            # (hi, lo) -> _Pending, oldest first
+    cdef public object _marks       # (hi, lo) of undecided traces a callee kept
+    cdef DecisionTable _decided
+    cdef long long kept[N_CODES]
+    cdef long long traces_discarded, spans_discarded, decided_early, late_spans
+    cdef long long marks_too_late
+    cdef Py_ssize_t pending_spans, pending_bytes
+    # the policy, read in C
+    cdef bint p_errors, p_head, p_tags, p_by_op, p_all_baseline
+    cdef double p_latency_ns        # < 0: off
+    cdef uint64_t p_bound
+    # key ids of "error" and the policy's tag keys in a batch's key table
+    cdef object _keys_table
+    cdef Py_ssize_t _keys_seen      # entries of _keys_table already searched
+    cdef dict _key_ids
+    cdef object _names_table
+    cdef dict _op_latency_ns        # name id -> threshold ns (< 0: off)
+
+    def __init__(self, policy):
+        from fasttrace.tail import TailSampling
+        if not isinstance(policy, TailSampling):
+            raise TypeError(f"tail_sampling must be a fasttrace.TailSampling, not {policy!r}")
+        self.policy = policy
+        self.p_errors = policy.errors
+        self.p_head = policy.keep_head_sampled
+        self.p_tags = bool(policy.tags)
+        self.p_by_op = bool(policy.latency_ms_by_operation)
+        self.p_latency_ns = -1.0 if policy.latency_ms is None else policy.latency_ms * 1e6
+        self.p_all_baseline = policy._bound >= (1 << 64)
+        self.p_bound = 0 if self.p_all_baseline else policy._bound
+        self._lock = GuardedLock()
+        self._inbox = deque()
+        self._reset()
+
+    cdef _reset(self):
+        cdef int c
+        self._pending = OrderedDict()
+        self._marks = OrderedDict()
+        self._decided = DecisionTable(self.policy.decision_cache_size)
+        self._inbox.clear()
+        self._keys_table = self._names_table = None
+        self._keys_seen = 0
+        self._key_ids = {}
+        self._op_latency_ns = {}
+        for c in range(N_CODES):
+            self.kept[c] = 0
+        self.traces_discarded = self.spans_discarded = self.decided_early = 0
+        self.late_spans = self.marks_too_late = 0
+        self.pending_spans = self.pending_bytes = 0
+
+    def reset_after_fork(self):
+        """A forked child's table starts empty: the pending spans are the parent's."""
+        self._lock = GuardedLock()
+        self._inbox = deque()
+        self._reset()
+
+    def stats(self):
+        return {"kept": {name: self.kept[code] for code, name in enumerate(DECISIONS, 1)},
+                "traces_discarded": self.traces_discarded,
+                "spans_discarded": self.spans_discarded,
+                "traces_decided_early": self.decided_early, "late_spans": self.late_spans,
+                "downstream_too_late": self.marks_too_late,
+                "pending_spans": self.pending_spans, "pending_bytes": self.pending_bytes,
+                "pending_traces": len(self._pending)}
+
+    # -- what the integrations ask, on the application's threads ----------------------
+
+    def mark_kept(self, hi, lo):
+        """A service this process called kept the trace (hi, lo): its local trace is kept
+        too, as "downstream", unless a policy before it keeps it.  False when the trace
+        was already discarded here (counted); never waits for the stage."""
+        decision = self._decided.lookup(hi, lo)
+        if decision is not None:
+            if not decision:
+                self.marks_too_late += 1
+            return bool(decision)
+        marks = self._marks
+        marks[(hi, lo)] = None
+        while len(marks) > self.policy.decision_cache_size:
+            try:
+                marks.popitem(last=False)
+            except KeyError:       # emptied by the stage meanwhile
+                break
+        return True
+
+    def verdict(self, hi, lo, error, took_ns, operation_name):
+        """What the stage would keep the trace (hi, lo) for if its local root, running
+        `took_ns` so far, finished now: one of TOLD_UPSTREAM, or "" when none of them
+        applies yet.  `error`: the caller knows the root failed (an error status)."""
+        decision = self._decided.lookup(hi, lo)
+        if decision in TOLD_UPSTREAM:
+            return decision
+        policy = self.policy
+        if policy.errors:
+            trace = self._pending.get((hi, lo))
+            if error or (trace is not None and (<_Pending>trace).error):
+                return "error"
+        threshold = policy.latency_ms_by_operation.get(operation_name, policy.latency_ms)
+        if threshold is not None and took_ns >= threshold * 1e6:
+            return "latency"
+        if (hi, lo) in self._marks:
+            return "downstream"
+        return ""
+
+    # -- the stage ----------------------------------------------------------------------
+
+    def process(self, batch):
+        """The kept spans of `batch` (and of pending traces it decides) as a SpanBatch."""
+        self._inbox.append(batch)
+        out = []
+        while self._inbox:
+            lock = self._lock
+            if not lock.enter(blocking=False):
+                break       # the thread inside takes it from the inbox
+            try:
+                while self._inbox:
+                    self._process_one(self._inbox.popleft(), out)
+            finally:
+                lock.exit()
+        return _assemble(out)
+
+    def decide_pending(self):
+        """Decides every pending trace now, by its head decision (counted as early), and
+        returns the kept spans as a SpanBatch or None: for close(), so no pending span
+        is lost uncounted.  None, deciding nothing, while another thread is inside."""
+        lock = self._lock
+        if not lock.enter(blocking=False):
+            return None
+        out = []
+        try:
+            while self._inbox:
+                self._process_one(self._inbox.popleft(), out)
+            self._enforce_budget(out, True)
+        finally:
+            lock.exit()
+        return _assemble(out)
+
+    cdef _process_one(self, batch, list out):
+        cdef Py_ssize_t n = len(batch.span_id), i, k
+        if n == 0:
+            return
+        cdef const uint64_t[::1] his = batch.trace_id_hi
+        cdef const uint64_t[::1] los = batch.trace_id_lo
+        cdef const uint64_t[::1] parents = batch.parent_id
+        cdef const uint8_t[::1] flags = batch.flags
+        cdef const int64_t[::1] starts = batch.start_ns
+        cdef const int64_t[::1] ends = batch.end_ns
+        cdef const int32_t[::1] toff = batch.tag_offsets
+        cdef const int32_t[::1] loff = batch.log_offsets
+        cdef const uint8_t[::1] rowbits
+        cdef uint64_t hi, lo
+        cdef int decided
+        cdef uint8_t code, bits = 0
+        cdef bint root, marked, any_waiting = False
+        cdef _Pending trace
+        cdef DecisionTable table = self._decided
+        cdef double threshold
+        codes_arr = np.empty(n, dtype=np.uint8)
+        cdef uint8_t[::1] codes = codes_arr
+        candidates = self._candidates(batch)
+        if candidates is not None:
+            rowbits = candidates
+        pending = self._pending
+        marks = self._marks
+        touched = []                    # traces given rows of this batch
+        cdef size_t slot
+        cdef Py_ssize_t first = 0
+        if (candidates is None and not self.p_by_op and PyDict_GET_SIZE(pending) == 0
+                and PyDict_GET_SIZE(marks) == 0):
+            first = self._lone_roots(his, los, parents, flags, starts, ends, codes, n)
+        for i in range(first, n):
+            hi = his[i]
+            lo = los[i]
+            decided = table.get(hi, lo, &slot)
+            if decided >= 0:
+                self.late_spans += 1
+                codes[i] = <uint8_t>decided
+                if decided == DISCARD:
+                    self.spans_discarded += 1
+                continue
+            if candidates is not None:
+                bits = rowbits[i]
+            root = parents[i] == 0 or (flags[i] & FLAG_CONTEXT_PARENT) != 0
+            if not root:
+                key = (hi, lo)
+                found = pending.get(key)
+                if found is None:
+                    trace = _Pending()
+                    pending[key] = trace
+                else:
+                    trace = <_Pending>found
+                if not trace.spans or trace.spans[len(trace.spans) - 1][0] is not None:
+                    touched.append(trace)
+                trace.spans.append((None, i))
+                trace.head = trace.head or (flags[i] & FLAG_SAMPLED) != 0
+                trace.error = trace.error or (bits & ROW_ERROR) != 0
+                trace.tag = trace.tag or (bits & ROW_TAG) != 0
+                k = _span_bytes(toff, loff, i)
+                trace.nbytes += k
+                self.pending_bytes += k
+                self.pending_spans += 1
+                codes[i] = WAITING
+                any_waiting = True
+                continue
+            # a local root: decide its trace
+            trace = None
+            if PyDict_GET_SIZE(pending):
+                found = pending.pop((hi, lo), None)
+                if found is not None:
+                    trace = <_Pending>found
+                    self.pending_spans -= len(trace.spans)
+                    self.pending_bytes -= trace.nbytes
+            marked = False
+            if PyDict_GET_SIZE(marks):
+                marked = marks.pop((hi, lo), _MISSING) is not _MISSING
+            threshold = self.p_latency_ns
+            if self.p_by_op:
+                threshold = self._op_threshold(batch, i)
+            if self.p_errors and ((bits & ROW_ERROR) or (trace is not None and trace.error)):
+                code = KEEP_ERROR
+            elif threshold >= 0 and <double>(ends[i] - starts[i]) >= threshold:
+                code = KEEP_LATENCY
+            elif marked:
+                code = KEEP_DOWNSTREAM
+            elif self.p_tags and ((bits & ROW_TAG) or (trace is not None and trace.tag)):
+                code = KEEP_TAG
+            elif self.p_all_baseline or lo < self.p_bound:
+                code = KEEP_BASELINE
+            elif self.p_head and ((flags[i] & FLAG_SAMPLED) or
+                                  (trace is not None and trace.head)):
+                code = KEEP_HEAD
+            else:
+                code = DISCARD
+            codes[i] = code
+            if code:
+                self.kept[code] += 1
+            else:
+                self.traces_discarded += 1
+                self.spans_discarded += 1 + (0 if trace is None else len(trace.spans))
+            if trace is not None:
+                _release(trace, code, codes, out)
+            table.put(hi, lo, code)
+        if any_waiting:
+            self._keep_waiting(batch, codes_arr, touched)
+        rows = np.flatnonzero((codes_arr != DISCARD) & (codes_arr != WAITING))
+        if len(rows) == n:
+            out.append((batch, None, codes_arr))
+        elif len(rows):
+            out.append((batch, rows, codes_arr[rows]))
+        self._enforce_budget(out, False)
+
+    cdef Py_ssize_t _lone_roots(self, const uint64_t[::1] his, const uint64_t[::1] los,
+                                const uint64_t[::1] parents, const uint8_t[::1] flags,
+                                const int64_t[::1] starts, const int64_t[::1] ends,
+                                uint8_t[::1] codes, Py_ssize_t n) noexcept:
+        """The common case, rows 0.. while they are local roots and nothing is pending,
+        marked or tagged for the policy: each decided in C, no object made.  Returns the
+        first row it left to the general loop (n when none)."""
+        cdef DecisionTable table = self._decided
+        cdef Py_ssize_t i
+        cdef size_t slot
+        cdef int decided
+        cdef uint8_t code
+        cdef uint64_t lo
+        cdef double threshold = self.p_latency_ns
+        for i in range(n):
+            if parents[i] != 0 and (flags[i] & FLAG_CONTEXT_PARENT) == 0:
+                return i
+            lo = los[i]
+            decided = table.get(his[i], lo, &slot)
+            if decided >= 0:
+                self.late_spans += 1
+                codes[i] = <uint8_t>decided
+                if decided == DISCARD:
+                    self.spans_discarded += 1
+                continue
+            if threshold >= 0 and <double>(ends[i] - starts[i]) >= threshold:
+                code = KEEP_LATENCY
+            elif self.p_all_baseline or lo < self.p_bound:
+                code = KEEP_BASELINE
+            elif self.p_head and (flags[i] & FLAG_SAMPLED):
+                code = KEEP_HEAD
+            else:
+                code = DISCARD
+            codes[i] = code
+            if code:
+                self.kept[code] += 1
+            else:
+                self.traces_discarded += 1
+                self.spans_discarded += 1
+            table.put_at(slot, his[i], lo, code)
+        return n
+
+    cdef _keep_waiting(self, batch, codes_arr, list touched):
+        """The rows of `batch` still pending move to a compact batch of their own, so a
+        pending span holds its own row, not the whole batch it was drained in."""
+        rows = np.flatnonzero(codes_arr == WAITING)
+        if len(rows) == 0:
+            return
+        compact = batch.select(rows)
+        where = dict(zip(rows.tolist(), range(len(rows))))
+        cdef _Pending trace
+        cdef list spans
+        cdef Py_ssize_t j
+        for found in touched:
+            trace = <_Pending>found
+            spans = trace.spans
+            for j in range(len(spans)):
+                b, row = spans[j]
+                if b is None:
+                    spans[j] = (compact, where[row])
+
+    cdef double _op_threshold(self, batch, Py_ssize_t i):
+        """The latency threshold (ns, < 0: off) for span i's operation name."""
+        table = batch.operation_names
+        if table is not self._names_table:
+            self._names_table = table
+            self._op_latency_ns = {}
+        name_id = int(batch.name_id[i])
+        threshold = self._op_latency_ns.get(name_id) if name_id != UNINTERNED else None
+        if threshold is None:
+            ms = self.policy.latency_ms_by_operation.get(batch.operation_name(i),
+                                                         self.policy.latency_ms)
+            threshold = -1.0 if ms is None else ms * 1e6
+            if name_id != UNINTERNED:
+                self._op_latency_ns[name_id] = threshold
+        return threshold
+
+    cdef _enforce_budget(self, list out, bint everything):
+        policy = self.policy
+        pending = self._pending
+        marks = self._marks
+        cdef _Pending trace
+        cdef uint8_t code
+        while pending and (everything or self.pending_spans > policy.max_pending_spans
+                           or self.pending_bytes > policy.max_pending_bytes
+                           or len(pending) > policy.max_pending_traces):
+            key, found = pending.popitem(last=False)
+            trace = <_Pending>found
+            self.pending_spans -= len(trace.spans)
+            self.pending_bytes -= trace.nbytes
+            self.decided_early += 1
+            if marks and marks.pop(key, _MISSING) is not _MISSING:
+                code = KEEP_DOWNSTREAM
+            elif trace.head:
+                code = KEEP_EARLY
+            else:
+                code = DISCARD
+            if code:
+                self.kept[code] += 1
+            else:
+                self.traces_discarded += 1
+                self.spans_discarded += len(trace.spans)
+            _release(trace, code, None, out)
+            self._decided.put(key[0], key[1], code)
+
+    cdef object _candidates(self, batch):
+        """Per row, ROW_* bits from the tag columns: error=True, a policy tag (settled on
+        the tags dict), or None when no row has either."""
+        policy = self.policy
+        wanted = []
+        if self.p_errors:
+            wanted.append("error")
+        wanted.extend(k for k, _ in policy.tags)
+        tag_key_arr = batch.tag_key
+        if not wanted or len(tag_key_arr) == 0:
+            return None
+        cdef uint32_t error_id = 0, key
+        cdef bint has_error_id = False
+        cdef set tag_ids = set()
+        ids = self._key_ids_in(batch.tag_keys, wanted)
+        if self.p_errors and "error" in ids:
+            error_id = ids["error"]
+            has_error_id = True
+        for name, _ in policy.tags:
+            if name in ids:
+                tag_ids.add(ids[name])
+        cdef const int32_t[::1] toff = batch.tag_offsets
+        cdef const uint32_t[::1] tkey = tag_key_arr
+        cdef const uint8_t[::1] ttype = batch.tag_type
+        cdef const int64_t[::1] tnum = batch.tag_num
+        cdef Py_ssize_t n = len(batch.span_id), i, t
+        cdef bint any_bits = False, any_check = False
+        cdef bint has_tag_ids = len(tag_ids) > 0
+        # most batches hold none of the keys: one pass over the entries says so
+        cdef bint any_hit = False
+        for t in range(toff[0], toff[n]):
+            key = tkey[t]
+            if ((has_error_id and key == error_id) or key == UNINTERNED
+                    or (has_tag_ids and key in tag_ids)):
+                any_hit = True
+                break
+        if not any_hit:
+            return None
+        bits_arr = np.zeros(n, dtype=np.uint8)
+        cdef uint8_t[::1] bits = bits_arr
+        for i in range(n):
+            for t in range(toff[i], toff[i + 1]):
+                key = tkey[t]
+                if has_error_id and key == error_id:
+                    if ttype[t] == TAG_BOOL and tnum[t] != 0:
+                        bits[i] |= ROW_ERROR
+                        any_bits = True
+                elif key == UNINTERNED or (has_tag_ids and key in tag_ids):
+                    bits[i] |= ROW_CHECK
+                    any_check = True
+        if any_check:
+            for i in np.flatnonzero(bits_arr & ROW_CHECK).tolist():
+                tags = batch.tags(i)
+                bits[i] = 0
+                if self.p_errors and tags.get("error") is True:
+                    bits[i] |= ROW_ERROR
+                for name, value in policy.tags:
+                    if _same_value(tags.get(name, _MISSING), value):
+                        bits[i] |= ROW_TAG
+                        break
+                any_bits = any_bits or bits[i] != 0
+        return bits_arr if any_bits else None
+
+    cdef dict _key_ids_in(self, table, list wanted):
+        """{key: its id in `table`} for the `wanted` keys interned there (the table is
+        append-only: only entries added since the last look are searched)."""
+        if table is not self._keys_table:
+            self._keys_table = table
+            self._keys_seen = 0
+            self._key_ids = {}
+        cdef Py_ssize_t seen = self._keys_seen, size = len(table)
+        if size > seen:
+            for key in wanted:
+                if key not in self._key_ids:
+                    try:
+                        self._key_ids[key] = table.index(key, seen)
+                    except ValueError:
+                        pass
+            self._keys_seen = size
+        return self._key_ids
+
+
+cdef void _release(_Pending trace, uint8_t code, uint8_t[::1] codes, list out) except *:
+    """A decided trace's pending rows: rows of the batch in process get `code` (in
+    `codes`); earlier batches' rows, when kept, go to `out`."""
+    cdef object b
+    for b, row in trace.spans:
+        if b is None:
+            codes[<Py_ssize_t>row] = code
+        elif code:
+            out.append((b, [row], bytes((code,))))
+    trace.spans = []
+
+
+cdef object _with_decisions(object batch, object rows, object codes_arr):
+    """The spans of `batch` at `rows` (None: all) as a new SpanBatch, span k with the tag
+    sampling.decision = the name of codes_arr[k] last (a value the span set itself under
+    that key is left out), and the exported flags."""
+    part = SpanBatch.__new__(SpanBatch)
+    part.__dict__.update(batch.__dict__)
+    m = len(batch.span_id)
+    rows_arr = None
+    if rows is None:
+        log_off = batch.log_offsets
+        if int(log_off[0]) != 0 or int(log_off[m]) != len(batch.log_ts):
+            rows = np.arange(m)     # logs shared with entries of other spans: compact them
+    if rows is not None:
+        rows_arr = np.asarray(rows, dtype=np.intp)
+        m = len(rows_arr)
+        for name in SpanBatch._ROW_COLUMNS:
+            setattr(part, name, getattr(batch, name)[rows_arr])
+        part.extras = _take(batch.extras, rows_arr)
+        offsets, src = _gather_rows(batch.log_offsets, rows_arr)
+        part.log_offsets = offsets
+        part.log_ts = batch.log_ts[src]
+        part.log_fields = _take(batch.log_fields, src)
+    part.flags = (part.flags & _EXPORTED_FLAGS) | FLAG_SAMPLED
+    cdef const uint8_t[::1] codes = codes_arr
+    cdef const int32_t[::1] toff = batch.tag_offsets
+    cdef const uint32_t[::1] tkey = batch.tag_key
+    cdef const uint8_t[::1] ttype = batch.tag_type
+    cdef const int64_t[::1] tnum = batch.tag_num
+    cdef const Py_ssize_t[::1] take
+    cdef list tobj = batch.tag_obj if type(batch.tag_obj) is list else list(batch.tag_obj)
+    cdef Py_ssize_t k, r, t, total = 0, w = 0
+    cdef Py_ssize_t n_src = len(batch.span_id)
+    cdef bint own_decisions = False      # a span set sampling.decision itself: left out
+    for t in range(toff[0], toff[n_src]):
+        if tkey[t] == KEY_SAMPLING_DECISION:
+            own_decisions = True
+            break
+    if rows_arr is not None:
+        take = rows_arr
+    for k in range(m):
+        r = k if rows_arr is None else take[k]
+        total += toff[r + 1] - toff[r] + 1
+        if own_decisions:
+            for t in range(toff[r], toff[r + 1]):
+                if tkey[t] == KEY_SAMPLING_DECISION:
+                    total -= 1
+    off_arr = np.empty(m + 1, dtype=np.int32)
+    key_arr = np.empty(total, dtype=np.uint32)
+    type_arr = np.empty(total, dtype=np.uint8)
+    num_arr = np.empty(total, dtype=np.int64)
+    cdef int32_t[::1] off = off_arr
+    cdef uint32_t[::1] nkey = key_arr
+    cdef uint8_t[::1] ntype = type_arr
+    cdef int64_t[::1] nnum = num_arr
+    cdef list nobj = PyList_New(total)     # filled below before anything can see it
+    cdef PyObject *item
+    for k in range(m):
+        r = k if rows_arr is None else take[k]
+        off[k] = <int32_t>w
+        for t in range(toff[r], toff[r + 1]):
+            if own_decisions and tkey[t] == KEY_SAMPLING_DECISION:
+                continue
+            nkey[w] = tkey[t]
+            ntype[w] = ttype[t]
+            nnum[w] = tnum[t]
+            item = PyList_GET_ITEM(tobj, t)
+            Py_INCREF(<object>item)
+            PyList_SET_ITEM(nobj, w, <object>item)
+            w += 1
+        nkey[w] = KEY_SAMPLING_DECISION
+        ntype[w] = TAG_STR
+        nnum[w] = 0
+        item = PyTuple_GET_ITEM(_NAMES, codes[k])
+        Py_INCREF(<object>item)
+        PyList_SET_ITEM(nobj, w, <object>item)
+        w += 1
+    off[m] = <int32_t>w
+    part.tag_offsets = off_arr
+    part.tag_key = key_arr
+    part.tag_type = type_arr
+    part.tag_num = num_arr
+    part.tag_obj = nobj
+    return part
+
+
+cdef object _assemble(list out):
+    """Chunks [(batch, rows or None, codes)] as one SpanBatch, chunk order kept, or None."""
+    if not out:
+        return None
+    parts = []
+    cdef Py_ssize_t i = 0, n = len(out)
+    while i < n:
+        batch, rows, codes = out[i]
+        if rows is not None and i + 1 < n and out[i + 1][0] is batch:
+            # consecutive single rows of one pending batch go out together
+            rows = list(rows)
+            codes = bytearray(codes)
+            while i + 1 < n and out[i + 1][0] is batch and out[i + 1][1] is not None:
+                i += 1
+                rows.extend(out[i][1])
+                codes.extend(out[i][2])
+        parts.append(_with_decisions(batch, rows,
+                                     np.frombuffer(bytes(codes), dtype=np.uint8)
+                                     if not isinstance(codes, np.ndarray) else codes))
+        i += 1
+    return parts[0] if len(parts) == 1 else parts[0].concat(parts)
