@@ -151,9 +151,9 @@ def _bar_columns(span, start, total, columns):
 # its kind carries (and the HTML view shows) are left out
 _ERROR_TAGS = ("http.status_code", "rpc.grpc.status_code", "grpc.status_code", "error.kind",
                "error.message", "sampling.priority")
-_ROUTINE_TAGS = ("error", "sampling.decision", "span.kind", "component", "http.method", "http.url", "rpc.system",
-                 "rpc.service", "rpc.method", "peer.ipv4", "peer.ipv6", "peer.port",
-                 "peer.hostname", "peer.service")
+_ROUTINE_TAGS = ("error", "sampling.decision", "span.kind", "component", "http.method",
+                 "http.url", "rpc.system", "rpc.service", "rpc.method", "peer.ipv4",
+                 "peer.ipv6", "peer.port", "peer.hostname", "peer.service")
 
 
 def _error_detail(span):

@@ -262,8 +262,8 @@ def test_an_error_under_a_second_local_root_keeps_the_trace():
 
 @pytest.mark.xfail(strict=True, reason=(
     "_tracer.pyx gives FLAG_CONTEXT_PARENT only to a parent that is a SpanContext: a span "
-    "whose parent is a Span of ANOTHER tracer (two services in one process, as in the "
-    "demo or the viewer tests) is never a local root of its own tracer's tail stage, so "
+    "whose parent is a Span of ANOTHER tracer (two services' tracers in one process, the "
+    "other's span passed as child_of) is never a local root of its own tracer's tail stage, so "
     "its trace waits in the pending table until the budget or close() decides it early, "
     "by the head decision alone: its error is not kept"))
 def test_a_span_under_another_tracers_span_is_a_local_root():
