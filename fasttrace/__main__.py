@@ -97,7 +97,10 @@ def main(argv=None):
         description="Starts a gateway (WSGI) and an inventory service (HTTP, and gRPC when "
                     "grpcio is installed) on 127.0.0.1, each with its own tracer, sends a "
                     "few requests through them, records the spans to a JSON-lines file and "
-                    "prints the traces as a waterfall.")
+                    "prints the traces as a waterfall.  Then a tail-sampling run: 200 "
+                    "requests through tracers that keep 1% of traces by trace id and every "
+                    "error, one failing deep in the inventory; it prints what each service "
+                    "kept and the failing request's trace.")
     demo.add_argument("--out", metavar="FILE",
                       help="JSON-lines file for the spans (overwritten; default: a new "
                            "temporary file, kept)")

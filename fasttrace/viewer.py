@@ -20,7 +20,10 @@ Rows are in tree order (children under their parent, by start time, indented two
 columns per level); bars are scaled to the trace; a span whose parent is a
 ``follows_from`` reference is marked ``⇢`` and drawn ``░``; a span tagged ``error=true``
 ends with ``✗ error`` and is followed by a line with the error message from its logs
-and its tags.  Without a UTF-8 stdout the same picture is drawn in ASCII (``#``, ``=``,
+and its tags.  A trace kept by tail sampling (its spans tagged ``sampling.decision``)
+says why on its header line (``kept: error``; each decision with its services when
+they differ) and each span carrying the tag shows it after its duration (``[error]``);
+a trace without the tag shows as before.  Without a UTF-8 stdout the same picture is drawn in ASCII (``#``, ``=``,
 ``>>``, ``!``).  Names come from requests: control characters are shown escaped, never
 sent to the terminal.
 
@@ -32,11 +35,13 @@ This module gathers the viewer's public names; the code is in
 order, errors), `fasttrace.view.terminal` (this waterfall) and `fasttrace.view.html`.
 """
 from fasttrace.exporters._jsonl_read import LoadResult, load_jsonl, span_from_json
-from fasttrace.view.model import (error_message, filter_traces, format_duration, group_traces,
-                                  has_error, is_follows_from, tree_order)
+from fasttrace.view.model import (decision, error_message, filter_traces, format_duration,
+                                  group_traces, has_error, is_follows_from, kept_summary,
+                                  tree_order)
 from fasttrace.view.terminal import (Style, render_traces, render_waterfall,
                                      stream_supports_unicode)
 
 __all__ = ["render_waterfall", "render_traces", "group_traces", "tree_order", "load_jsonl",
            "span_from_json", "filter_traces", "error_message", "has_error", "is_follows_from",
-           "format_duration", "Style", "stream_supports_unicode", "LoadResult"]
+           "format_duration", "Style", "stream_supports_unicode", "LoadResult", "decision",
+           "kept_summary"]

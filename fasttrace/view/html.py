@@ -13,8 +13,9 @@ Span names, tags and logs come from requests, so every piece of text goes throug
 import html
 import json
 
-from fasttrace.view.model import (as_text, error_message, format_duration, group_traces,
-                                  has_error, is_follows_from, tick_label, tree_order)
+from fasttrace.view.model import (as_text, decision, error_message, format_duration,
+                                  group_traces, has_error, is_follows_from, kept_summary,
+                                  tick_label, tree_order)
 
 __all__ = ["render_html"]
 
@@ -32,6 +33,9 @@ section.trace { border: 1px solid #d7dde3; border-radius: 6px; margin: 0 0 18px;
 section.trace h2 { font-size: 14px; font-weight: 600; margin: 0 0 6px; }
 section.trace h2 code { font-size: 12px; }
 .err-count { color: #c0392b; }
+.kept { color: #1e6b3a; }
+.decision { margin-left: 6px; padding: 0 5px; border-radius: 8px; font-size: 11px;
+  background: #e3f1e8; color: #1e6b3a; }
 .axis, summary { display: grid; grid-template-columns: var(--label) 1fr 7em;
   align-items: center; column-gap: 8px; }
 .axis { color: #5b6570; font-size: 11px; height: 18px; border-bottom: 1px solid #d7dde3; }
@@ -134,12 +138,17 @@ def _span_html(span, depth, orphan, start, total, color):
         classes.append("follows")
     if orphan:
         classes.append("orphan")
+    kept = decision(span)
+    if kept is not None:
+        classes.append("kept")
     duration = format_duration(span.duration_ns)
     tip = [span.operation_name, f"{span.service_name} · {duration} · starts at "
            f"+{format_duration(offset)}"]
     message = error_message(span) if has_error(span) else None
     if message:
         tip.append(f"error: {message}")
+    if kept is not None:
+        tip.append(f"kept by tail sampling: {kept}")
     tip.extend(f"{k} = {_value(v)}" for k, v in (span.tags or {}).items())
     if span.logs:
         tip.append(f"{len(span.logs)} log" + ("s" if len(span.logs) != 1 else "")
@@ -160,15 +169,18 @@ def _span_html(span, depth, orphan, start, total, color):
             parts.append(f"<h4>log at +{_e(rel)}</h4>{_table(items, 'log')}")
         logs = "".join(parts)
     errline = (f'<div class="errmsg">{_e(message)}</div>' if message else "")
+    badge = (f'<span class="decision" title="sampling.decision: why tail sampling kept '
+             f'this trace">{_e(kept)}</span>' if kept is not None else "")
+    data_decision = f' data-decision="{_e(kept)}"' if kept is not None else ""
     return (
         f'<details class="{" ".join(classes)}" data-span-id="{span.span_id:016x}" '
         f'data-parent-id="{"" if span.parent_id is None else f"{span.parent_id:016x}"}" '
         f'data-service="{_e(span.service_name)}" data-depth="{depth}" '
-        f'data-start-ns="{offset}" data-duration-ns="{span.duration_ns}">'
+        f'data-start-ns="{offset}" data-duration-ns="{span.duration_ns}"{data_decision}>'
         f'<summary title="{_e(chr(10).join(tip))}">'
         f'<span class="label" style="padding-left:{depth * 1.2:.1f}em">'
         f'<span class="svc" style="color:{color}">{_e(span.service_name)}</span>'
-        f'<span class="op">{_e(span.operation_name)}</span></span>'
+        f'<span class="op">{_e(span.operation_name)}</span>{badge}</span>'
         f'<span class="lane"><span class="bar" style="left:{_pct(left)};'
         f'width:{_pct(width)};background-color:{color}"></span></span>'
         f'<span class="dur">{_e(duration)}</span></summary>'
@@ -192,6 +204,9 @@ def _trace_html(spans, colors):
     head = (f'<h2>trace <code>{trace_hex}</code> · {len(spans)} span'
             f'{"s" if len(spans) != 1 else ""} · {_e(format_duration(total))} · '
             f'{_e(", ".join(services))}')
+    kept = kept_summary(spans)
+    if kept is not None:
+        head += f' · <span class="kept">kept: {_e(kept)}</span>'
     if errors:
         head += f' · <span class="err-count">{errors} error{"s" if errors != 1 else ""}</span>'
     head += "</h2>"
@@ -206,7 +221,9 @@ def _trace_html(spans, colors):
             f'<span class="lane">{"".join(ticks)}</span><span class="dur">duration</span></div>')
     rows = "".join(_span_html(s, d, o, start, total, colors[s.service_name])
                    for s, d, o in tree_order(spans))
-    return (f'<section class="trace" id="trace-{trace_hex}" data-trace-id="{trace_hex}">'
+    kept_attr = "" if kept is None else f' data-kept="{_e(kept)}"'
+    return (f'<section class="trace" id="trace-{trace_hex}" data-trace-id="{trace_hex}"'
+            f'{kept_attr}>'
             f'{head}{axis}{rows}</section>')
 
 
@@ -232,6 +249,7 @@ def render_html(spans, title="fasttrace traces", source=None):
         '<input id="filter" type="search" placeholder="filter traces (id, service, '
         'operation, tag)"></div>'
         '<p class="legend">Click a span for its ids, tags and logs; hover for a summary. '
-        '\u21e2 and a striped bar: follows_from; red: error.</p>'
+        '\u21e2 and a striped bar: follows_from; red: error; a green badge: why tail '
+        'sampling kept the trace (sampling.decision).</p>'
         f'{sections or "<p>no spans</p>"}'
         f'<script>{_SCRIPT}</script></body></html>\n')

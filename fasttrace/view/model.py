@@ -3,10 +3,14 @@
 their errors, and the text of what they show (durations, tick labels, any value)."""
 from fasttrace._text import placeholder, text
 
-__all__ = ["as_text", "error_message", "filter_traces", "format_duration", "group_traces",
-           "has_error", "is_follows_from", "tick_label", "tree_order"]
+__all__ = ["DECISION_TAG", "as_text", "decision", "error_message", "filter_traces",
+           "format_duration", "group_traces", "has_error", "is_follows_from", "kept_summary",
+           "tick_label", "tree_order"]
 
 _FOLLOWS_FROM = "follows_from"
+# the tag tail sampling puts on every span it keeps: the policy that kept its trace
+# (fasttrace.tail.DECISION_TAG; the viewer reads files, so it does not import the stage)
+DECISION_TAG = "sampling.decision"
 
 
 def as_text(value):
@@ -115,6 +119,33 @@ def _type_name(kind):
     if text.startswith("<class '") and text.endswith("'>"):
         text = text[8:-2].rsplit(".", 1)[-1]
     return text
+
+
+def decision(span):
+    """Why tail sampling kept the span's trace (its ``sampling.decision`` tag: error,
+    latency, downstream, tag, baseline, head, early), or None when it has no such tag."""
+    value = (span.tags or {}).get(DECISION_TAG)
+    return None if value is None else as_text(value)
+
+
+def kept_summary(spans):
+    """What a trace's header says about why it was kept: ``"error"`` when every span that
+    carries a decision carries that one, else each decision with its services
+    (``"error (gateway), baseline (inventory)"``); None when no span carries one (a
+    trace not tail-sampled shows as before)."""
+    services = {}
+    for span in sorted(spans, key=lambda s: (s.start_ns, s.span_id)):
+        value = decision(span)
+        if value is not None:
+            names = services.setdefault(value, [])
+            if span.service_name not in names:
+                names.append(span.service_name)
+    if not services:
+        return None
+    if len(services) == 1:
+        return next(iter(services))
+    return ", ".join(f"{value} ({', '.join(as_text(n) for n in names)})"
+                     for value, names in services.items())
 
 
 def has_error(span):

@@ -7,9 +7,9 @@ import shutil
 import sys
 import unicodedata
 
-from fasttrace.view.model import (as_text, error_message, filter_traces, format_duration,
-                                  group_traces, has_error, is_follows_from, tick_label,
-                                  tree_order)
+from fasttrace.view.model import (as_text, decision, error_message, filter_traces,
+                                  format_duration, group_traces, has_error, is_follows_from,
+                                  kept_summary, tick_label, tree_order)
 
 __all__ = ["Style", "render_traces", "render_waterfall", "stream_supports_unicode"]
 
@@ -151,9 +151,9 @@ def _bar_columns(span, start, total, columns):
 # its kind carries (and the HTML view shows) are left out
 _ERROR_TAGS = ("http.status_code", "rpc.grpc.status_code", "grpc.status_code", "error.kind",
                "error.message", "sampling.priority")
-_ROUTINE_TAGS = ("error", "span.kind", "component", "http.method", "http.url", "rpc.system",
-                 "rpc.service", "rpc.method", "peer.ipv4", "peer.ipv6", "peer.port",
-                 "peer.hostname", "peer.service")
+_ROUTINE_TAGS = ("error", "sampling.decision", "span.kind", "component", "http.method",
+                 "http.url", "rpc.system", "rpc.service", "rpc.method", "peer.ipv4",
+                 "peer.ipv6", "peer.port", "peer.hostname", "peer.service")
 
 
 def _error_detail(span):
@@ -191,6 +191,11 @@ def render_waterfall(spans, width=None, style=None, color=False, unicode=True):
         if s.service_name not in services:
             services.append(s.service_name)
     errors = sum(1 for s in spans if has_error(s))
+    kept = kept_summary(spans)
+    # the decision column: "[error]" after the duration, on the rows that carry one
+    marks = {s.span_id: f"[{style.text(d)}]" for s in spans
+             if (d := decision(s)) is not None}
+    mark_width = max(map(_width, marks.values()), default=0)
 
     def label(span, depth, orphan):
         mark = style.follows_mark if is_follows_from(span) else ""
@@ -203,7 +208,8 @@ def render_waterfall(spans, width=None, style=None, color=False, unicode=True):
                              + [_width(_Header.service_name)]))
     op_width = max(_width(label(s, d, o)) for s, d, o in rows)
     # bars get at least half the line; labels give way (and are cut with an ellipsis)
-    fixed = service_width + 2 + 2 + 2 + dur_width + 2 + (len("error") + 2)
+    fixed = service_width + 2 + 2 + 2 + dur_width + 2 + (len("error") + 2) + \
+        (mark_width + 2 if marks else 0)
     op_width = max(12, min(op_width, 56, width - fixed - max(20, (width - fixed) // 2)))
     columns = max(10, width - fixed - op_width)
     bar_at = service_width + 2 + op_width + 2
@@ -212,6 +218,8 @@ def render_waterfall(spans, width=None, style=None, color=False, unicode=True):
     head = [f"trace {spans[0].trace_id:032x}", f"{len(spans)} span" +
             ("s" if len(spans) != 1 else ""), format_duration(total, style.unicode),
             ", ".join(style.text(s) for s in services)]
+    if kept is not None:
+        head.append(style.paint(f"kept: {style.text(kept)}", "1"))
     if errors:
         head.append(style.paint(f"{errors} error" + ("s" if errors != 1 else ""), "31"))
     orphans = sum(1 for _s, _d, o in rows if o)
@@ -252,6 +260,9 @@ def render_waterfall(spans, width=None, style=None, color=False, unicode=True):
         name = _fit(label(span, depth, orphan), op_width, style.ellipsis)
         duration = format_duration(span.duration_ns, style.unicode)
         line = f"{service}  {name}  {bar}  {duration:>{dur_width}}"
+        if marks:
+            mark = marks.get(span.span_id, "")
+            line += "  " + style.paint(mark, "2") + " " * (mark_width - _width(mark))
         if failed:
             line += "  " + style.paint(f"{style.error_mark} error", "31;1")
         lines.append(line.rstrip())

@@ -5,6 +5,11 @@ its JSON-lines file are parsed and checked against each other.
 With grpcio and requests (the test extras) the gateway calls the inventory over HTTP
 (requests) and gRPC; a second run blocks both imports, as on a machine with only
 `pip install .`, where the demo uses urllib and HTTP only.
+
+Both runs also check the demo's tail-sampling run (TAIL_REQUESTS requests through two
+tail-sampling tracers at a 1% baseline, request FAILING_REQUEST failing in the
+inventory's database): on what is kept, never on timing.  Which traces the baseline
+keeps depends on the random trace ids, so those are checked against the rule itself.
 """
 import html.parser
 import io
@@ -20,11 +25,18 @@ from pathlib import Path
 import pytest
 
 import fasttrace
+from fasttrace.demo import FAILING_REQUEST, TAIL_POLICY, TAIL_REQUESTS
+from fasttrace.tail import ratio_bound
 from support.waterfall import parse_waterfall
 
 ROOT = Path(fasttrace.__file__).resolve().parent.parent
 REQUEST_LINE = re.compile(r"^  GET (?P<path>/checkout\?\S+)\s+-> (?P<status>\d{3}) .*"
                           r"trace (?P<trace>[0-9a-f]{32})$")
+TAIL_FAILING = re.compile(r"^  request (?P<n>\d+): GET (?P<path>\S+) -> (?P<status>\d{3}) ")
+TAIL_TRACE = re.compile(r"^\s+trace (?P<trace>[0-9a-f]{32})$")
+TAIL_SERVICE = re.compile(r"^  (?P<service>gateway|inventory)\s+(?P<seen>\d+) traces: "
+                          r"(?P<kept>\d+) kept(?: \((?P<by>[^)]*)\))?, (?P<discarded>\d+) "
+                          r"discarded \((?P<spans>\d+) spans\)$")
 BLOCK_OPTIONAL = ("import sys; sys.modules['grpc'] = None; sys.modules['requests'] = None; "
                   "from fasttrace.__main__ import main; sys.exit(main(sys.argv[1:]))")
 
@@ -205,7 +217,8 @@ def test_one_trace_per_request_in_the_file(demo):
         ("/checkout?sku=apple&qty=2", "200"), ("/checkout?sku=pear&qty=1", "200"),
         ("/checkout?sku=durian&qty=5", "502")]
     traces = by_trace(demo["spans"])
-    assert list(traces) == [r["trace"] for r in sent]     # distinct, in order, nothing else
+    # distinct, in order, first in the file (the tail-sampling run's kept traces follow)
+    assert list(traces)[:3] == [r["trace"] for r in sent]
     for request, (trace_id, spans) in zip(sent, traces.items()):
         assert all(s["sampled"] for s in spans)
         check_trace(spans, failing=request["status"] == "502", rpc="grpc")
@@ -224,13 +237,15 @@ def test_grpc_and_http_tags(demo):
 
 
 def test_waterfall_matches_the_file(demo):
-    printed = parse_waterfall(demo["stdout"])
-    traces = by_trace(demo["spans"])
+    printed = parse_waterfall(demo["stdout"])[:3]
+    traces = dict(list(by_trace(demo["spans"]).items())[:3])
     assert [t["trace_id"] for t in printed] == list(traces)
     for trace, (trace_id, spans) in zip(printed, traces.items()):
         failing = trace_id == list(traces)[2]
         roles = check_trace(spans, failing=failing, rpc="grpc")
         check_waterfall(trace, spans, roles)
+        assert "kept" not in trace["header"]                  # not tail-sampled
+        assert all(r["decision"] is None for r in trace["rows"])
         services = "gateway, inventory"
         assert f"{len(spans)} spans" in trace["header"] and services in trace["header"]
         if failing:
@@ -251,9 +266,12 @@ def test_view_shows_the_same_waterfall(demo):
                            "--width", "140", "--no-color"], capture_output=True, text=True,
                           encoding="utf-8", env=env, timeout=60)
     assert proc.returncode == 0 and proc.stderr == ""
-    again = parse_waterfall(proc.stdout)
+    again = {t["trace_id"]: t for t in parse_waterfall(proc.stdout)}
     shown = parse_waterfall(demo["stdout"])
-    assert [t["rows"] for t in again] == [t["rows"] for t in shown]
+    assert len(shown) == 4 and set(again) == set(by_trace(demo["spans"]))
+    for trace in shown:
+        assert again[trace["trace_id"]]["rows"] == trace["rows"]
+        assert again[trace["trace_id"]]["header"] == trace["header"]
 
 
 def test_html_has_every_span(demo):
@@ -282,7 +300,7 @@ def test_stdlib_only(demo_stdlib_only):
     sent = requests_sent(out)
     assert [r["status"] for r in sent] == ["200", "200", "502"]
     traces = by_trace(demo_stdlib_only["spans"])
-    assert list(traces) == [r["trace"] for r in sent]
+    assert list(traces)[:3] == [r["trace"] for r in sent]
     printed = parse_waterfall(out)
     for request, trace, (trace_id, spans) in zip(sent, printed, traces.items()):
         roles = check_trace(spans, failing=request["status"] == "502", rpc="http")
@@ -298,7 +316,7 @@ def test_in_process_leaves_no_threads_and_no_instrumentation(tmp_path):
     before = set(threading.enumerate())
     stream = io.StringIO()
     assert run(out=str(tmp_path / "d.jsonl"), stream=stream, width=120) == 0
-    assert len(parse_waterfall(stream.getvalue())) == 3
+    assert len(parse_waterfall(stream.getvalue())) == 4
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
@@ -307,3 +325,70 @@ def test_in_process_leaves_no_threads_and_no_instrumentation(tmp_path):
         time.sleep(0.05)
     assert left == []
     assert not ft_requests.is_instrumented()
+
+
+# -- the tail-sampling run --------------------------------------------------------------
+
+def check_tail_run(run, rpc):
+    """What the tail-sampling run printed and wrote: every trace counted in both services,
+    the failing request's trace kept whole as "error", and each other kept trace one the
+    1% baseline keeps by its id, whole in both services."""
+    lines = run["stdout"].splitlines()
+    first_run = [r["trace"] for r in requests_sent(run["stdout"])]
+    (at,) = [i for i, line in enumerate(lines) if TAIL_FAILING.match(line)]
+    failing = TAIL_FAILING.match(lines[at]).groupdict()
+    assert (int(failing["n"]), failing["path"], failing["status"]) == \
+        (FAILING_REQUEST, "/checkout?sku=kiwi&qty=1", "502")
+    failing_trace = TAIL_TRACE.match(lines[at + 1]).group("trace")
+    counted = {m["service"]: m.groupdict() for m in map(TAIL_SERVICE.match, lines) if m}
+    assert set(counted) == {"gateway", "inventory"}
+    for c in counted.values():
+        assert int(c["seen"]) == TAIL_REQUESTS == int(c["kept"]) + int(c["discarded"])
+        by = dict(item.split() for item in c["by"].split(", "))
+        assert by.pop("error") == "1" and set(by) <= {"baseline"}
+        assert int(c["kept"]) == 1 + int(by.get("baseline", 0))
+        # a discarded request leaves 4 spans in each service, the late ones included
+        # (the gateway's "publish order-event" finishes after its root)
+        assert int(c["spans"]) == 4 * int(c["discarded"])
+    assert counted["gateway"]["kept"] == counted["inventory"]["kept"]
+
+    traces = by_trace(run["spans"])
+    tail = {tid: spans for tid, spans in traces.items() if tid not in first_run}
+    assert list(traces)[:3] == first_run
+    assert len(tail) == int(counted["gateway"]["kept"])
+    assert all(s["sampled"] for spans in tail.values() for s in spans)
+    # the failing request: kept whole, in both services, for its error
+    spans = tail.pop(failing_trace)
+    assert sorted((s["service_name"], s["operation_name"]) for s in spans) == [
+        ("gateway", "GET /checkout"), ("gateway", "HTTP GET"),
+        ("inventory", "GET /stock/{sku}"), ("inventory", "db.query")]
+    assert {s["tags"]["sampling.decision"] for s in spans} == {"error"}
+    assert all(s["tags"].get("error") is True for s in spans)
+    (db,) = [s for s in spans if s["operation_name"] == "db.query"]
+    (log,) = [e for e in db["logs"] if e["fields"].get("event") == "error"]
+    assert log["fields"]["message"] == \
+        "inventory-db: cannot read the stock of 'kiwi' (disk I/O error)"
+    # the others: kept by the baseline, by trace id (the same in both services)
+    bound = ratio_bound(TAIL_POLICY["baseline_ratio"])
+    for trace_id, spans in tail.items():
+        assert int(trace_id, 16) & ((1 << 64) - 1) < bound, trace_id
+        assert {s["tags"]["sampling.decision"] for s in spans} == {"baseline"}
+        check_trace(spans, failing=False, rpc=rpc)
+    # the printed waterfall of the failing trace, after the first run's three
+    printed = parse_waterfall(run["stdout"])
+    assert [t["trace_id"] for t in printed] == [*first_run, failing_trace]
+    shown = printed[3]
+    assert " · kept: error · " in shown["header"] and "4 errors" in shown["header"]
+    assert [(r["service"], r["depth"], r["op"], r["decision"]) for r in shown["rows"]] == [
+        ("gateway", 0, "GET /checkout", "error"), ("gateway", 1, "HTTP GET", "error"),
+        ("inventory", 2, "GET /stock/{sku}", "error"), ("inventory", 3, "db.query", "error")]
+    assert f"{len(tail) + 1} of the {TAIL_REQUESTS} traces kept, in the file; the failing " \
+        "request's, whole:" in run["stdout"]
+
+
+def test_tail_sampling_run_keeps_the_failing_trace_whole(demo):
+    check_tail_run(demo, rpc="grpc")
+
+
+def test_tail_sampling_run_stdlib_only(demo_stdlib_only):
+    check_tail_run(demo_stdlib_only, rpc="http")

@@ -35,7 +35,7 @@ def _at(ms):
     return T0 + ms / 1000
 
 
-def write_checkout_trace(path, failing=True):
+def write_checkout_trace(path, failing=True, tail=None):
     """One trace with known nesting and timing (ms from T0), and a second small one:
 
         gateway    GET /checkout          0 .. 100
@@ -47,11 +47,19 @@ def write_checkout_trace(path, failing=True):
         gateway      ⇢ publish           95 .. 100  (follows_from GET /checkout)
         cron       tick                1000 .. 1005 (another trace)
 
+    The inventory's spans are children of the gateway's contexts, as across the wire.
+    tail: {service: fasttrace.TailSampling}: those services' tracers tail-sample, with
+    the head sampler off.
     Returns {name: span} for the first trace's spans (server Reserve as "Reserve/server")."""
     reporter = fasttrace.BatchReporter(JsonLinesExporter(path), flush_interval=60)
-    gw = fasttrace.Tracer("gateway", reporter=reporter)
-    inv = fasttrace.Tracer("inventory", reporter=reporter)
-    cron = fasttrace.Tracer("cron", reporter=reporter)
+    tail = tail or {}
+
+    def tracer(service):
+        if service not in tail:
+            return fasttrace.Tracer(service, reporter=reporter)
+        return fasttrace.Tracer(service, reporter=reporter, tail_sampling=tail[service],
+                                sampler=fasttrace.ConstSampler(False))
+    gw, inv, cron = tracer("gateway"), tracer("inventory"), tracer("cron")
     spans = {}
 
     def start(tracer, name, ms, parent=None, refs=None, **tags):
@@ -62,13 +70,13 @@ def write_checkout_trace(path, failing=True):
 
     root = start(gw, "GET /checkout", 0, **{"span.kind": "server", "http.method": "GET"})
     get = start(gw, "HTTP GET", 10, root, **{"span.kind": "client"})
-    stock = start(inv, "GET /stock/{sku}", 12, get, **{"span.kind": "server"})
+    stock = start(inv, "GET /stock/{sku}", 12, get.context, **{"span.kind": "server"})
     query = start(inv, "db.query", 20, stock, **{"db.statement": "SELECT 1"})
     query.finish(_at(30))
     stock.finish(_at(38))
     get.finish(_at(40))
     call = start(gw, "Reserve", 50, root, **{"span.kind": "client"})
-    served = start(inv, "Reserve", 55, call, **{"span.kind": "server"})
+    served = start(inv, "Reserve", 55, call.context, **{"span.kind": "server"})
     spans["Reserve/server"] = served
     if failing:
         served.set_tag("error", True)
@@ -500,3 +508,157 @@ def test_html_with_terminal_filter(trace_file, tmp_path, capsys):
     page = _parse_html(out)
     assert [s["data-trace-id"] for s in page.sections] == [wanted]
     assert len(page.spans) == 1
+
+
+# -- tail sampling: why a trace was kept ----------------------------------------------------
+
+def _tail(**policy):
+    policy.setdefault("baseline_ratio", 0.0)
+    policy.setdefault("keep_head_sampled", False)
+    return fasttrace.TailSampling(**policy)
+
+
+def write_tail_sampled_file(path):
+    """Through two tail-sampling tracers (head sampler off, no baseline): a request whose
+    database call fails deep in the inventory (kept, as "error", by both services), and
+    a request that succeeds (discarded by both: not in the file).
+
+        gateway    GET /checkout          0 .. 50   (error: 502)
+        inventory    GET /stock/{sku}    10 .. 40   (under the extracted context)
+        inventory      db.query          15 .. 35   (error=True)
+
+    Returns (failing trace id, succeeding trace id)."""
+    reporter = fasttrace.BatchReporter(JsonLinesExporter(path), flush_interval=60)
+    gw = fasttrace.Tracer("gateway", reporter=reporter, sampler=fasttrace.ConstSampler(False),
+                          tail_sampling=_tail())
+    inv = fasttrace.Tracer("inventory", reporter=reporter,
+                           sampler=fasttrace.ConstSampler(False), tail_sampling=_tail())
+    ids = []
+    for offset, failing in ((0, True), (100, False)):
+        root = gw.start_span("GET /checkout", start_time=_at(offset), tags={
+            "span.kind": "server"}, ignore_active_span=True)
+        headers = {}
+        gw.inject(root.context, opentracing.Format.HTTP_HEADERS, headers)
+        parent = inv.extract(opentracing.Format.HTTP_HEADERS, headers)
+        served = inv.start_span("GET /stock/{sku}", child_of=parent, start_time=_at(offset + 10),
+                                tags={"span.kind": "server"}, ignore_active_span=True)
+        query = inv.start_span("db.query", child_of=served, start_time=_at(offset + 15),
+                               ignore_active_span=True)
+        if failing:
+            query.set_tag("error", True)
+            query.log_kv({"event": "error", "error.kind": "ConnectionResetError",
+                          "message": "inventory-db closed the connection"},
+                         timestamp=_at(offset + 35))
+            served.set_tag("error", True)
+            root.set_tag("error", True)
+            root.set_tag("http.status_code", 502)
+        query.finish(_at(offset + 35))
+        served.finish(_at(offset + 40))
+        root.finish(_at(offset + 50))
+        ids.append(f"{root.trace_id:032x}")
+    for tracer in (gw, inv):
+        assert tracer.flush(5)
+    for tracer in (gw, inv):
+        tracer.close(5)
+    for tracer in (gw, inv):
+        stats = tracer.stats()["tail_sampling"]
+        assert stats["kept"]["error"] == 1 and stats["traces_discarded"] == 1
+    return tuple(ids)
+
+
+def test_tail_sampled_trace_says_why_it_was_kept(tmp_path, capsys):
+    path = tmp_path / "tail.jsonl"
+    failing, _succeeding = write_tail_sampled_file(path)
+    records = load_jsonl(path).spans
+    assert {f"{s.trace_id:032x}" for s in records} == {failing}     # the other was dropped
+    assert {s.tags["sampling.decision"] for s in records} == {"error"}
+    code, out, err = run_view(capsys, path, "--width", 120, "--no-color")
+    assert code == 0 and err == ""
+    (trace,) = parse_waterfall(out)
+    assert trace["trace_id"] == failing
+    assert " · kept: error · " in trace["header"] and "3 errors" in trace["header"]
+    assert [(r["service"], r["depth"], r["op"], r["decision"]) for r in trace["rows"]] == [
+        ("gateway", 0, "GET /checkout", "error"), ("inventory", 1, "GET /stock/{sku}", "error"),
+        ("inventory", 2, "db.query", "error")]
+    assert all(r["error"] for r in trace["rows"])
+    # the decision is shown in its column, not again among the error line's tags
+    assert all("sampling.decision" not in r["detail"] for r in trace["rows"])
+    db = trace["rows"][2]
+    assert db["detail"].startswith("✗ ConnectionResetError: inventory-db closed the connection")
+    assert max(len(line) for line in out.splitlines()) <= 120
+    # ASCII: the same marks
+    code, out, _ = run_view(capsys, path, "--width", 80, "--ascii")
+    (trace,) = parse_waterfall(out, unicode=False)
+    assert " - kept: error - " in trace["header"]
+    assert [r["decision"] for r in trace["rows"]] == ["error"] * 3
+    # the rows fit (the header line, with its 32-digit id, is never cut)
+    assert max(len(line) for line in out.splitlines()[1:]) <= 80
+
+
+def test_decisions_that_differ_are_named_by_service(tmp_path, capsys):
+    """The gateway keeps the failing checkout for its error; the inventory (whose error
+    is in its second local root of the trace, after a first one that did not fail)
+    keeps it by its baseline; the cron service does not tail-sample: shown as before."""
+    path = tmp_path / "mixed.jsonl"
+    spans = write_checkout_trace(path, tail={"gateway": _tail(),
+                                             "inventory": _tail(baseline_ratio=1.0)})
+    code, out, err = run_view(capsys, path, "--width", 140, "--no-color")
+    assert code == 0 and err == ""
+    checkout, tick = parse_waterfall(out)
+    assert checkout["trace_id"] == f"{spans['GET /checkout'].trace_id:032x}"
+    assert "kept: error (gateway), baseline (inventory)" in checkout["header"]
+    assert [(r["service"], r["op"], r["decision"]) for r in checkout["rows"]] == [
+        (service, op, "error" if service == "gateway" else "baseline")
+        for service, _d, op, _f, _s, _e in EXPECTED_ORDER]
+    # the publish span finished after its local root: it follows the root's decision
+    assert checkout["rows"][-1]["follows"] and checkout["rows"][-1]["decision"] == "error"
+    assert tick["trace_id"] == f"{spans['tick'].trace_id:032x}"
+    assert "kept" not in tick["header"]
+    assert [r["decision"] for r in tick["rows"]] == [None]
+    assert "[" not in out.splitlines()[-1]                 # no empty decision column
+
+
+def test_a_file_without_decisions_shows_as_before(trace_file, capsys):
+    path, _ = trace_file
+    _, out, _ = run_view(capsys, path, "--width", 120, "--no-color")
+    assert "kept" not in out and "[" not in out
+    assert all(r["decision"] is None for t in parse_waterfall(out) for r in t["rows"])
+    page = render_html_of(path)
+    assert "data-decision" not in page and "data-kept" not in page
+    assert 'class="decision"' not in page
+
+
+def render_html_of(path):
+    from fasttrace.view.html import render_html
+    return render_html(load_jsonl(path).spans)
+
+
+def test_html_shows_why_a_trace_was_kept(tmp_path, capsys):
+    path = tmp_path / "mixed.jsonl"
+    spans = write_checkout_trace(path, tail={"gateway": _tail(),
+                                             "inventory": _tail(baseline_ratio=1.0)})
+    out = tmp_path / "mixed.html"
+    code, _stdout, _err = run_view(capsys, path, "--html", out)
+    assert code == 0
+    page = _parse_html(out)
+    _no_external_resources(page)
+    checkout, tick = page.sections
+    assert checkout["data-kept"] == "error (gateway), baseline (inventory)"
+    assert "data-kept" not in tick
+    headers = out.read_text(encoding="utf-8").split("<h2>")[1:]
+    assert '<span class="kept">kept: error (gateway), baseline (inventory)</span>' in headers[0]
+    assert "kept:" not in headers[1].split("</h2>")[0]
+    for record in load_jsonl(path).spans:
+        row = page.spans[f"{record.span_id:016x}"]
+        want = record.tags.get("sampling.decision")
+        if record.service_name == "cron":
+            assert want is None and "data-decision" not in row["attrs"]
+            assert "kept" not in row["attrs"]["class"].split()
+            continue
+        assert want == ("error" if record.service_name == "gateway" else "baseline")
+        assert row["attrs"]["data-decision"] == want
+        assert "kept" in row["attrs"]["class"].split()
+        assert f"kept by tail sampling: {want}" in row["title"]      # hover
+        assert want in row["text"]                                   # the badge
+    served = page.spans[f"{spans['Reserve/server'].span_id:016x}"]
+    assert "error" in served["attrs"]["class"].split()

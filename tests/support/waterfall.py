@@ -4,6 +4,7 @@ rows, so tests compare it with the spans that were written."""
 import re
 
 DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?) (?P<unit>ns|µs|us|ms|s)\b")
+DECISION = re.compile(r"^\s+\[(?P<decision>[^\]]+)\]")
 UNITS = {"ns": 1, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 
@@ -14,7 +15,8 @@ def parse_waterfall(text, unicode=True):
 
     Each row: service, label (as printed), depth, op (without markers), follows (⇢/>>),
     first/last (bar columns, last exclusive), glyph, duration_ns, error (bool), detail
-    (the error line under it, or None)."""
+    (the error line under it, or None), decision (the ``[error]`` after the duration: the
+    span's sampling.decision tag, or None)."""
     bar_glyphs = "█░" if unicode else "#="
     follows_mark = "⇢ " if unicode else ">> "
     error_mark = "✗" if unicode else "!"
@@ -49,6 +51,7 @@ def parse_waterfall(text, unicode=True):
             rest = line[bar_at + columns:]
             d = DURATION.match(rest)
             assert d, line
+            k = DECISION.match(rest[d.end():])
             op = label.lstrip(" ")
             follows = op.startswith(follows_mark)
             trace["rows"].append({
@@ -63,6 +66,7 @@ def parse_waterfall(text, unicode=True):
                 "duration_ns": float(d.group("value")) * UNITS[d.group("unit")],
                 "error": f"{error_mark} error" in rest,
                 "detail": None,
+                "decision": k.group("decision") if k else None,
             })
             i += 1
         traces.append(trace)
