@@ -128,6 +128,11 @@ class _Request(ServerRequest):
         if getattr(self.tracer, "tail_sampling", None) is None:
             return headers
         try:
+            if not self.named and self.route is not None:
+                # named by its route now, not only at finish: latency_ms_by_operation
+                # must match the same name in the verdict as in the decision
+                self.span.set_operation_name(
+                    f"{self.environ.get('REQUEST_METHOD', 'GET')} {self.route}")
             try:
                 code = int(status[:3])
             except (TypeError, ValueError):

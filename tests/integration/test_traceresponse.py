@@ -182,6 +182,27 @@ def test_an_error_child_span_counts_for_the_verdict_only_once_drained(tail_trace
     assert decisions(tracer) == {("GET /", "error"), ("db", "error")}
 
 
+def test_wsgi_verdict_uses_the_route_name_for_per_operation_latency(tail_tracer,
+                                                                    monkeypatch):
+    flask = pytest.importorskip("flask")
+    tracer = tail_tracer(latency_ms_by_operation={"GET /users/{user_id}": 10})
+    original = tracer.start_span
+
+    def start_span(*args, **kwargs):
+        return original(*args, start_time=1_700_000_000.0, **kwargs)
+    monkeypatch.setattr(tracer, "start_span", start_span)
+    app = flask.Flask("routes")
+
+    @app.route("/users/<int:user_id>")
+    def user(user_id):
+        app.context = tracer.active_span.context
+        return "x"
+    app.wsgi_app = WSGITracing(app.wsgi_app, tracer=tracer)
+    _, headers = wsgi_call(app, "/users/7")
+    assert headers["traceresponse"] == expected(app.context, "01")
+    assert decisions(tracer) == {("GET /users/{user_id}", "latency")}
+
+
 def test_wsgi_replaces_a_traceresponse_the_app_set(tail_tracer):
     tracer = tail_tracer()
     app = wsgi_app(tracer, headers=[("TraceResponse", "00-stale")])
