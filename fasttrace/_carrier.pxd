@@ -29,6 +29,7 @@ cdef enum:
 # -- counters (codec_stats() reads them) -------------------------------------------------
 cdef struct CodecStats:
     uint64_t malformed_traceparent
+    uint64_t malformed_traceresponse
     uint64_t tracestate_dropped
     uint64_t baggage_dropped
     uint64_t malformed_baggage

@@ -58,7 +58,8 @@ def codec_stats(bint reset=False):
         reset: set every counter back to zero after reading.
 
     Returns:
-        A dict: ``malformed_traceparent``, ``tracestate_dropped`` (whole tracestates
+        A dict: ``malformed_traceparent``, ``malformed_traceresponse`` (response
+        headers / trailers the integrations ignored), ``tracestate_dropped`` (whole tracestates
         discarded), ``baggage_dropped`` (members over the limits, or unencodable),
         ``malformed_baggage`` (members that broke the grammar), ``malformed_jaeger``,
         ``malformed_b3``, ``malformed_binary``, ``unreadable_carrier`` (carriers whose
@@ -68,6 +69,7 @@ def codec_stats(bint reset=False):
     global stats
     result = {
         "malformed_traceparent": stats.malformed_traceparent,
+        "malformed_traceresponse": stats.malformed_traceresponse,
         "tracestate_dropped": stats.tracestate_dropped,
         "baggage_dropped": stats.baggage_dropped,
         "malformed_baggage": stats.malformed_baggage,

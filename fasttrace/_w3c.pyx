@@ -54,6 +54,24 @@ key is still a key)::
   passed on: a SpanContext has no bit for it (the W3C test suite's
   ``TraceContext2Test.test_propagates_random_flag``, SPEC_LEVEL=2, fails).
 
+W3C Trace Context Level 2: ``traceresponse``
+============================================
+The response header a server sends back to its caller
+(https://www.w3.org/TR/trace-context-2/#traceresponse-header); fasttrace reads and
+writes only version 00, strictly::
+
+    traceresponse  = "00-" trace-id "-" child-id "-" trace-flags   ; exactly 55 characters
+    trace-id       = 32HEXDIGLC                 ; not all zero
+    child-id       = 16HEXDIGLC                 ; the server's span, not all zero
+    trace-flags    = 2HEXDIGLC                  ; bit 0: the server's trace was sampled
+
+* ``format_traceresponse`` writes it with the traceparent formatter (flags 01 or 00);
+  ``parse_traceresponse`` reads it with the traceparent parser plus the version-00 and
+  length rules above (OWS around the value is HTTP's, trimmed).  Anything else -- another
+  version, uppercase hex, zero ids, extra fields, several values joined by "," -- is
+  ignored and counted as ``malformed_traceresponse``.  The integrations use these two
+  functions only (``fasttrace.contrib._safe``): the one place of the format.
+
 W3C Baggage (https://www.w3.org/TR/baggage/)
 ============================================
 ::
@@ -117,6 +135,7 @@ ft_codec_init()
 cdef str H_TRACEPARENT = "traceparent"
 cdef str H_TRACESTATE = "tracestate"
 cdef str H_BAGGAGE = "baggage"
+cdef uint64_t _LOW64 = 0xFFFFFFFFFFFFFFFF
 
 
 # -- W3C Trace Context ------------------------------------------------------------------
@@ -200,6 +219,47 @@ cdef class TraceContextPropagator(Propagator):
         if ts is not None:
             acc.tracestate = _parse_tracestate(ts)
         return 0
+
+
+# -- W3C Trace Context Level 2: traceresponse -------------------------------------------
+
+def format_traceresponse(trace_id, span_id, bint sampled):
+    """``00-<32 hex trace id>-<16 hex span id>-<01|00>``: the traceresponse value for a
+    server span (`trace_id` a 128-bit int, `span_id` a 64-bit int, both non-zero)."""
+    cdef uint64_t hi, lo, span
+    cdef str out
+    if not (0 < trace_id < (1 << 128)) or not (0 < span_id < (1 << 64)):
+        raise ValueError("traceresponse: ids out of range")
+    hi = <uint64_t>(trace_id >> 64)
+    lo = <uint64_t>(trace_id & _LOW64)
+    span = <uint64_t>span_id
+    out = PyUnicode_New(55, 127)
+    ft_traceparent_format(<char *>PyUnicode_DATA(out), hi, lo, span, 1 if sampled else 0)
+    return out
+
+
+def parse_traceresponse(value):
+    """``(trace_id, span_id, flags)`` of a version-00 traceresponse value, or None when
+    it is absent (None) or malformed (counted as ``malformed_traceresponse``)."""
+    cdef Py_ssize_t n
+    cdef const char *p
+    cdef uint64_t hi, lo, span
+    cdef uint8_t flags
+    if value is None:
+        return None
+    if type(value) is not str:
+        stats.malformed_traceresponse += 1
+        return None
+    p = utf8(<str>value, &n)
+    if p == NULL:
+        stats.malformed_traceresponse += 1
+        return None
+    ft_trim_ows(&p, <ptrdiff_t *>&n)
+    if n != 55 or p[0] != b'0' or p[1] != b'0' \
+            or ft_traceparent_parse(p, n, &hi, &lo, &span, &flags) != FT_OK:
+        stats.malformed_traceresponse += 1
+        return None
+    return ((<object>hi << 64) | <object>lo, <object>span, flags)
 
 
 # -- W3C Baggage ------------------------------------------------------------------------

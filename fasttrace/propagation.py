@@ -38,6 +38,11 @@ B3 sampling decision) comes back as a *container*: trace and span id 0.
 ``Format.BINARY`` (:func:`inject_binary` / :func:`extract_binary`) has its own layout,
 documented in ``fasttrace._binary`` (``help(fasttrace._binary)``).
 
+``traceresponse`` (W3C Trace Context Level 2, the response header a server with tail
+sampling sends back; in gRPC a trailing metadata entry): :func:`format_traceresponse`
+and :func:`parse_traceresponse` (version 00 only, strictly; anything else is ignored and
+counted), defined in ``fasttrace._w3c`` and used by the integrations.
+
 Counters of what was ignored or dropped are in :func:`codec_stats`.
 """
 from __future__ import annotations
@@ -51,7 +56,12 @@ from fasttrace._carrier import Propagation, Propagator
 from fasttrace._carrier import codec_stats as _codec_stats
 from fasttrace._context import SpanContext
 from fasttrace._jaeger import JaegerPropagator
-from fasttrace._w3c import TraceContextPropagator, W3CBaggagePropagator
+from fasttrace._w3c import (
+    TraceContextPropagator,
+    W3CBaggagePropagator,
+    format_traceresponse,
+    parse_traceresponse,
+)
 
 __all__ = [
     "B3MultiPropagator",
@@ -66,9 +76,11 @@ __all__ = [
     "W3CBaggagePropagator",
     "codec_stats",
     "extract_binary",
+    "format_traceresponse",
     "inject_binary",
     "make_propagation",
     "parse_propagator_names",
+    "parse_traceresponse",
 ]
 
 #: The names :func:`make_propagation` accepts, in the order of the docs.
@@ -198,7 +210,8 @@ def codec_stats(reset: bool = False) -> Dict[str, int]:
         reset: zero the counters after reading them.
 
     Returns:
-        ``malformed_traceparent``, ``tracestate_dropped``, ``baggage_dropped``,
+        ``malformed_traceparent``, ``malformed_traceresponse``, ``tracestate_dropped``,
+        ``baggage_dropped``,
         ``malformed_baggage``, ``malformed_jaeger``, ``malformed_b3``,
         ``malformed_binary``, ``unreadable_carrier``, ``extract_errors``.
     """

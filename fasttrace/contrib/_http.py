@@ -7,12 +7,20 @@ from opentracing import Format
 from opentracing.ext import tags as ext_tags
 
 from fasttrace._failures import internal_error
-from fasttrace.contrib._safe import extract, get_tracer, inject
+from fasttrace.contrib._safe import (
+    TRACERESPONSE,
+    extract,
+    follow_traceresponse,
+    get_tracer,
+    inject,
+    traceresponse,
+)
 from fasttrace.errors import mark_error
 
 __all__ = ["ServerMiddleware", "ServerRequest", "client_send_wrappers", "client_span_active",
-           "client_span_tags", "finish_http_client_span", "normalize_excluded", "path_excluded",
-           "peer_tags", "start_server_span", "strip_userinfo"]
+           "client_span_tags", "finish_http_client_span", "follow_response_header",
+           "normalize_excluded", "path_excluded", "peer_tags", "start_server_span",
+           "strip_userinfo"]
 
 # True while requests or httpx is inside its own client span, so that the http.client
 # layer (contrib.urllib) does not add a second span for the same request.
@@ -115,10 +123,11 @@ class ServerRequest:
     span is finished, it sets what the response tells (name, tags) and returns the
     numeric status, or None."""
 
-    __slots__ = ("span", "named", "status", "failed", "finished", "end_time")
+    __slots__ = ("tracer", "span", "named", "status", "failed", "finished", "end_time")
     component = None
 
-    def __init__(self, span, named):
+    def __init__(self, tracer, span, named):
+        self.tracer = tracer
         self.span = span
         self.named = named
         self.status = None
@@ -133,6 +142,13 @@ class ServerRequest:
 
     def status_code(self):
         raise NotImplementedError
+
+    def traceresponse(self, code):
+        """The ``traceresponse`` header value for a response with status `code` (an int,
+        or None), computed now -- as the headers go out, before the span finishes -- or
+        None without tail sampling.  A 5xx, or an exception so far, is an error."""
+        error = self.failed or (code is not None and code >= 500)
+        return traceresponse(self.tracer, self.span, error, self.component)
 
     def finish(self):
         """Finishes the span (once); a 5xx status is an error.  Never raises."""
@@ -194,9 +210,10 @@ class _ClientCall:
     """One request's client span, active (with `client_span_active` set) inside the
     ``with`` block around the library's send."""
 
-    __slots__ = ("span", "scope", "component", "token")
+    __slots__ = ("tracer", "span", "scope", "component", "token")
 
-    def __init__(self, span, scope, component):
+    def __init__(self, tracer, span, scope, component):
+        self.tracer = tracer
         self.span = span
         self.scope = scope
         self.component = component
@@ -215,9 +232,29 @@ class _ClientCall:
         return False
 
     def done(self, response):
+        follow_response_header(self.tracer, self.span, response, self.component)
         finish_http_client_span(self.span, getattr(response, "status_code", None),
                                 self.component)
         return response
+
+
+def follow_response_header(tracer, span, response, integration):
+    """The client side of tail sampling across services: the ``traceresponse`` header of
+    `response` (anything with ``headers.get``, or ``getheader`` as http.client's) read
+    by `follow_traceresponse`, before the client span finishes.  Never raises."""
+    if getattr(tracer, "tail_sampling", None) is None:
+        return
+    try:
+        headers = getattr(response, "headers", None)
+        getter = getattr(headers, "get", None)
+        if getter is not None:
+            value = getter(TRACERESPONSE)
+        else:
+            value = response.getheader(TRACERESPONSE)
+    except Exception:
+        internal_error(integration, "reading traceresponse")
+        return
+    follow_traceresponse(tracer, span, value, integration)
 
 
 def _start_client_call(generation, request, component, describe):
@@ -233,7 +270,7 @@ def _start_client_call(generation, request, component, describe):
     except Exception:
         internal_error(component, "starting a span")
         return None
-    return _ClientCall(span, scope, component)
+    return _ClientCall(tracer, span, scope, component)
 
 
 def client_send_wrappers(component, describe):

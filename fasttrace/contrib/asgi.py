@@ -22,6 +22,12 @@ An exception or a 5xx status sets ``error=true`` with an error log; for a 5xx th
 stays open until the application returns, so the exception that caused it (Starlette
 sends the 500 before re-raising) is logged too, with the span's end time still the end
 of the response.
+
+With a tracer that samples by its tail (``Tracer(tail_sampling=...)``), the
+``http.response.start`` message gets a ``traceresponse`` header (W3C Trace Context Level
+2: the server span's ids, flags 01 when ``tracer.tail_verdict`` keeps the trace at that
+moment -- a 5xx status or an exception so far counts as an error -- else 00), in place
+of one the application set.
 """
 import time
 
@@ -34,11 +40,12 @@ from fasttrace.contrib._http import (
     path_excluded,
     start_server_span,
 )
-from fasttrace.contrib._safe import get_tracer
+from fasttrace.contrib._safe import TRACERESPONSE, get_tracer
 
 __all__ = ["TracingMiddleware"]
 
 _COMPONENT = "asgi"
+_TRACERESPONSE = TRACERESPONSE.encode("ascii")
 
 
 def _headers(raw):
@@ -109,8 +116,8 @@ class _Request(ServerRequest):
     __slots__ = ("scope", "root_path")
     component = _COMPONENT
 
-    def __init__(self, span, scope, named):
-        super().__init__(span, named)
+    def __init__(self, tracer, span, scope, named):
+        super().__init__(tracer, span, named)
         self.scope = scope
         self.root_path = scope.get("root_path", "") or ""
 
@@ -125,6 +132,26 @@ class _Request(ServerRequest):
                     span.set_operation_name(f"{self.scope.get('method', 'GET')} {route}")
         except Exception:
             internal_error(_COMPONENT, "reading the response status")
+
+    def with_traceresponse(self, message):
+        """The ``http.response.start`` message with ``traceresponse`` added (replacing
+        one the application set) when the tracer samples by its tail; `message` itself
+        otherwise, or if anything fails.  The application's message is not changed."""
+        if getattr(self.tracer, "tail_sampling", None) is None:
+            return message
+        try:
+            value = self.traceresponse(self.status)
+            if value is None:
+                return message
+            headers = [item for item in message.get("headers") or ()
+                       if bytes(item[0]).lower() != _TRACERESPONSE]
+            headers.append((_TRACERESPONSE, value.encode("ascii")))
+            out = dict(message)
+            out["headers"] = headers
+            return out
+        except Exception:
+            internal_error(_COMPONENT, "adding traceresponse")
+            return message
 
     def response_done(self):
         """The last body chunk is out: finish now, or (5xx) when the app returns."""
@@ -155,7 +182,7 @@ class TracingMiddleware(ServerMiddleware):
         span, named = start_server_span(
             tracer, _COMPONENT, self.operation_name, scope, scope.get("method", "GET"), path,
             _url(scope, path), client[0], client[1], _headers(scope.get("headers") or ()))
-        return _Request(span, scope, named)
+        return _Request(tracer, span, scope, named)
 
     async def __call__(self, scope, receive, send):
         if scope.get("type") != "http" or (
@@ -173,6 +200,7 @@ class TracingMiddleware(ServerMiddleware):
             kind = message.get("type") if type(message) is dict else None
             if kind == "http.response.start":
                 request.response_started(message.get("status"))
+                message = request.with_traceresponse(message)
             elif (kind == "http.response.body" or kind == "http.response.zerocopysend") \
                     and not message.get("more_body", False) or kind == "http.response.pathsend":
                 await send(message)

@@ -27,6 +27,14 @@ Spans are named ``"<package.Service>/<Method>"`` and tagged ``component="grpc"``
 numeric status) and, on the server, ``peer.ipv4``/``peer.ipv6``/``peer.port`` (on the
 client when ``target="host:port"`` is given).  Any status other than OK sets
 ``error=true`` with an error log (the handler's exception, or the status and details).
+
+Tail sampling across services (tracers with ``tail_sampling``): the server adds a
+``traceresponse`` entry (W3C Trace Context Level 2: the server span's ids, flags 01 when
+``tracer.tail_verdict`` keeps the trace as the handler ends -- a status other than OK or
+an exception counts as an error -- else 00) to the trailing metadata, after whatever the
+handler set there itself.  The client reads it from the call's trailing metadata when
+the call completes, before its span ends: a valid, sampled one of the same trace keeps
+the trace here too (``tracer.keep_trace``).
 """
 import re
 import threading
@@ -41,7 +49,13 @@ from opentracing.ext import tags as ext_tags
 
 from fasttrace._failures import count_dropped, internal_error
 from fasttrace.contrib._http import peer_tags
-from fasttrace.contrib._safe import extract, get_tracer
+from fasttrace.contrib._safe import (
+    TRACERESPONSE,
+    extract,
+    follow_traceresponse,
+    get_tracer,
+    traceresponse,
+)
 from fasttrace.errors import mark_error
 
 __all__ = ["server_interceptor", "client_interceptor"]
@@ -168,7 +182,25 @@ class _ServerRPC:
             self.done = True
         _finish(self.span, code, details, exc)
 
+    def tell(self, context, error):
+        """Adds ``traceresponse`` to the call's trailing metadata, after the handler's own
+        (an earlier traceresponse entry is replaced), when the tracer samples by its
+        tail.  Called before the span ends; never raises."""
+        if getattr(self.tracer, "tail_sampling", None) is None:
+            return
+        value = traceresponse(self.tracer, self.span, error, _COMPONENT)
+        if value is None:
+            return
+        try:
+            own = context.trailing_metadata() or ()
+            merged = [item for item in own if str(item[0]).lower() != TRACERESPONSE]
+            merged.append((TRACERESPONSE, value))
+            context.set_trailing_metadata(tuple(merged))
+        except Exception:
+            internal_error(_COMPONENT, "adding traceresponse")
+
     def failed(self, context, exc):
+        self.tell(context, True)
         code, details = _context_code(context)
         if code is not None and code is not _OK:
             # context.abort(): the status says more than its bare Exception()
@@ -196,6 +228,7 @@ class _ServerRPC:
 
     def succeeded(self, context):
         code, details = _context_code(context)
+        self.tell(context, code is not None and code is not _OK)
         self.end(code or _OK, details.decode("utf-8", "replace")
                  if isinstance(details, bytes) else details)
 
@@ -319,7 +352,23 @@ class _CallDetails(grpc.ClientCallDetails):
         self.compression = getattr(details, "compression", None)
 
 
-def _client_done(span, call):
+def _trailer(call):
+    """The call's ``traceresponse`` trailing metadata: its value, None when absent, a
+    list when sent more than once (malformed)."""
+    values = [item[1] for item in call.trailing_metadata() or ()
+              if str(item[0]).lower() == TRACERESPONSE]
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def _client_done(tracer, span, call):
+    if getattr(tracer, "tail_sampling", None) is not None:
+        try:
+            value = _trailer(call)
+        except Exception:
+            value = None       # no trailing metadata (a call that failed before sending)
+        follow_traceresponse(tracer, span, value, _COMPONENT)
     try:
         code = call.code()
         details = call.details() if code is not _OK else None
@@ -357,18 +406,18 @@ class _ClientInterceptor(grpc.UnaryUnaryClientInterceptor,
             internal_error(_COMPONENT, "inject")
         injected = _carrier_metadata(carrier)
         if not injected:
-            return span, details
+            return tracer, span, details
         names = {key for key, _ in injected}
         names.update(key[:-4] for key in list(names) if key.endswith("-bin"))
         metadata = [item for item in (details.metadata or ())
                     if item[0].lower() not in names
                     and not (item[0].lower().endswith("-bin") and item[0].lower()[:-4] in names)]
         metadata.extend(injected)
-        return span, _CallDetails(details, metadata)
+        return tracer, span, _CallDetails(details, metadata)
 
     def _intercept(self, continuation, details, request):
         try:
-            span, details = self._start(details)
+            tracer, span, details = self._start(details)
         except Exception:
             internal_error(_COMPONENT, "starting a client span")
             return continuation(details, request)
@@ -380,7 +429,7 @@ class _ClientInterceptor(grpc.UnaryUnaryClientInterceptor,
             _finish(span, grpc.StatusCode.UNKNOWN)
             raise
         try:
-            call.add_done_callback(lambda done: _client_done(span, done))
+            call.add_done_callback(lambda done: _client_done(tracer, span, done))
         except Exception:
             internal_error(_COMPONENT, "watching a call")
             _finish(span, None)

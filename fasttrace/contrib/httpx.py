@@ -14,6 +14,10 @@ headers (redirects followed by httpx carry the same context).  Tags:
 an error log; the exception is re-raised unchanged.  With ``stream=True`` (and
 ``client.stream(...)``) the span ends when the response headers have arrived.
 
+With a tracer that samples by its tail, a sampled ``traceresponse`` header of the same
+trace in the response keeps the trace here too (``tracer.keep_trace``); see
+``fasttrace.contrib._safe.follow_traceresponse``.
+
 ``instrument()`` twice patches once (the second call only changes the tracer).
 """
 from typing import Optional

@@ -16,6 +16,10 @@ Spans are named ``"HTTP <METHOD>"``, ``span.kind=client``, ``component="urllib"`
 ``http.method``, ``http.url``, ``http.status_code``, ``peer.*``; a connection error or a
 5xx status sets ``error=true``.  A request made by ``requests`` or ``httpx`` while their
 own integration is on is not traced a second time here.
+
+With a tracer that samples by its tail, a sampled ``traceresponse`` header of the same
+trace in the response keeps the trace here too (``tracer.keep_trace``), as for requests
+and httpx (see ``fasttrace.contrib._safe.follow_traceresponse``).
 """
 import http.client
 from typing import Optional
@@ -28,6 +32,7 @@ from fasttrace.contrib._http import (
     client_span_active,
     client_span_tags,
     finish_http_client_span,
+    follow_response_header,
 )
 from fasttrace.contrib._patching import Patches
 from fasttrace.contrib._safe import get_tracer, inject
@@ -56,11 +61,14 @@ def _url(conn, selector):
     return f"{scheme}://{netloc}{selector}", host.strip("[]"), port or default
 
 
-def _finish_pending(conn, status=None, exc=None):
-    span = conn.__dict__.pop(_ATTR, None)
-    if span is not None:
+def _finish_pending(conn, status=None, exc=None, response=None):
+    pending = conn.__dict__.pop(_ATTR, None)
+    if pending is not None:
+        span, tracer = pending
         if exc is not None:
             mark_error(span, exc)
+        if response is not None:
+            follow_response_header(tracer, span, response, _COMPONENT)
         finish_http_client_span(span, status, _COMPONENT)
 
 
@@ -88,7 +96,7 @@ def _make_request(original, generation):
                             merged[key] = value
                 merged.update(injected)
                 headers = merged
-            self.__dict__[_ATTR] = span
+            self.__dict__[_ATTR] = (span, tracer)
         except Exception:
             internal_error(_COMPONENT, "starting a span")
         try:
@@ -111,7 +119,7 @@ def _make_getresponse(original, generation):
         except BaseException as exc:
             _finish_pending(self, exc=exc if isinstance(exc, Exception) else None)
             raise
-        _finish_pending(self, status=getattr(response, "status", None))
+        _finish_pending(self, status=getattr(response, "status", None), response=response)
         return response
 
     return getresponse

@@ -22,6 +22,11 @@ the body, and any 5xx status set ``error=true`` with an error log.
 
 ``excluded_paths``: exact paths, prefixes ending in ``*`` (``"/static/*"``) or compiled
 regexes, matched against ``SCRIPT_NAME + PATH_INFO``; such requests are not traced.
+
+With a tracer that samples by its tail (``Tracer(tail_sampling=...)``), ``start_response``
+gets a ``traceresponse`` header too (W3C Trace Context Level 2: the server span's ids,
+flags 01 when ``tracer.tail_verdict`` keeps the trace at that moment -- a 5xx status or
+an exception so far counts as an error -- else 00), in place of one the application set.
 """
 import re
 from urllib.parse import quote
@@ -35,7 +40,7 @@ from fasttrace.contrib._http import (
     path_excluded,
     start_server_span,
 )
-from fasttrace.contrib._safe import get_tracer
+from fasttrace.contrib._safe import TRACERESPONSE, get_tracer
 
 __all__ = ["TracingMiddleware"]
 
@@ -99,12 +104,11 @@ def _url(environ, path):
 class _Request(ServerRequest):
     """The span of one request and what is known about its response."""
 
-    __slots__ = ("tracer", "environ", "route")
+    __slots__ = ("environ", "route")
     component = _COMPONENT
 
     def __init__(self, tracer, span, environ, named):
-        super().__init__(span, named)
-        self.tracer = tracer
+        super().__init__(tracer, span, named)
         self.environ = environ
         self.route = None
 
@@ -117,6 +121,31 @@ class _Request(ServerRequest):
                     self.route = route
             except Exception:
                 internal_error(_COMPONENT, "reading the route")
+
+    def headers_with_traceresponse(self, status, headers):
+        """`headers` plus ``traceresponse`` (replacing one the application set) when the
+        tracer samples by its tail; `headers` itself otherwise, or if anything fails."""
+        if getattr(self.tracer, "tail_sampling", None) is None:
+            return headers
+        try:
+            if not self.named and self.route is not None:
+                # named by its route now, not only at finish: latency_ms_by_operation
+                # must match the same name in the verdict as in the decision
+                self.span.set_operation_name(
+                    f"{self.environ.get('REQUEST_METHOD', 'GET')} {self.route}")
+            try:
+                code = int(status[:3])
+            except (TypeError, ValueError):
+                code = None
+            value = self.traceresponse(code)
+            if value is None:
+                return headers
+            out = [item for item in headers if item[0].lower() != TRACERESPONSE]
+            out.append((TRACERESPONSE, value))
+            return out
+        except Exception:
+            internal_error(_COMPONENT, "adding traceresponse")
+            return headers
 
     def status_code(self):
         span = self.span
@@ -224,6 +253,7 @@ class TracingMiddleware(ServerMiddleware):
 
         def traced_start_response(status, headers, exc_info=None):
             request.response_started(status)
+            headers = request.headers_with_traceresponse(status, headers)
             if exc_info is None:
                 return start_response(status, headers)
             return start_response(status, headers, exc_info)
