@@ -121,25 +121,24 @@ cdef class DecisionTable:
     cdef inline size_t home(self, uint64_t hi, uint64_t lo) noexcept:
         return <size_t>(((lo ^ (hi >> 7) ^ (hi << 23)) * self.mult) >> self.shift)
 
-    cdef inline int get(self, uint64_t hi, uint64_t lo, size_t *free_slot) noexcept:
-        """The code decided for (hi, lo), or -1 with `free_slot` where put_at() goes."""
+    cdef inline int get(self, uint64_t hi, uint64_t lo, size_t *slot) noexcept:
+        """The code decided for (hi, lo) and its `slot`, or -1 and the free `slot` where
+        put_at() goes."""
         cdef size_t i = self.home(hi, lo)
         while self.slots[i].code != NO_DECISION:
             if self.slots[i].lo == lo and self.slots[i].hi == hi:
+                slot[0] = i
                 return self.slots[i].code
             i = (i + 1) & self.mask
-        free_slot[0] = i
+        slot[0] = i
         return -1
 
     cdef void put(self, uint64_t hi, uint64_t lo, uint8_t code) noexcept:
         cdef size_t i
         if self.get(hi, lo, &i) < 0:
             self.put_at(i, hi, lo, code)
-            return
-        i = self.home(hi, lo)
-        while self.slots[i].lo != lo or self.slots[i].hi != hi:
-            i = (i + 1) & self.mask
-        self.slots[i].code = code
+        else:
+            self.slots[i].code = code
 
     cdef void put_at(self, size_t i, uint64_t hi, uint64_t lo, uint8_t code) noexcept:
         """Adds (hi, lo) at the free slot get() gave for it (the table unchanged since)."""
@@ -294,12 +293,15 @@ cdef class TailStage:
     def mark_kept(self, hi, lo):
         """A service this process called kept the trace (hi, lo): its local trace is kept
         too, as "downstream", unless a policy before it keeps it.  False when the trace
-        was already discarded here (counted); never waits for the stage."""
+        was already discarded here (counted; the mark still holds for a later local root
+        of the trace here, such as a second call into this service); never waits for the
+        stage."""
         decision = self._decided.lookup(hi, lo)
+        if decision:
+            return True
         if decision is not None:
-            if not decision:
-                self.marks_too_late += 1
-            return bool(decision)
+            # discarded: counted, and kept for a later local root of the trace here
+            self.marks_too_late += 1
         marks = self._marks
         marks[(hi, lo)] = None
         while len(marks) > self.policy.decision_cache_size:
@@ -307,7 +309,7 @@ cdef class TailStage:
                 marks.popitem(last=False)
             except KeyError:       # emptied by the stage meanwhile
                 break
-        return True
+        return decision is None
 
     def verdict(self, hi, lo, error, took_ns, operation_name):
         """What the stage would keep the trace (hi, lo) for if its local root, running
@@ -397,16 +399,25 @@ cdef class TailStage:
         for i in range(first, n):
             hi = his[i]
             lo = los[i]
-            decided = table.get(hi, lo, &slot)
-            if decided >= 0:
-                self.late_spans += 1
-                codes[i] = <uint8_t>decided
-                if decided == DISCARD:
-                    self.spans_discarded += 1
-                continue
             if candidates is not None:
                 bits = rowbits[i]
             root = parents[i] == 0 or (flags[i] & FLAG_CONTEXT_PARENT) != 0
+            decided = table.get(hi, lo, &slot)
+            if decided >= 0:
+                self.late_spans += 1
+                code = <uint8_t>decided
+                if code == DISCARD:
+                    code = self._second_look(bits, root, ends[i] - starts[i],
+                                             self._op_threshold(batch, i) if self.p_by_op
+                                             else self.p_latency_ns,
+                                             PyDict_GET_SIZE(marks) != 0 and
+                                             marks.pop((hi, lo), _MISSING) is not _MISSING)
+                    if code == DISCARD:
+                        self.spans_discarded += 1
+                    else:
+                        self._overturn(hi, lo, code)
+                codes[i] = code
+                continue
             if not root:
                 key = (hi, lo)
                 found = pending.get(key)
@@ -496,9 +507,14 @@ cdef class TailStage:
             decided = table.get(his[i], lo, &slot)
             if decided >= 0:
                 self.late_spans += 1
-                codes[i] = <uint8_t>decided
-                if decided == DISCARD:
-                    self.spans_discarded += 1
+                code = <uint8_t>decided
+                if code == DISCARD:
+                    code = self._second_look(0, True, ends[i] - starts[i], threshold, False)
+                    if code == DISCARD:
+                        self.spans_discarded += 1
+                    else:
+                        self._overturn(his[i], lo, code)
+                codes[i] = code
                 continue
             if threshold >= 0 and <double>(ends[i] - starts[i]) >= threshold:
                 code = KEEP_LATENCY
@@ -516,6 +532,28 @@ cdef class TailStage:
                 self.spans_discarded += 1
             table.put_at(slot, his[i], lo, code)
         return n
+
+    cdef uint8_t _second_look(self, uint8_t bits, bint root, int64_t took, double threshold,
+                              bint marked) noexcept:
+        """For a span drained after its trace was discarded here: what keeps the trace
+        from this span on.  Its own error=True or policy tag; for a local root (another
+        call into this service within the trace) its latency; a callee's mark since."""
+        if self.p_errors and (bits & ROW_ERROR):
+            return KEEP_ERROR
+        if root and threshold >= 0 and <double>took >= threshold:
+            return KEEP_LATENCY
+        if marked:
+            return KEEP_DOWNSTREAM
+        if self.p_tags and (bits & ROW_TAG):
+            return KEEP_TAG
+        return DISCARD
+
+    cdef void _overturn(self, uint64_t hi, uint64_t lo, uint8_t code) noexcept:
+        """A discarded trace is kept from now on: counted once, by its latest decision
+        (its spans already dropped stay counted in spans_discarded)."""
+        self.traces_discarded -= 1
+        self.kept[code] += 1
+        self._decided.put(hi, lo, code)
 
     cdef _keep_waiting(self, batch, codes_arr, list touched):
         """The rows of `batch` still pending move to a compact batch of their own, so a
@@ -558,6 +596,7 @@ cdef class TailStage:
         marks = self._marks
         cdef _Pending trace
         cdef uint8_t code
+        cdef bint marked
         while pending and (everything or self.pending_spans > policy.max_pending_spans
                            or self.pending_bytes > policy.max_pending_bytes
                            or len(pending) > policy.max_pending_traces):
@@ -566,8 +605,16 @@ cdef class TailStage:
             self.pending_spans -= len(trace.spans)
             self.pending_bytes -= trace.nbytes
             self.decided_early += 1
-            if marks and marks.pop(key, _MISSING) is not _MISSING:
+            # what is known without the local root: every policy but latency
+            marked = marks and marks.pop(key, _MISSING) is not _MISSING
+            if self.p_errors and trace.error:
+                code = KEEP_ERROR
+            elif marked:
                 code = KEEP_DOWNSTREAM
+            elif self.p_tags and trace.tag:
+                code = KEEP_TAG
+            elif self.p_all_baseline or <uint64_t>key[1] < self.p_bound:
+                code = KEEP_BASELINE
             elif trace.head:
                 code = KEEP_EARLY
             else:

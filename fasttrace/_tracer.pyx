@@ -194,6 +194,8 @@ cdef class TracerCore:
             span.flags = parent_span.flags & _CONTEXT_FLAGS
             span.baggage = parent_span.baggage
             span.tracestate = parent_span.tracestate
+            if self._record_all and parent_span._tracer is not self:
+                span.flags |= FLAG_CONTEXT_PARENT    # another tracer's: a local root here
         elif parent_ctx is not None and (parent_ctx.trace_hi or parent_ctx.trace_lo):
             span.trace_hi = parent_ctx.trace_hi
             span.trace_lo = parent_ctx.trace_lo

@@ -231,15 +231,11 @@ def test_over_budget_load_stays_within_the_budget_and_bounded(children):
     assert large <= 1.25 * small + 256 * 1024, (small, large)
 
 
-# -- bugs found in the tail stage (fasttrace/tail.py, fasttrace/_tracer.pyx) ---------------
+# -- a trace met twice in one process, and two tracers in one process ------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tail.py decides a trace when its FIRST local root in the tracer is drained and records "
-    "the decision; a second local root of the same trace (a second call into this "
-    "service within the request) is then a late span and follows that decision, so its "
-    "error=True spans are discarded although the `errors` policy promises to keep a "
-    "trace any of whose local spans has error=True"))
 def test_an_error_under_a_second_local_root_keeps_the_trace():
+    """A second call into this service within one trace, after the first call's trace
+    was discarded: its error=True span keeps the trace from then on."""
     reporter = InMemoryReporter()
     upstream = fasttrace.Tracer("gateway", reporter=InMemoryReporter())
     tracer = tail_tracer(reporter, ConstSampler(False), baseline_ratio=0.0,
@@ -260,13 +256,8 @@ def test_an_error_under_a_second_local_root_keeps_the_trace():
     assert kept.get("warehouse.reserve") == "error"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_tracer.pyx gives FLAG_CONTEXT_PARENT only to a parent that is a SpanContext: a span "
-    "whose parent is a Span of ANOTHER tracer (two services' tracers in one process, the "
-    "other's span passed as child_of) is never a local root of its own tracer's tail stage, so "
-    "its trace waits in the pending table until the budget or close() decides it early, "
-    "by the head decision alone: its error is not kept"))
 def test_a_span_under_another_tracers_span_is_a_local_root():
+    """A parent Span of another tracer (two services in one process) makes a local root."""
     reporter = InMemoryReporter()
     upstream = fasttrace.Tracer("gateway", reporter=InMemoryReporter())
     tracer = tail_tracer(reporter, ConstSampler(False), baseline_ratio=0.0,

@@ -312,10 +312,14 @@ def test_past_max_pending_spans_head_unsampled_traces_are_dropped_and_counted(ta
     for root in roots:
         root.set_tag("error", True)
         root.finish()
-    # the first trace was decided (discarded) early: its root follows that decision
-    spans = reporter.spans
-    assert sorted(s.operation_name for s in spans) == ["child", "child", "root1"]
-    assert _tail(tracer)["late_spans"] == 1
+    # the first trace was discarded early; its root comes late with error=True, which
+    # keeps the trace from then on (its two children stay dropped and counted)
+    assert _decisions(reporter.spans) == {("child", "error"), ("root1", "error"),
+                                          ("root0", "error")}
+    assert len(reporter.spans) == 4
+    stats = _tail(tracer)
+    assert stats["late_spans"] == 1 and stats["spans_discarded"] == 2
+    assert stats["kept"]["error"] == 2 and stats["traces_discarded"] == 0
 
 
 def test_many_traces_never_grow_the_table_past_its_budget(tail_tracer):
@@ -551,11 +555,34 @@ def test_keep_trace_after_the_trace_was_discarded_is_counted(tail_tracer):
     root.finish()
     tracer.flush()
     late = tracer.start_span("late", child_of=root)
-    assert tracer.keep_trace(late.context) is False
+    assert tracer.keep_trace(late.context) is False     # the root is gone already
     late.finish()
     tracer.flush()
+    # what the mark still reaches is kept: the spans drained after it
+    assert _decisions(reporter.spans) == {("late", "downstream")}
+    stats = _tail(tracer)
+    assert stats["downstream_too_late"] == 1
+    assert stats["kept"]["downstream"] == 1 and stats["traces_discarded"] == 0
+
+
+def test_a_late_span_of_a_discarded_trace_follows_unless_it_brings_a_reason(tail_tracer):
+    tracer, reporter = tail_tracer(latency_ms=5)
+    root = tracer.start_span("root", start_time=T0)
+    root.finish(finish_time=T0 + 0.001)
+    tracer.flush()
+    tracer.start_span("quiet", child_of=root).finish()            # follows: dropped
+    again = tracer.start_span("second-call", child_of=root.context, start_time=T0)
+    again.finish(finish_time=T0 + 0.002)                        # a local root, fast
+    tracer.flush()
     assert reporter.spans == []
-    assert _tail(tracer)["downstream_too_late"] == 1
+    slow = tracer.start_span("third-call", child_of=root.context, start_time=T0)
+    slow.finish(finish_time=T0 + 0.01)                          # slow: keeps the trace
+    tracer.start_span("after", child_of=slow).finish()
+    tracer.flush()
+    assert _decisions(reporter.spans) == {("third-call", "latency"), ("after", "latency")}
+    stats = _tail(tracer)
+    assert stats["spans_discarded"] == 3 and stats["late_spans"] == 4
+    assert stats["traces_discarded"] == 0 and stats["kept"]["latency"] == 1
 
 
 def test_keep_trace_without_tail_sampling_or_with_a_foreign_context(make_tracer, tail_tracer):
