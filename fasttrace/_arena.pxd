@@ -92,6 +92,10 @@ cdef class Arena:
     cdef public object batch_ready
     cdef public object room
     cdef public object deliver
+    # tail sampling: each drained span gets one more tag entry, last, key
+    # KEY_SAMPLING_DECISION and value None, for the tail stage to fill in place (a
+    # sampling.decision the span set itself becomes that entry)
+    cdef public bint reserve_decision_tag
 
     # counters
     cdef public uint64_t n_started

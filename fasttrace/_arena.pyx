@@ -38,7 +38,7 @@ from cpython.bool cimport PyBool_Check
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 
-from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_move, ft_list_set
+from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_move, ft_list_set, ft_list_swap
 from fasttrace._context cimport FLAG_SAMPLED
 
 # registers this module's pthread_atfork hook (each extension has its own copy of the
@@ -96,6 +96,20 @@ cdef inline void _give(list dead, list column, Py_ssize_t i) noexcept:
         except BaseException:
             pass
     ft_list_set(column, i, None)
+
+
+cdef inline void _swap_entries(uint32_t[::1] key, uint8_t[::1] vtype, int64_t[::1] num,
+                               list obj, Py_ssize_t a, Py_ssize_t b) noexcept:
+    cdef uint32_t k = key[a]
+    cdef uint8_t v = vtype[a]
+    cdef int64_t x = num[a]
+    key[a] = key[b]
+    vtype[a] = vtype[b]
+    num[a] = num[b]
+    key[b] = k
+    vtype[b] = v
+    num[b] = x
+    ft_list_swap(obj, a, b)
 
 
 # Never cleared by the garbage collector: an open span handle that dies in the same
@@ -671,11 +685,12 @@ cdef class Arena:
         # between the first slot taken and the last slot freed, the spans still at the
         # head of the ring move out, as many as the arrays hold.  So no slot is ever
         # held while other code runs: no span start has to wait for a drain.
-        cdef Py_ssize_t k, t, l, nt = 0, nl = 0, count, avail
+        cdef Py_ssize_t k, t, l, nt = 0, nl = 0, count, avail, own
         cdef int32_t slot, i
+        cdef int reserve = 1 if self.reserve_decision_tag else 0
         for k in range(n):
             slot = self.finished_ring[(self.finished_head + k) % self.capacity]
-            nt += self.tag_count[slot]
+            nt += self.tag_count[slot] + reserve
             nl += self.log_count[slot]
 
         trace_hi_arr = np.empty(n, dtype=np.uint64)
@@ -719,7 +734,7 @@ cdef class Arena:
         k = 0
         while k < avail:
             slot = self.finished_ring[(self.finished_head + k) % self.capacity]
-            if t + self.tag_count[slot] > nt or l + self.log_count[slot] > nl:
+            if t + self.tag_count[slot] + reserve > nt or l + self.log_count[slot] > nl:
                 break       # spans that finished meanwhile, with more tags or logs
             out_trace_hi[k] = self.trace_hi[slot]
             out_trace_lo[k] = self.trace_lo[slot]
@@ -730,14 +745,27 @@ cdef class Arena:
             out_flags[k] = self.flags[slot]
             out_name_id[k] = self.name_id[slot]
             tag_offsets[k] = <int32_t>t
+            own = -1
             i = self.tag_head[slot]
             while i != NO_ENTRY:
                 tag_key[t] = self.tag_key[i]
                 tag_type[t] = self.tag_type[i]
                 tag_num[t] = self.tag_num[i]
                 ft_list_move(tag_obj, t, self.tag_obj, i)
+                if tag_key[t] == KEY_SAMPLING_DECISION:
+                    own = t
                 t += 1
                 i = self.tag_next[i]
+            if reserve:
+                if own >= 0:
+                    # the span's own entry becomes the last one (the interned key is
+                    # set at most once on a span, so there is only this one)
+                    _swap_entries(tag_key, tag_type, tag_num, tag_obj, own, t - 1)
+                else:
+                    tag_key[t] = KEY_SAMPLING_DECISION
+                    tag_type[t] = TAG_STR
+                    tag_num[t] = 0
+                    t += 1      # tag_obj[t] is None already
             # log chains are newest-first: fill this span's range from its end
             log_offsets[k] = <int32_t>l
             count = self.log_count[slot]

@@ -13,14 +13,14 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
 from collections import OrderedDict, deque
 
 import numpy as np
 
 from fasttrace._arena cimport KEY_SAMPLING_DECISION
-from fasttrace._cdefs cimport ft_rand64
+from fasttrace._cdefs cimport ft_list_set, ft_rand64
 from fasttrace._pyapi cimport PyDict_GET_SIZE
 from fasttrace._layout cimport (FLAG_CONTEXT_PARENT, FLAG_DEBUG, FLAG_FIRST_REF_FOLLOWS,
                                 FLAG_SAMPLED, TAG_BOOL, TAG_STR, UNINTERNED)
@@ -74,42 +74,40 @@ def pending_span_bytes(n_tags, n_logs):
     return SPAN_BYTES + TAG_BYTES * n_tags + LOG_BYTES * n_logs
 
 
-cdef struct Decision:
-    uint64_t hi
-    uint64_t lo
-    uint8_t code
+cdef enum:
+    CODE_BITS = 0xFF    # an entry's low byte holds the code, the rest the fingerprint
 
 
 @cython.final
 cdef class DecisionTable:
     """The last `size` decisions by trace id: open addressing with linear probing, the
     oldest entry evicted (backward-shift deletion) when a new one comes in past `size`.
-    The hash multiplier is random per table, so trace ids chosen by a caller (they come
-    in on traceparent) cannot be made to collide."""
-    cdef Decision *slots
-    cdef uint64_t *ring            # hi, lo of each entry, in insertion order
+
+    An entry is one word: a 56-bit fingerprint of the trace id (a seeded mix of its 128
+    bits; two ids share one with probability 2**-56) and the code.  Eight bytes an entry
+    keep the table in the cache.  The seed is random per table, so trace ids chosen by a
+    caller (they come in on traceparent) cannot be made to collide."""
+    cdef uint64_t *slots           # 0: empty
+    cdef uint64_t *ring            # the fingerprints, in insertion order
     cdef size_t mask
-    cdef uint64_t mult
+    cdef uint64_t seed
     cdef int shift
     cdef Py_ssize_t size, ring_pos, ring_used
 
     def __cinit__(self, Py_ssize_t size):
         cdef size_t capacity = 16
-        cdef size_t i
         cdef int bits = 4
         while capacity < <size_t>(2 * size):
             capacity <<= 1
             bits += 1
-        self.slots = <Decision *>malloc(capacity * sizeof(Decision))
-        self.ring = <uint64_t *>malloc(2 * size * sizeof(uint64_t))
+        self.slots = <uint64_t *>calloc(capacity, sizeof(uint64_t))
+        self.ring = <uint64_t *>malloc(size * sizeof(uint64_t))
         if self.slots == NULL or self.ring == NULL:
             raise MemoryError()
         self.mask = capacity - 1
         self.shift = 64 - bits
-        self.mult = ft_rand64() | 1
+        self.seed = ft_rand64()
         self.size = size
-        for i in range(capacity):
-            self.slots[i].code = NO_DECISION
 
     def __dealloc__(self):
         free(self.slots)
@@ -118,65 +116,73 @@ cdef class DecisionTable:
     def __len__(self):
         return self.ring_used
 
-    cdef inline size_t home(self, uint64_t hi, uint64_t lo) noexcept:
-        return <size_t>(((lo ^ (hi >> 7) ^ (hi << 23)) * self.mult) >> self.shift)
+    cdef inline uint64_t fingerprint(self, uint64_t hi, uint64_t lo) noexcept:
+        cdef uint64_t x = lo ^ self.seed ^ ((hi << 29) | (hi >> 35)) * <uint64_t>0x9E3779B97F4A7C15
+        x ^= x >> 32
+        x *= <uint64_t>0xD6E8FEB86659FD93
+        x ^= x >> 32
+        x *= <uint64_t>0xD6E8FEB86659FD93
+        x ^= x >> 32
+        x &= ~<uint64_t>CODE_BITS
+        return x if x else <uint64_t>0x100
+
+    cdef inline size_t home(self, uint64_t fp) noexcept:
+        return <size_t>(fp >> self.shift)
+
+    cdef inline int find(self, uint64_t fp, size_t *slot) noexcept:
+        """The code recorded under `fp` and its `slot`, or -1 and the free `slot`."""
+        cdef size_t i = self.home(fp)
+        cdef uint64_t entry = self.slots[i]
+        while entry:
+            if (entry & ~<uint64_t>CODE_BITS) == fp:
+                slot[0] = i
+                return <int>(entry & CODE_BITS)
+            i = (i + 1) & self.mask
+            entry = self.slots[i]
+        slot[0] = i
+        return -1
 
     cdef inline int get(self, uint64_t hi, uint64_t lo, size_t *slot) noexcept:
         """The code decided for (hi, lo) and its `slot`, or -1 and the free `slot` where
         put_at() goes."""
-        cdef size_t i = self.home(hi, lo)
-        while self.slots[i].code != NO_DECISION:
-            if self.slots[i].lo == lo and self.slots[i].hi == hi:
-                slot[0] = i
-                return self.slots[i].code
-            i = (i + 1) & self.mask
-        slot[0] = i
-        return -1
+        return self.find(self.fingerprint(hi, lo), slot)
 
     cdef void put(self, uint64_t hi, uint64_t lo, uint8_t code) noexcept:
         cdef size_t i
         if self.get(hi, lo, &i) < 0:
             self.put_at(i, hi, lo, code)
         else:
-            self.slots[i].code = code
+            self.slots[i] = (self.slots[i] & ~<uint64_t>CODE_BITS) | code
 
     cdef void put_at(self, size_t i, uint64_t hi, uint64_t lo, uint8_t code) noexcept:
         """Adds (hi, lo) at the free slot get() gave for it (the table unchanged since)."""
-        cdef Py_ssize_t at
-        self.slots[i].hi = hi
-        self.slots[i].lo = lo
-        self.slots[i].code = code
-        at = 2 * self.ring_pos
+        cdef uint64_t fp = self.fingerprint(hi, lo)
+        self.slots[i] = fp | code
         if self.ring_used == self.size:
-            self.remove(self.ring[at], self.ring[at + 1])
+            self.remove(self.ring[self.ring_pos])
         else:
             self.ring_used += 1
-        self.ring[at] = hi
-        self.ring[at + 1] = lo
+        self.ring[self.ring_pos] = fp
         self.ring_pos += 1
         if self.ring_pos == self.size:
             self.ring_pos = 0
 
-    cdef void remove(self, uint64_t hi, uint64_t lo) noexcept:
-        cdef size_t i = self.home(hi, lo), j, k
-        while True:
-            if self.slots[i].code == NO_DECISION:
-                return
-            if self.slots[i].lo == lo and self.slots[i].hi == hi:
-                break
-            i = (i + 1) & self.mask
+    cdef void remove(self, uint64_t fp) noexcept:
+        cdef size_t i, j, k
+        if self.find(fp, &i) < 0:
+            return
         j = i
         while True:
             j = (j + 1) & self.mask
-            if self.slots[j].code == NO_DECISION:
+            if not self.slots[j]:
                 break
-            k = self.home(self.slots[j].hi, self.slots[j].lo)
+            k = self.home(self.slots[j] & ~<uint64_t>CODE_BITS)
             # an entry stays when its home lies cyclically in (i, j]
             if (k > i and k <= j) if i <= j else (k > i or k <= j):
                 continue
             self.slots[i] = self.slots[j]
             i = j
-        self.slots[i].code = NO_DECISION
+        self.slots[i] = 0
 
     def record(self, hi, lo, decision):
         """Records `decision` (a name of DECISIONS, or "" for discarded) for (hi, lo)."""
@@ -721,10 +727,42 @@ cdef void _release(_Pending trace, uint8_t code, uint8_t[::1] codes, list out) e
     trace.spans = []
 
 
-cdef object _with_decisions(object batch, object rows, object codes_arr):
-    """The spans of `batch` at `rows` (None: all) as a new SpanBatch, span k with the tag
-    sampling.decision = the name of codes_arr[k] last (a value the span set itself under
-    that key is left out), and the exported flags."""
+cdef object _kept_part(object batch, object rows, object codes_arr):
+    """The spans of `batch` at `rows` (None: all) as a new SpanBatch with the exported
+    flags, span k tagged sampling.decision = the name of codes_arr[k]."""
+    cdef const uint8_t[::1] codes = codes_arr
+    cdef Py_ssize_t n = len(batch.span_id), m, k, r
+    cdef const int32_t[::1] toff = batch.tag_offsets
+    cdef const uint32_t[::1] tkey = batch.tag_key
+    cdef const Py_ssize_t[::1] take
+    # the arena's reserved entries (Arena.reserve_decision_tag): each span's last one
+    if type(batch.tag_obj) is not list or len(tkey) != toff[n] or toff[0] != 0:
+        return _append_decisions(batch, rows, codes_arr)
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.intp)
+        take = rows
+    m = n if rows is None else len(rows)
+    for k in range(m):
+        r = k if rows is None else take[k]
+        if toff[r + 1] == toff[r] or tkey[toff[r + 1] - 1] != KEY_SAMPLING_DECISION:
+            return _append_decisions(batch, rows, codes_arr)
+    if rows is None:
+        part = SpanBatch.__new__(SpanBatch)
+        part.__dict__.update(batch.__dict__)     # this batch's lists: filled in place
+        part.flags = (part.flags & _EXPORTED_FLAGS) | FLAG_SAMPLED
+    else:
+        part = batch.select(rows)
+        part.flags |= FLAG_SAMPLED
+    cdef const int32_t[::1] off = part.tag_offsets
+    cdef list tobj = part.tag_obj
+    for k in range(m):
+        ft_list_set(tobj, off[k + 1] - 1, <object>PyTuple_GET_ITEM(_NAMES, codes[k]))
+    return part
+
+
+cdef object _append_decisions(object batch, object rows, object codes_arr):
+    """`_kept_part` for a batch without the reserved entries: the tag columns rebuilt,
+    the sampling.decision entry appended to each span (one it set itself left out)."""
     part = SpanBatch.__new__(SpanBatch)
     part.__dict__.update(batch.__dict__)
     m = len(batch.span_id)
@@ -822,7 +860,7 @@ cdef object _assemble(list out):
                 i += 1
                 rows.extend(out[i][1])
                 codes.extend(out[i][2])
-        parts.append(_with_decisions(batch, rows,
+        parts.append(_kept_part(batch, rows,
                                      np.frombuffer(bytes(codes), dtype=np.uint8)
                                      if not isinstance(codes, np.ndarray) else codes))
         i += 1

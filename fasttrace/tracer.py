@@ -150,6 +150,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         self.tail_sampling = tail_sampling
         self._tail = tail
         self._record_all = tail is not None
+        self._arena.reserve_decision_tag = tail is not None
         self._tail_closing = False
         self._reported = 0
         self._report_failures = 0

@@ -25,6 +25,14 @@ static inline void ft_list_move(PyObject *dst, Py_ssize_t j, PyObject *src, Py_s
     PyList_SET_ITEM(src, i, old);  /* the None dst held */
 }
 
+/* list[a], list[b] = list[b], list[a] for indices known to be in range: no reference
+ * count changes hands. */
+static inline void ft_list_swap(PyObject *list, Py_ssize_t a, Py_ssize_t b) {
+    PyObject *v = PyList_GET_ITEM(list, a);
+    PyList_SET_ITEM(list, a, PyList_GET_ITEM(list, b));
+    PyList_SET_ITEM(list, b, v);
+}
+
 /* Sleeps briefly (called without the GIL): a thread waiting for the GIL takes it, and
  * this one does not compete for it again at once -- several such waiters spinning on
  * the GIL would starve the one thread they wait for. */

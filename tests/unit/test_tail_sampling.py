@@ -637,8 +637,9 @@ def test_tail_verdict(tail_tracer):
 
 
 def test_past_max_pending_bytes_the_oldest_traces_are_decided_early(tail_tracer):
-    # each pending child: one tag and one log; the budget holds three of them
-    per_span = fasttrace.tail.pending_span_bytes(1, 1)
+    # each pending child: one tag (and the entry reserved for sampling.decision) and one
+    # log; the budget holds three of them
+    per_span = fasttrace.tail.pending_span_bytes(2, 1)
     tracer, reporter = tail_tracer(max_pending_bytes=3 * per_span)
     roots = [tracer.start_span(f"root{i}") for i in range(5)]
     for root in roots:
@@ -691,3 +692,45 @@ def test_decision_table_keeps_exactly_the_newest_decisions():
             for probe in pool + list(model)[-50:]:
                 assert table.lookup(*probe) == model.get(probe), (step, probe)
     assert len(table) == size
+
+
+# -- the entry the arena reserves for sampling.decision ---------------------------------
+
+def test_every_exporter_gets_one_sampling_decision_per_span(tail_tracer):
+    """The arena reserves each span's last tag entry, the stage fills it in place: the
+    OTLP request, decoded by opentelemetry-proto, carries the tag once per span, a value
+    the span set itself under that key replaced, the span's own tags unchanged."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
+    from fasttrace._otlp import encode_export_request
+    tracer, _ = tail_tracer(head=True)
+    root = tracer.start_span("root", tags={"sampling.decision": "mine", "a": 1})
+    tracer.start_span("child", child_of=root, tags={"b": "x"}).finish()
+    root.finish()
+    batch = tracer.drain()         # through the stage, as the reporter would get it
+    request = pb.ExportTraceServiceRequest.FromString(encode_export_request(batch))
+    spans = request.resource_spans[0].scope_spans[0].spans
+    got = {s.name: [(kv.key, kv.value.string_value or kv.value.int_value)
+                    for kv in s.attributes] for s in spans}
+    assert sorted(got["root"]) == [("a", 1), ("sampling.decision", "head")]
+    assert got["child"] == [("b", "x"), ("sampling.decision", "head")]
+
+
+def test_a_batch_without_reserved_entries_gets_the_tag_appended(make_tracer):
+    """The stage does not rely on the arena's reserved entries: a batch from a tracer
+    without tail sampling gets the entry appended (a value of the span's own dropped)."""
+    from fasttrace.tail import TailStage
+    plain = make_tracer(reporter=InMemoryReporter())
+    plain.reporter.drain_threshold = 10**9
+    root = plain.start_span("root", tags={"k": "v", "sampling.decision": "mine"})
+    plain.start_span("child", child_of=root).finish()
+    root.finish()
+    lone = plain.start_span("lone")
+    lone.finish()
+    batch = plain.drain()
+    assert batch is not None and len(batch) == 3
+    kept = TailStage(TailSampling()).process(batch)
+    assert sorted((s.operation_name, tuple(sorted(s.tags.items()))) for s in kept) == [
+        ("child", (("sampling.decision", "head"),)),
+        ("lone", (("sampling.decision", "head"),)),
+        ("root", (("k", "v"), ("sampling.decision", "head")))]
+    assert list(kept.tag_key).count(1) == 3     # once per span, under the interned key
