@@ -25,6 +25,7 @@ cdef extern from "ft_pyutil.h":
     void ft_list_move(list dst, Py_ssize_t j, list src, Py_ssize_t i) noexcept
     void ft_list_swap(list lst, Py_ssize_t a, Py_ssize_t b) noexcept
     void ft_yield() noexcept nogil
+    void ft_prefetch(const void *p) noexcept nogil
 
 # Propagation codecs (fasttrace/_carrier.pyx and the format modules); see src/ft_codec.h.
 from libc.stddef cimport ptrdiff_t

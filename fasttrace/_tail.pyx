@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 import numpy as np
 
 from fasttrace._arena cimport KEY_SAMPLING_DECISION
-from fasttrace._cdefs cimport ft_list_set, ft_rand64
+from fasttrace._cdefs cimport ft_list_set, ft_prefetch, ft_rand64
 from fasttrace._pyapi cimport PyDict_GET_SIZE
 from fasttrace._layout cimport (FLAG_CONTEXT_PARENT, FLAG_DEBUG, FLAG_FIRST_REF_FOLLOWS,
                                 FLAG_SAMPLED, TAG_BOOL, TAG_STR, UNINTERNED)
@@ -73,6 +73,9 @@ def pending_span_bytes(n_tags, n_logs):
     """What a pending span with this many tags and logs counts against the byte budget."""
     return SPAN_BYTES + TAG_BYTES * n_tags + LOG_BYTES * n_logs
 
+
+cdef enum:
+    PREFETCH_AHEAD = 8  # rows: about the latency of a miss to memory, in rows decided
 
 cdef enum:
     CODE_BITS = 0xFF    # an entry's low byte holds the code, the rest the fingerprint
@@ -142,6 +145,16 @@ cdef class DecisionTable:
         slot[0] = i
         return -1
 
+    cdef inline void prefetch(self, uint64_t fp) noexcept:
+        """Starts loading where `fp` goes and the entry evicted then lives (both
+        PREFETCH_AHEAD insertions from now)."""
+        ft_prefetch(&self.slots[self.home(fp)])
+        cdef Py_ssize_t evicted = self.ring_pos + PREFETCH_AHEAD
+        if self.ring_used == self.size:
+            if evicted >= self.size:
+                evicted -= self.size
+            ft_prefetch(&self.slots[self.home(self.ring[evicted])])
+
     cdef inline int get(self, uint64_t hi, uint64_t lo, size_t *slot) noexcept:
         """The code decided for (hi, lo) and its `slot`, or -1 and the free `slot` where
         put_at() goes."""
@@ -149,14 +162,14 @@ cdef class DecisionTable:
 
     cdef void put(self, uint64_t hi, uint64_t lo, uint8_t code) noexcept:
         cdef size_t i
-        if self.get(hi, lo, &i) < 0:
-            self.put_at(i, hi, lo, code)
+        cdef uint64_t fp = self.fingerprint(hi, lo)
+        if self.find(fp, &i) < 0:
+            self.put_at(i, fp, code)
         else:
             self.slots[i] = (self.slots[i] & ~<uint64_t>CODE_BITS) | code
 
-    cdef void put_at(self, size_t i, uint64_t hi, uint64_t lo, uint8_t code) noexcept:
-        """Adds (hi, lo) at the free slot get() gave for it (the table unchanged since)."""
-        cdef uint64_t fp = self.fingerprint(hi, lo)
+    cdef void put_at(self, size_t i, uint64_t fp, uint8_t code) noexcept:
+        """Adds `fp` at the free slot find() gave for it (the table unchanged since)."""
         self.slots[i] = fp | code
         if self.ring_used == self.size:
             self.remove(self.ring[self.ring_pos])
@@ -485,10 +498,13 @@ cdef class TailStage:
             table.put(hi, lo, code)
         if any_waiting:
             self._keep_waiting(batch, codes_arr, touched)
-        rows = np.flatnonzero((codes_arr != DISCARD) & (codes_arr != WAITING))
-        if len(rows) == n:
+        cdef Py_ssize_t n_out = 0
+        for i in range(n):
+            n_out += codes[i] != DISCARD and codes[i] != WAITING
+        if n_out == n:
             out.append((batch, None, codes_arr))
-        elif len(rows):
+        elif n_out:
+            rows = np.flatnonzero((codes_arr != DISCARD) & (codes_arr != WAITING))
             out.append((batch, rows, codes_arr[rows]))
         self._enforce_budget(out, False)
 
@@ -500,17 +516,26 @@ cdef class TailStage:
         marked or tagged for the policy: each decided in C, no object made.  Returns the
         first row it left to the general loop (n when none)."""
         cdef DecisionTable table = self._decided
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, ahead
         cdef size_t slot
         cdef int decided
         cdef uint8_t code
-        cdef uint64_t lo
+        cdef uint64_t lo, fp
+        cdef uint64_t fps[PREFETCH_AHEAD]      # fingerprints of the rows ahead, by i % AHEAD
         cdef double threshold = self.p_latency_ns
+        for i in range(min(n, PREFETCH_AHEAD)):
+            fps[i] = table.fingerprint(his[i], los[i])
+            table.prefetch(fps[i])
         for i in range(n):
             if parents[i] != 0 and (flags[i] & FLAG_CONTEXT_PARENT) == 0:
                 return i
+            fp = fps[i % PREFETCH_AHEAD]
+            ahead = i + PREFETCH_AHEAD
+            if ahead < n:
+                fps[i % PREFETCH_AHEAD] = table.fingerprint(his[ahead], los[ahead])
+                table.prefetch(fps[i % PREFETCH_AHEAD])
             lo = los[i]
-            decided = table.get(his[i], lo, &slot)
+            decided = table.find(fp, &slot)
             if decided >= 0:
                 self.late_spans += 1
                 code = <uint8_t>decided
@@ -536,7 +561,7 @@ cdef class TailStage:
             else:
                 self.traces_discarded += 1
                 self.spans_discarded += 1
-            table.put_at(slot, his[i], lo, code)
+            table.put_at(slot, fp, code)
         return n
 
     cdef uint8_t _second_look(self, uint8_t bits, bint root, int64_t took, double threshold,
@@ -663,12 +688,17 @@ cdef class TailStage:
         cdef bint has_tag_ids = len(tag_ids) > 0
         # most batches hold none of the keys: one pass over the entries says so
         cdef bint any_hit = False
-        for t in range(toff[0], toff[n]):
-            key = tkey[t]
-            if ((has_error_id and key == error_id) or key == UNINTERNED
-                    or (has_tag_ids and key in tag_ids)):
-                any_hit = True
-                break
+        cdef uint32_t error_or_none = error_id if has_error_id else UNINTERNED
+        if has_tag_ids:
+            for t in range(toff[0], toff[n]):
+                key = tkey[t]
+                if key == error_or_none or key == UNINTERNED or key in tag_ids:
+                    any_hit = True
+                    break
+        else:
+            # branch-free, so the compiler may compare several entries at once
+            for t in range(toff[0], toff[n]):
+                any_hit |= (tkey[t] == error_or_none) | (tkey[t] == UNINTERNED)
         if not any_hit:
             return None
         bits_arr = np.zeros(n, dtype=np.uint8)

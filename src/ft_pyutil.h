@@ -33,6 +33,14 @@ static inline void ft_list_swap(PyObject *list, Py_ssize_t a, Py_ssize_t b) {
     PyList_SET_ITEM(list, b, v);
 }
 
+/* A hint that *p is read soon (the tail stage's decision table, probed at random
+ * places); nothing where the compiler has no such builtin. */
+#if defined(__GNUC__) || defined(__clang__)
+#define ft_prefetch(p) __builtin_prefetch((const void *)(p))
+#else
+#define ft_prefetch(p) ((void)0)
+#endif
+
 /* Sleeps briefly (called without the GIL): a thread waiting for the GIL takes it, and
  * this one does not compete for it again at once -- several such waiters spinning on
  * the GIL would starve the one thread they wait for. */
