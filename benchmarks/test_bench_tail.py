@@ -4,8 +4,8 @@ with ``tail_sampling=TailSampling()`` next to plain head sampling, same run.
 
 Both tracers use ``ConstSampler(True)`` and the benchmarks' discard reporter, so every
 span is recorded and drained inline (in the timed code) in both; the difference is the
-tail stage each drained batch passes through (grouping by trace, the decision, the
-subset batch with its ``sampling.decision`` tag).  ``test_tail_vs_head_ratio`` times
+tail stage each drained batch passes through (the decision table, the decision, the
+``sampling.decision`` value written into the entry the arena reserved for it).  ``test_tail_vs_head_ratio`` times
 both in alternating rounds and prints the ratio (it asserts nothing about time).
 
 ``test_tail_synthetic_load_share`` runs the acceptance load (20,000 local traces of 3-4

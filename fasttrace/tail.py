@@ -8,7 +8,9 @@ keeps a trace's spans pending until its local root (a span with no parent, or wh
 parent came as a context: remote, extracted) has finished, then decides: the trace's
 spans go on, tagged ``sampling.decision``, if a policy keeps it, else they are dropped
 and counted.  Spans that finish after the decision follow it (a bounded table of recent
-decisions); past the budget, the oldest pending traces are decided by their head decision.
+decisions) unless they bring a reason of their own to keep a discarded trace; past the
+budget, the oldest pending traces are decided early by the policies that need no local
+root.  The stage itself is fasttrace/_tail.pyx; this module is the policy.
 """
 import numbers
 
@@ -64,7 +66,8 @@ class TailSampling:
             ``traceidratio`` does (the same traces in every service using the same ratio).
         keep_head_sampled: keep a trace the head sampler sampled.
         max_pending_spans, max_pending_traces, max_pending_bytes: the budget; past any
-            of them the oldest pending traces are decided early, by their head decision.
+            of them the oldest pending traces are decided early (error, downstream, tag,
+            baseline, then the head decision).
             A pending span's bytes are estimated from its columns (`pending_span_bytes`:
             64 per span, 32 per tag, 160 per log; str values, which the arena caps at
             max_value_length, are not counted).
