@@ -149,11 +149,9 @@ cdef class DecisionTable:
         """Starts loading where `fp` goes and the entry evicted then lives (both
         PREFETCH_AHEAD insertions from now)."""
         ft_prefetch(&self.slots[self.home(fp)])
-        cdef Py_ssize_t evicted = self.ring_pos + PREFETCH_AHEAD
         if self.ring_used == self.size:
-            if evicted >= self.size:
-                evicted -= self.size
-            ft_prefetch(&self.slots[self.home(self.ring[evicted])])
+            ft_prefetch(&self.slots[self.home(
+                self.ring[(self.ring_pos + PREFETCH_AHEAD) % self.size])])
 
     cdef inline int get(self, uint64_t hi, uint64_t lo, size_t *slot) noexcept:
         """The code decided for (hi, lo) and its `slot`, or -1 and the free `slot` where
@@ -244,7 +242,7 @@ cdef class TailStage:
     cdef object _inbox
     cdef object _pending            # (hi, lo) -> _Pending, oldest first
     cdef public object _marks       # (hi, lo) of undecided traces a callee kept
-    cdef DecisionTable _decided
+    cdef readonly DecisionTable _decided
     cdef long long kept[N_CODES]
     cdef long long traces_discarded, spans_discarded, decided_early, late_spans
     cdef long long marks_too_late

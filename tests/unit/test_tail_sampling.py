@@ -734,3 +734,24 @@ def test_a_batch_without_reserved_entries_gets_the_tag_appended(make_tracer):
         ("lone", (("sampling.decision", "head"),)),
         ("root", (("k", "v"), ("sampling.decision", "head")))]
     assert list(kept.tag_key).count(1) == 3     # once per span, under the interned key
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 8, 9, 17])
+def test_a_decision_table_smaller_than_the_prefetch_distance(tail_tracer, size):
+    """The lone-roots loop looks a few rows (and evictions) ahead: with a table of fewer
+    entries than that, every look stays inside it (the ASAN build in .ci/debug-builds
+    checks the memory; here the decisions are checked)."""
+    tracer, reporter = tail_tracer(head=True, decision_cache_size=size)
+    roots = []
+    for _ in range(3):
+        for _ in range(40):
+            span = tracer.start_span("root")
+            span.finish()
+            roots.append(span)
+        tracer.flush()
+    assert _tail(tracer)["kept"]["head"] == 120
+    assert len(tracer._tail._decided) == size
+    late = tracer.start_span("late", child_of=roots[-1])
+    late.finish()
+    tracer.flush()
+    assert ("late", "head") in _decisions(reporter.spans)
