@@ -764,7 +764,10 @@ cdef object _kept_part(object batch, object rows, object codes_arr):
     cdef const uint32_t[::1] tkey = batch.tag_key
     cdef const Py_ssize_t[::1] take
     # the arena's reserved entries (Arena.reserve_decision_tag): each span's last one
-    if type(batch.tag_obj) is not list or len(tkey) != toff[n] or toff[0] != 0:
+    if toff.shape[0] != n + 1:
+        raise ValueError("inconsistent SpanBatch tag columns")
+    if (type(batch.tag_obj) is not list or len(tkey) != toff[n] or toff[0] != 0
+            or len(batch.tag_obj) != toff[n]):
         return _append_decisions(batch, rows, codes_arr)
     if rows is not None:
         rows = np.asarray(rows, dtype=np.intp)
@@ -819,6 +822,10 @@ cdef object _append_decisions(object batch, object rows, object codes_arr):
     cdef list tobj = batch.tag_obj if type(batch.tag_obj) is list else list(batch.tag_obj)
     cdef Py_ssize_t k, r, t, total = 0, w = 0
     cdef Py_ssize_t n_src = len(batch.span_id)
+    if (toff.shape[0] != n_src + 1 or toff[0] < 0 or toff[n_src] > len(tobj)
+            or toff[n_src] > tkey.shape[0] or toff[n_src] > ttype.shape[0]
+            or toff[n_src] > tnum.shape[0]):
+        raise ValueError("inconsistent SpanBatch tag columns")
     cdef bint own_decisions = False      # a span set sampling.decision itself: left out
     for t in range(toff[0], toff[n_src]):
         if tkey[t] == KEY_SAMPLING_DECISION:
