@@ -53,6 +53,8 @@ FASTTRACE_TAIL_KEEP_HEAD_SAMPLED    keep traces the head sampler sampled (true)
 FASTTRACE_TAIL_MAX_PENDING_SPANS    the pending budget in spans (100000)
 FASTTRACE_TAIL_MAX_PENDING_TRACES   the pending budget in traces (10000)
 FASTTRACE_TAIL_MAX_PENDING_BYTES    the pending budget in estimated bytes (67108864)
+FASTTRACE_CLOCK                     ``system``: time spans with clock_gettime, not the
+                                    TSC (read once by the core at import, src/ft_clock.h)
 ==================================  =================================================
 
 The ``*_TRACES_*`` form of an OTLP variable wins over the general one.
