@@ -21,6 +21,7 @@ from fasttrace.batch import FinishedSpan, SpanBatch
 from fasttrace.config import init_tracer
 from fasttrace.decorators import traced
 from fasttrace.reporting import BatchReporter, Exporter, InMemoryReporter, Reporter
+from fasttrace.remote_sampling import RemoteSampler
 from fasttrace.sampling import ConstSampler, ProbabilisticSampler, RateLimitingSampler, Sampler
 from fasttrace.span import Span, SpanContext
 from fasttrace.tail import TailSampling
@@ -38,6 +39,7 @@ __all__ = [
     "InMemoryReporter",
     "ProbabilisticSampler",
     "RateLimitingSampler",
+    "RemoteSampler",
     "Reporter",
     "Sampler",
     "Span",

@@ -7,6 +7,7 @@ cdef extern from "ft_clock.h" nogil:
     int64_t ft_now_ns()
     int64_t ft_system_now_ns()
     int64_t ft_monotonic_ns()
+    int64_t ft_coarse_monotonic_ns()
     int ft_clock_uses_tsc()
 
 cdef extern from "ft_rand.h" nogil:

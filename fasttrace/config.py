@@ -17,10 +17,15 @@ OTEL_SERVICE_NAME                   service name (else ``service.name`` from
 OTEL_RESOURCE_ATTRIBUTES            ``k=v,k2=v2`` (percent-decoded): the tracer's tags
 OTEL_TRACES_SAMPLER                 always_on, always_off, traceidratio,
                                     parentbased_always_on (default),
-                                    parentbased_always_off, parentbased_traceidratio.
+                                    parentbased_always_off, parentbased_traceidratio,
+                                    jaeger_remote, parentbased_jaeger_remote
+                                    (fasttrace.RemoteSampler).
                                     Children always follow their parent in fasttrace,
                                     so parentbased_* is the root sampler.
-OTEL_TRACES_SAMPLER_ARG             the ratio for *traceidratio, in [0, 1] (1.0)
+OTEL_TRACES_SAMPLER_ARG             the ratio for *traceidratio, in [0, 1] (1.0);
+                                    for *jaeger_remote ``endpoint=URL,``
+                                    ``pollingIntervalMs=N,initialSamplingRate=R``
+                                    (http://localhost:5778/sampling, 60000, 0.001)
 OTEL_PROPAGATORS                    tracecontext,baggage (default), jaeger, b3,
                                     b3multi, none; unknown names are skipped
 OTEL_TRACES_EXPORTER                otlp (default), jaeger, zipkin, console, jsonl,
@@ -80,7 +85,10 @@ DEFAULT_ZIPKIN_ENDPOINT = "http://localhost:9411/api/v2/spans"
 DEFAULT_JSONL_PATH = "fasttrace-spans.jsonl"
 DEFAULT_SAMPLER = "parentbased_always_on"
 SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
-            "parentbased_always_off", "parentbased_traceidratio")
+            "parentbased_always_off", "parentbased_traceidratio", "jaeger_remote",
+            "parentbased_jaeger_remote")
+# OTEL_TRACES_SAMPLER_ARG of jaeger_remote: the OpenTelemetry specification's keys
+REMOTE_ARG_KEYS = ("endpoint", "pollingIntervalMs", "initialSamplingRate")
 
 
 def _warn(name, value, problem, default):
@@ -204,7 +212,37 @@ def _tail_sampling(env):
                                      defaults.max_pending_bytes, minimum=1))
 
 
-def _sampler(env):
+def _remote_sampler(env, service):
+    """jaeger_remote: OTEL_TRACES_SAMPLER_ARG is ``endpoint=URL,pollingIntervalMs=N,
+    initialSamplingRate=R`` (each optional; a bad one warns and takes its default)."""
+    from fasttrace.remote_sampling import DEFAULT_ENDPOINT, RemoteSampler
+
+    arg = "OTEL_TRACES_SAMPLER_ARG"
+    pairs = env.pairs(arg)
+    for key in pairs:
+        if key not in REMOTE_ARG_KEYS:
+            log.warning("fasttrace: ignoring the key %r of %s (known for jaeger_remote: %s)",
+                        key, arg, ", ".join(REMOTE_ARG_KEYS))
+    endpoint = DEFAULT_ENDPOINT
+    if pairs.get("endpoint"):
+        endpoint = env.url(f"{arg} endpoint", DEFAULT_ENDPOINT, value=pairs["endpoint"])
+    interval_ms = 60000.0
+    if "pollingIntervalMs" in pairs:
+        interval_ms = env.number(f"{arg} pollingIntervalMs", 60000.0, float, 0.0,
+                                 value=pairs["pollingIntervalMs"])
+        if not (0 < interval_ms < float("inf")):
+            _warn(f"{arg} pollingIntervalMs", pairs["pollingIntervalMs"],
+                  "must be > 0 and finite", 60000)
+            interval_ms = 60000.0
+    rate = 0.001
+    if "initialSamplingRate" in pairs:
+        rate = env.number(f"{arg} initialSamplingRate", 0.001, float, 0.0, 1.0,
+                          value=pairs["initialSamplingRate"])
+    return RemoteSampler(service, endpoint=endpoint, polling_interval=interval_ms / 1000.0,
+                         initial_sampling_rate=rate)
+
+
+def _sampler(env, service="unknown_service"):
     name = env.str("OTEL_TRACES_SAMPLER", DEFAULT_SAMPLER).lower()
     if name not in SAMPLERS:
         _warn("OTEL_TRACES_SAMPLER", name, f"unknown sampler; known: {', '.join(SAMPLERS)}",
@@ -214,6 +252,8 @@ def _sampler(env):
         return ConstSampler(True)
     if name.endswith("always_off"):
         return ConstSampler(False)
+    if name.endswith("jaeger_remote"):
+        return _remote_sampler(env, service)
     ratio = env.number("OTEL_TRACES_SAMPLER_ARG", 1.0, float, 0.0, 1.0)
     return ProbabilisticSampler(ratio)
 
@@ -387,7 +427,7 @@ def init_tracer(environ=None, set_global=True, **overrides):
     else:
         kwargs["propagators"] = _propagators(env)
         if "sampler" not in overrides:
-            kwargs["sampler"] = _sampler(env)
+            kwargs["sampler"] = _sampler(env, overrides.get("service_name", service))
         if "tail_sampling" not in overrides:
             kwargs["tail_sampling"] = _tail_sampling(env)
         if "reporter" not in overrides:

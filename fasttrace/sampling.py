@@ -5,6 +5,8 @@
 - ProbabilisticSampler(rate): a fraction of traces, decided from the trace id, so every
   service in a trace makes the same decision (OpenTelemetry's TraceIdRatioBased rule).
 - RateLimitingSampler(max_traces_per_second): a token bucket.
+- RemoteSampler(service_name, endpoint=...): strategies polled from a Jaeger agent or
+  collector (fasttrace/remote_sampling.py), exported from `fasttrace`.
 
 Children follow their parent's decision; the `sampling.priority` tag overrides it as in
 jaeger-client (> 0 forces sampled + debug, 0 unsamples).  Custom samplers subclass

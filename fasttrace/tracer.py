@@ -353,6 +353,10 @@ class Tracer(TracerCore, opentracing.Tracer):
             delivered = False
             log.exception("fasttrace: reporter close failed")
         self._closed = Closed(delivered)
+        try:
+            self.sampler.close()      # a RemoteSampler's poller stops (jaeger-client does too)
+        except Exception:
+            log.exception("fasttrace: sampler close failed")
         # the reporter's thread is gone: spans finished from now on are handed to its
         # report() inline, which counts them as dropped (closed)
         self._batch_ready_hook = None
@@ -404,6 +408,12 @@ class Tracer(TracerCore, opentracing.Tracer):
         counters["foreign_parents"] = {"adopted": self._foreign_parents_adopted,
                                        "unusable": self._foreign_parents_unusable}
         counters["sampler_errors"] = getattr(self.sampler, "errors", 0)
+        sampler_stats = getattr(self.sampler, "stats", None)
+        if callable(sampler_stats):     # RemoteSampler: polls, updates, the strategy
+            try:
+                counters["sampler"] = sampler_stats()
+            except Exception:
+                log.debug("fasttrace: sampler.stats() failed", exc_info=True)
         counters["exported"] = counters["export_failures"] = 0
         if self._tail is not None:
             counters["tail_sampling"] = self._tail.stats()
