@@ -82,7 +82,8 @@ class GrpcSender:
         if user_agent:
             self._options.append(("grpc.primary_user_agent", user_agent))
         if self.secure and credentials is None:
-            # fail now on unusable PEM rather than at the first export
+            # arguments of the wrong type fail here, not at the first export (grpc
+            # checks the PEM itself only at the handshake)
             self._channel_credentials()
         self._channel = None
         self._call = None
