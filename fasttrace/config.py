@@ -31,13 +31,22 @@ OTEL_PROPAGATORS                    tracecontext,baggage (default), jaeger, b3,
 OTEL_TRACES_EXPORTER                otlp (default), jaeger, zipkin, console, jsonl,
                                     none, or an entry point of ``fasttrace.exporters``;
                                     several, comma-separated, export to each
+OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL     http/protobuf (default) or grpc (needs
+                                    grpcio, the ``otlp-grpc`` extra)
 OTEL_EXPORTER_OTLP_ENDPOINT         base URL; ``/v1/traces`` is appended
-                                    (http://localhost:4318)
+                                    (http://localhost:4318); with grpc used as is
+                                    (http://localhost:4317)
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  full URL, used as is (wins over the above)
-OTEL_EXPORTER_OTLP_[TRACES_]HEADERS ``k=v,k2=v2`` (percent-decoded)
+OTEL_EXPORTER_OTLP_[TRACES_]HEADERS ``k=v,k2=v2`` (percent-decoded); gRPC metadata
 OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT milliseconds (10000)
 OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION  gzip or none (none)
-OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL     only http/protobuf is supported
+OTEL_EXPORTER_OTLP_[TRACES_]INSECURE     grpc only: true for plaintext to an endpoint
+                                    without a scheme (``http://`` is plaintext,
+                                    ``https://`` TLS, ``host:port`` TLS by default)
+OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE  grpc only: PEM file of the CAs that verify
+                                    the collector (the system's CAs)
+OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY / _CLIENT_CERTIFICATE  grpc only: PEM files
+                                    for mutual TLS (both or neither)
 OTEL_EXPORTER_ZIPKIN_ENDPOINT       http://localhost:9411/api/v2/spans
 OTEL_EXPORTER_JAEGER_AGENT_HOST     localhost
 OTEL_EXPORTER_JAEGER_AGENT_PORT     6831
@@ -81,6 +90,7 @@ __all__ = ["init_tracer"]
 
 DEFAULT_PROPAGATORS = ("tracecontext", "baggage")
 DEFAULT_OTLP_BASE = "http://localhost:4318"
+DEFAULT_OTLP_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_ZIPKIN_ENDPOINT = "http://localhost:9411/api/v2/spans"
 DEFAULT_JSONL_PATH = "fasttrace-spans.jsonl"
 DEFAULT_SAMPLER = "parentbased_always_on"
@@ -292,13 +302,16 @@ def _export_timeout(env, *names):
     return 10.0
 
 
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+
+
 def _otlp(env):
-    from fasttrace.exporters.otlp import OTLPExporter
-    default = DEFAULT_OTLP_BASE + "/v1/traces"
-    endpoint = env.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
-    if endpoint is None:
-        base = env.url("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-        endpoint = default if base is None else base.rstrip("/") + "/v1/traces"
+    name, protocol = env.first("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                               "OTEL_EXPORTER_OTLP_PROTOCOL")
+    protocol = "http/protobuf" if protocol is None else protocol.lower()
+    if protocol not in OTLP_PROTOCOLS:
+        _warn(name, protocol, f"supported: {', '.join(OTLP_PROTOCOLS)}", "http/protobuf")
+        protocol = "http/protobuf"
     name, raw = env.first("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
     headers = env.pairs(name, raw)
     name, compression = env.first("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
@@ -310,15 +323,69 @@ def _otlp(env):
             compression = None
         elif compression == "none":
             compression = None
-    name, protocol = env.first("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-                               "OTEL_EXPORTER_OTLP_PROTOCOL")
-    if protocol is not None and protocol.lower() != "http/protobuf":
-        _warn(name, protocol, "fasttrace speaks OTLP over http/protobuf only",
-              "http/protobuf")
     timeout = _export_timeout(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
                               "OTEL_EXPORTER_OTLP_TIMEOUT")
+    if protocol == "grpc":
+        return _otlp_grpc(env, headers, timeout, compression)
+    from fasttrace.exporters.otlp import OTLPExporter
+    default = DEFAULT_OTLP_BASE + "/v1/traces"
+    endpoint = env.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    if endpoint is None:
+        base = env.url("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        endpoint = default if base is None else base.rstrip("/") + "/v1/traces"
     return OTLPExporter(endpoint=endpoint, headers=headers, timeout=timeout,
                         compression=compression)
+
+
+def _readable_file(env, *names):
+    """The path the first set of `names` gives, if it can be read; else None (warned)."""
+    name, path = env.first(*names)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        _warn(name, path, f"cannot be read: {exc.strerror or exc}", None)
+        return None
+    return path
+
+
+def _otlp_grpc(env, headers, timeout, compression):
+    """OTLP/gRPC: the endpoint used as is (no path), TLS from its scheme, *_INSECURE,
+    and the certificate files, as the OpenTelemetry SDK's gRPC exporter reads them."""
+    from fasttrace.exporters.otlp_grpc import OTLPGrpcExporter, parse_endpoint
+    endpoint = DEFAULT_OTLP_GRPC_ENDPOINT
+    name, raw = env.first("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if raw is not None:
+        try:
+            parse_endpoint(raw)
+            endpoint = raw
+        except ValueError as exc:
+            _warn(name, raw, str(exc), DEFAULT_OTLP_GRPC_ENDPOINT)
+    name, raw = env.first("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE")
+    insecure = None
+    if raw is not None:
+        word = raw.lower()
+        if word in ("true", "false"):
+            insecure = word == "true"
+        else:
+            _warn(name, raw, "not true or false", "the endpoint's scheme")
+    ca = _readable_file(env, "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                        "OTEL_EXPORTER_OTLP_CERTIFICATE")
+    key = _readable_file(env, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                         "OTEL_EXPORTER_OTLP_CLIENT_KEY")
+    cert = _readable_file(env, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                          "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")
+    if (key is None) != (cert is None):
+        log.warning("fasttrace: ignoring the OTLP client %s without a client %s "
+                    "(OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY and _CLIENT_CERTIFICATE "
+                    "go together)", *(("key", "certificate") if key else
+                                      ("certificate", "key")))
+        key = cert = None
+    return OTLPGrpcExporter(endpoint=endpoint, insecure=insecure, headers=headers,
+                            timeout=timeout, compression=compression, certificate_file=ca,
+                            client_key_file=key, client_certificate_file=cert)
 
 
 def _jaeger(env):

@@ -2,6 +2,7 @@
 """Exporters: send SpanBatches to a backend, in that backend's protocol.
 
     OTLPExporter        OTLP/HTTP protobuf (any OpenTelemetry Collector, Tempo, Jaeger >= 1.35)
+    OTLPGrpcExporter    OTLP/gRPC, the same protobuf message (needs grpcio: the otlp-grpc extra)
     JaegerExporter      Thrift over UDP to an agent, or over HTTP to a collector
     ZipkinExporter      Zipkin v2 JSON
     JsonLinesExporter   one JSON object per span per line (`python -m fasttrace view`)
@@ -25,6 +26,7 @@ __all__ = [
     "JaegerExporter",
     "JsonLinesExporter",
     "OTLPExporter",
+    "OTLPGrpcExporter",
     "ZipkinExporter",
     "load_exporter",
 ]
@@ -34,6 +36,7 @@ ENTRY_POINT_GROUP = "fasttrace.exporters"
 # class name -> module, for the lazy attribute access below
 _CLASSES = {
     "OTLPExporter": "fasttrace.exporters.otlp",
+    "OTLPGrpcExporter": "fasttrace.exporters.otlp_grpc",
     "JaegerExporter": "fasttrace.exporters.jaeger",
     "ZipkinExporter": "fasttrace.exporters.zipkin",
     "JsonLinesExporter": "fasttrace.exporters.jsonl",

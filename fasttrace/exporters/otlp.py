@@ -99,17 +99,7 @@ class OTLPExporter(BaseExporter):
         ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype and ctype != "application/x-protobuf":
             return
-        try:
-            rejected, message = decode_export_response(data)
-        except ValueError:
-            log.debug("fasttrace: undecodable OTLP response (%d bytes)", len(data))
-            return
-        if rejected or message:
-            self._stats["partial_successes"] += 1
-            self._stats["rejected_spans"] += rejected
-            self._log.warning(
-                "fasttrace: the OTLP collector at %s rejected %d spans: %s",
-                self.endpoint, rejected, message or "(no message)")
+        record_partial_success(self, data)
 
     def _fail(self, reason):
         self.last_error = reason
@@ -133,3 +123,21 @@ class OTLPExporter(BaseExporter):
 
     def _reset_after_fork(self):
         self.last_error = None
+
+
+def record_partial_success(exporter, data):
+    """Counts and logs an ExportTraceServiceResponse's partial success (also used by
+    the gRPC exporter): `exporter` has `_stats`, `_log` and `endpoint`."""
+    if not data:
+        return
+    try:
+        rejected, message = decode_export_response(data)
+    except ValueError:
+        log.debug("fasttrace: undecodable OTLP response (%d bytes)", len(data))
+        return
+    if rejected or message:
+        exporter._stats["partial_successes"] += 1
+        exporter._stats["rejected_spans"] += rejected
+        exporter._log.warning(
+            "fasttrace: the OTLP collector at %s rejected %d spans: %s",
+            exporter.endpoint, rejected, message or "(no message)")

@@ -2,24 +2,22 @@
 """OTLPExporter end to end: what reaches a loopback collector, decoded with the official
 opentelemetry-proto classes and checked field by field against the FinishedSpans."""
 import gzip
-import math
 import struct
 
 import opentracing
 import pytest
-from opentracing import child_of, follows_from
 
 import fasttrace
 from fasttrace._otlp import decode_export_response, encode_export_request
 from fasttrace.exporters import OTLPExporter
-from fasttrace.reporting import BatchReporter, Exporter
+from fasttrace.reporting import BatchReporter
 
 from support.batches import make_batch
 
 pb = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
-trace_pb2 = pytest.importorskip("opentelemetry.proto.trace.v1.trace_pb2")
-Span = trace_pb2.Span
-Status = trace_pb2.Status
+pytest.importorskip("opentelemetry.proto.trace.v1.trace_pb2")
+from support.otlp import (RESOURCE_TAGS, Span, Status, Tee, any_value, attrs,  # noqa: E402
+                          check_every_field, record_workload)
 
 
 @pytest.fixture
@@ -44,73 +42,10 @@ def received_spans(sink):
             for ss in rs.scope_spans for s in ss.spans]
 
 
-class Tee(Exporter):
-    """Keeps the FinishedSpans of what it forwards, to compare with what arrived."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.finished = []
-
-    def export(self, batch):
-        self.finished.extend(batch)
-        return self.inner.export(batch)
-
-    def shutdown(self):
-        self.inner.shutdown()
-
-
-def any_value(v):
-    kind = v.WhichOneof("value")
-    return getattr(v, kind)
-
-
-def attrs(kvs):
-    return {kv.key: any_value(kv.value) for kv in kvs}
-
-
-def be(trace_id, width):
-    return trace_id.to_bytes(width, "big")
-
-
-KINDS = {"server": Span.SPAN_KIND_SERVER, "client": Span.SPAN_KIND_CLIENT,
-         "producer": Span.SPAN_KIND_PRODUCER, "consumer": Span.SPAN_KIND_CONSUMER}
-
-
-def record_workload(tracer):
-    """Spans covering every tag type, logs, every reference shape, kinds and an error."""
-    root = tracer.start_span("GET /cart", tags={
-        "span.kind": "server", "http.method": "GET", "http.status_code": 200,
-        "ok": True, "no": False, "ratio": 0.25, "neg": -7, "max": 2**63 - 1,
-        "min": -(2**63), "huge": 2**80, "nan": float("nan"), "inf": float("inf"),
-        "unicode": "čaj ☕"})
-    root.log_kv({"event": "cache.miss", "key": "cart:42", "size": 3, "hit": False,
-                 "latency": 1.5, "obj": [1, 2]})
-    root.log_kv({"message": "no event field"})
-    client = tracer.start_span("SELECT", child_of=root, tags={"span.kind": "client"})
-    client.finish()
-    producer = tracer.start_span("publish", child_of=root, tags={"span.kind": "producer"})
-    producer.finish()
-    consumer = tracer.start_span("consume", references=[follows_from(producer.context)],
-                                 tags={"span.kind": "consumer"})
-    consumer.finish()
-    multi = tracer.start_span("join", references=[child_of(root.context),
-                                                  follows_from(client.context),
-                                                  child_of(producer.context)],
-                              tags={"span.kind": "rpc"})
-    multi.finish()
-    try:
-        with tracer.start_active_span("fails", child_of=root):
-            raise ValueError("boom")
-    except ValueError:
-        pass
-    root.finish()
-
-
 def test_end_to_end_every_field(sink):
     tee = Tee(OTLPExporter(sink.url, headers={"x-api-key": "secret"}))
     tracer = fasttrace.Tracer("checkout", reporter=BatchReporter(tee, flush_interval=60),
-                              tags={"deployment": "prod", "replicas": 3, "canary": True,
-                                    "load": 0.5})
+                              tags=RESOURCE_TAGS)
     record_workload(tracer)
     assert tracer.flush(10)
     tracer.close(5)
@@ -120,84 +55,7 @@ def test_end_to_end_every_field(sink):
     assert headers["Content-Type"] == "application/x-protobuf"
     assert headers["x-api-key"] == "secret"
 
-    requests = decoded(sink)
-    rs = requests[0].resource_spans[0]
-    assert attrs(rs.resource.attributes) == {
-        "service.name": "checkout", "deployment": "prod", "replicas": 3, "canary": True,
-        "load": 0.5, "telemetry.sdk.language": "python", "telemetry.sdk.name": "fasttrace",
-        "telemetry.sdk.version": fasttrace.__version__}
-    scope = rs.scope_spans[0].scope
-    assert scope.name == "fasttrace" and scope.version == fasttrace.__version__
-
-    got = {s.span_id: s for s in received_spans(sink)}
-    assert len(got) == len(tee.finished) == 6
-    for fin in tee.finished:
-        s = got[be(fin.span_id, 8)]
-        assert s.trace_id == be(fin.trace_id, 16)
-        assert s.parent_span_id == (b"" if fin.parent_id is None else be(fin.parent_id, 8))
-        assert s.name == fin.operation_name
-        assert s.start_time_unix_nano == fin.start_ns
-        assert s.end_time_unix_nano == fin.end_ns
-        assert s.flags & 0xFF == 1
-        kind = fin.tags.get("span.kind")
-        assert s.kind == KINDS.get(kind, Span.SPAN_KIND_INTERNAL)
-        expected = {k: v for k, v in fin.tags.items()
-                    if not (k == "span.kind" and v in KINDS)}
-        got_attrs = attrs(s.attributes)
-        assert set(got_attrs) == set(expected)
-        for key, value in expected.items():
-            if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
-                assert got_attrs[key] == str(value)        # beyond int64: as string
-            elif isinstance(value, float) and math.isnan(value):
-                assert math.isnan(got_attrs[key])
-            else:
-                assert got_attrs[key] == value and type(got_attrs[key]) is type(value), key
-        # logs -> events; the error log -> the exception event
-        assert len(s.events) == len(fin.logs)
-        for ev, (ts, fields) in zip(s.events, fin.logs):
-            assert ev.time_unix_nano == ts
-            if fields.get("event") == "error":
-                assert ev.name == "exception"
-                assert attrs(ev.attributes) == {
-                    "exception.type": "ValueError", "exception.message": "boom",
-                    "exception.stacktrace": fields["stack"], "exception.escaped": "True"}
-                continue
-            assert ev.name == fields.get("event", "log")
-            expected = {k: v if isinstance(v, (str, bool, int, float)) else str(v)
-                        for k, v in fields.items() if k != "event"}
-            assert attrs(ev.attributes) == expected
-        # references other than the parent's child_of -> links
-        refs = list(fin.references)
-        for i, (kind_, tid, sid) in enumerate(refs):
-            if kind_ == "child_of" and sid == fin.parent_id:
-                del refs[i]
-                break
-        assert [(attrs(link.attributes)["opentracing.ref_type"], link.trace_id, link.span_id)
-                for link in s.links] == [(k, be(t, 16), be(i, 8)) for k, t, i in refs]
-        # status
-        if fin.tags.get("error") is True:
-            assert s.status.code == Status.STATUS_CODE_ERROR
-            assert s.status.message == "boom"
-        else:
-            assert s.status.code == Status.STATUS_CODE_UNSET
-
-    by_name = {s.name: s for s in got.values()}
-    assert by_name["GET /cart"].kind == Span.SPAN_KIND_SERVER
-    assert "span.kind" not in attrs(by_name["GET /cart"].attributes)
-    assert attrs(by_name["join"].attributes)["span.kind"] == "rpc"
-    assert by_name["join"].kind == Span.SPAN_KIND_INTERNAL
-    assert len(by_name["join"].links) == 2
-    consume = by_name["consume"]
-    assert consume.parent_span_id == by_name["publish"].span_id
-    assert [attrs(lk.attributes)["opentracing.ref_type"] for lk in consume.links] == ["follows_from"]
-    root_attrs = attrs(by_name["GET /cart"].attributes)
-    assert root_attrs["http.status_code"] == 200 and root_attrs["neg"] == -7
-    assert root_attrs["min"] == -(2**63) and root_attrs["max"] == 2**63 - 1
-    assert root_attrs["huge"] == str(2**80) and root_attrs["unicode"] == "čaj ☕"
-    assert [e.name for e in by_name["GET /cart"].events] == ["cache.miss", "log"]
-    assert attrs(by_name["GET /cart"].events[0].attributes)["obj"] == "[1, 2]"
-    assert by_name["fails"].status.code == Status.STATUS_CODE_ERROR
-    assert attrs(by_name["fails"].attributes)["error"] is True
+    check_every_field(decoded(sink), tee.finished)
 
 
 def test_gzip_keepalive_and_many_batches(sink):

@@ -167,7 +167,7 @@ def test_otlp_variables(make):
      lambda e: e.timeout == 10.0),
     ({"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}, "OTEL_EXPORTER_OTLP_COMPRESSION",
      lambda e: e.compression is None),
-    ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL",
      lambda e: isinstance(e, OTLPExporter)),
     ({"OTEL_EXPORTER_OTLP_HEADERS": "novalue,k=v"}, "OTEL_EXPORTER_OTLP_HEADERS",
      lambda e: e.headers["k"] == "v" and "novalue" not in e.headers),
