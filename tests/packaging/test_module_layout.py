@@ -6,12 +6,27 @@ import sys
 import fasttrace
 
 
+# the frameworks the integrations wrap: none of them is imported by `import fasttrace`
+FRAMEWORKS = ("grpc", "grpc.aio", "aiohttp", "requests", "httpx", "starlette", "flask")
+
+
 def test_import_fasttrace_loads_no_integration():
     out = subprocess.run(
         [sys.executable, "-c",
-         "import sys, fasttrace; print([m for m in sys.modules if 'contrib' in m])"],
+         "import sys, fasttrace; print([m for m in sys.modules if 'contrib' in m"
+         f" or m.split('.')[0] in {FRAMEWORKS!r} or m in {FRAMEWORKS!r}])"],
         capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_asyncio_integrations_share_the_sync_ones_helpers():
+    import pytest
+    pytest.importorskip("grpc")
+    from fasttrace.contrib import grpc, grpc_aio
+
+    # one place for the tags, the status -> error mapping and the trailer
+    assert grpc_aio._finish is grpc._finish and grpc_aio._client_end is grpc._client_end
+    assert issubclass(grpc_aio._AioServerInterceptor, grpc._ServerWrapping)
 
 
 def test_traced_and_the_integrations_share_one_error_log_and_one_set_of_counters():
