@@ -29,6 +29,17 @@ def test_the_asyncio_integrations_share_the_sync_ones_helpers():
     assert issubclass(grpc_aio._AioServerInterceptor, grpc._ServerWrapping)
 
 
+def test_the_aiohttp_integration_is_built_from_the_http_helpers():
+    import pytest
+    pytest.importorskip("aiohttp")
+    from fasttrace.contrib import _http
+    from fasttrace.contrib import aiohttp as ft_aiohttp
+
+    assert issubclass(ft_aiohttp._Request, _http.ServerRequest)
+    assert ft_aiohttp.finish_http_client_span is _http.finish_http_client_span
+    assert ft_aiohttp.follow_response_header is _http.follow_response_header
+
+
 def test_traced_and_the_integrations_share_one_error_log_and_one_set_of_counters():
     import fasttrace.contrib as contrib
     from fasttrace import _failures, decorators, errors
