@@ -8,7 +8,8 @@
     channel = grpc.intercept_channel(grpc.insecure_channel(target), client_interceptor())
 
 All four RPC shapes (unary-unary, unary-stream, stream-unary, stream-stream) of the
-synchronous API (``grpc.server`` / ``grpc.intercept_channel``).
+synchronous API (``grpc.server`` / ``grpc.intercept_channel``); ``grpc.aio`` is
+``fasttrace.contrib.grpc_aio``, built on this module's helpers.
 
 Client: a ``span.kind=client`` span per call, child of the active span, its context
 injected into the call's metadata (the propagators' ``HTTP_HEADERS`` form, keys
