@@ -453,3 +453,59 @@ def test_one_hop_across_services_with_tail_sampling(tail_tracer, run, path, serv
         client = the(gateway_tracer, "HTTP GET")
         [server] = [s for s in service_tracer.reporter.spans if s.operation_name != "child"]
         assert server.parent_id == client.span_id and server.trace_id == client.trace_id
+
+
+# -- failures and cancellation ----------------------------------------------------------
+
+def test_a_broken_tracer_never_breaks_a_request(run):
+    import opentracing
+
+    class Broken(opentracing.Tracer):
+        def start_span(self, *args, **kwargs):
+            raise RuntimeError("tracer bug")
+
+    fasttrace.contrib.reset_stats()
+    broken = Broken()
+
+    async def main():
+        async with serve(app_for(broken)) as url:
+            return await get(url + "/healthz", trace_configs=[ft_aiohttp.trace_config(broken)])
+    status, _, body = run(main)
+    assert status == 200 and body == b"ok"
+    assert fasttrace.contrib.stats()["internal_errors"]["aiohttp"] == 2
+
+
+@pytest.mark.skipif(tuple(map(int, aiohttp.__version__.split(".")[:2])) < (3, 9),
+                    reason="handler_cancellation needs aiohttp >= 3.9")
+def test_a_cancelled_handler_ends_its_span_without_an_error(make_tracer, run):
+    tracer = make_tracer()
+
+    async def main():
+        entered, cancelled = asyncio.Event(), asyncio.Event()
+
+        async def hang(request):
+            entered.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cancelled.set()
+        app = web.Application()
+        app.router.add_get("/hang", hang)
+        ft_aiohttp.setup(app, tracer=tracer)
+        runner = web.AppRunner(app, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            host, port = runner.addresses[0][:2]
+            request = asyncio.create_task(get(f"http://{host}:{port}/hang"))
+            await asyncio.wait_for(entered.wait(), TIMEOUT)
+            request.cancel()                     # the client goes away
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            await asyncio.wait_for(cancelled.wait(), TIMEOUT)
+        finally:
+            await runner.cleanup()
+    run(main)
+    span = the(tracer, "GET /hang")
+    assert "error" not in span.tags and "http.status_code" not in span.tags
