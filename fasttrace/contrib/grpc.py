@@ -194,7 +194,8 @@ class _ServerRPC:
         try:
             own = context.trailing_metadata() or ()
         except Exception:
-            own = ()
+            internal_error(_COMPONENT, "adding traceresponse")   # never drop the handler's
+            return
         merged = self.trailer(own, error)
         if merged is None:
             return

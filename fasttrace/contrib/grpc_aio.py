@@ -75,6 +75,8 @@ class _Context(grpc.aio.ServicerContext):
         self._aborted = None
 
     def __getattr__(self, name):
+        if name.startswith("__") or name in ("_context", "_rpc", "_aborted"):
+            raise AttributeError(name)
         return getattr(self._context, name)
 
     async def abort(self, code, details="", trailing_metadata=()):
