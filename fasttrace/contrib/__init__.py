@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Integrations: server spans for WSGI/ASGI/gRPC, client spans for requests/httpx/urllib/gRPC.
+"""Integrations: server spans for WSGI/ASGI/aiohttp/gRPC (sync and ``grpc.aio``), client
+spans for requests/httpx/urllib/aiohttp/gRPC.
 
 Every integration takes ``tracer=None``, meaning ``opentracing.global_tracer()`` looked up
 at call time (so ``fasttrace.init_tracer()`` may run after the app is wired), and uses

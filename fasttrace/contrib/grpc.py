@@ -8,7 +8,8 @@
     channel = grpc.intercept_channel(grpc.insecure_channel(target), client_interceptor())
 
 All four RPC shapes (unary-unary, unary-stream, stream-unary, stream-stream) of the
-synchronous API (``grpc.server`` / ``grpc.intercept_channel``).
+synchronous API (``grpc.server`` / ``grpc.intercept_channel``); ``grpc.aio`` is
+``fasttrace.contrib.grpc_aio``, built on this module's helpers.
 
 Client: a ``span.kind=client`` span per call, child of the active span, its context
 injected into the call's metadata (the propagators' ``HTTP_HEADERS`` form, keys
@@ -167,12 +168,13 @@ def _context_code(context):
 class _ServerRPC:
     """One server span and whether it has been finished."""
 
-    __slots__ = ("tracer", "span", "done", "lock")
+    __slots__ = ("tracer", "span", "done", "told", "lock")
 
     def __init__(self, tracer, span):
         self.tracer = tracer
         self.span = span
         self.done = False
+        self.told = False
         self.lock = threading.Lock()
 
     def end(self, code, details=None, exc=None):
@@ -185,19 +187,39 @@ class _ServerRPC:
     def tell(self, context, error):
         """Adds ``traceresponse`` to the call's trailing metadata, after the handler's own
         (an earlier traceresponse entry is replaced), when the tracer samples by its
-        tail.  Called before the span ends; never raises."""
-        if getattr(self.tracer, "tail_sampling", None) is None:
+        tail.  Called before the span ends, once; never raises."""
+        if self.told:
             return
-        value = traceresponse(self.tracer, self.span, error, _COMPONENT)
-        if value is None:
-            return
+        self.told = True
         try:
             own = context.trailing_metadata() or ()
-            merged = [item for item in own if str(item[0]).lower() != TRACERESPONSE]
-            merged.append((TRACERESPONSE, value))
-            context.set_trailing_metadata(tuple(merged))
+        except Exception:
+            internal_error(_COMPONENT, "adding traceresponse")   # never drop the handler's
+            return
+        merged = self.trailer(own, error)
+        if merged is None:
+            return
+        try:
+            context.set_trailing_metadata(merged)
         except Exception:
             internal_error(_COMPONENT, "adding traceresponse")
+
+    def trailer(self, own, error):
+        """`own` trailing metadata with ``traceresponse`` last (replacing an earlier
+        entry), or None without tail sampling: the one place of the gRPC trailer (the
+        asyncio interceptor's ``abort`` calls it too).  Never raises."""
+        if getattr(self.tracer, "tail_sampling", None) is None:
+            return None
+        value = traceresponse(self.tracer, self.span, error, _COMPONENT)
+        if value is None:
+            return None
+        try:
+            merged = [item for item in own or () if str(item[0]).lower() != TRACERESPONSE]
+            merged.append((TRACERESPONSE, value))
+            return tuple(merged)
+        except Exception:
+            internal_error(_COMPONENT, "adding traceresponse")
+            return None
 
     def failed(self, context, exc):
         self.tell(context, True)
@@ -233,13 +255,15 @@ class _ServerRPC:
                  if isinstance(details, bytes) else details)
 
 
-class _ServerInterceptor(grpc.ServerInterceptor):
+class _ServerWrapping:
+    """What the sync and the asyncio server interceptors share: the handler of each RPC
+    shape rebuilt around ``self._traced(behavior, method, metadata, streaming)``, and
+    the server span of a call."""
 
     def __init__(self, tracer):
         self._tracer = tracer
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    def _wrapped(self, handler, handler_call_details):
         if handler is None:
             return None
         try:
@@ -283,6 +307,12 @@ class _ServerInterceptor(grpc.ServerInterceptor):
         except Exception:
             internal_error(_COMPONENT, "starting a server span")
             return None
+
+
+class _ServerInterceptor(_ServerWrapping, grpc.ServerInterceptor):
+
+    def intercept_service(self, continuation, handler_call_details):
+        return self._wrapped(continuation(handler_call_details), handler_call_details)
 
     def _traced(self, behavior, method, metadata, streaming):
         def handler(request, context):
@@ -352,29 +382,83 @@ class _CallDetails(grpc.ClientCallDetails):
         self.compression = getattr(details, "compression", None)
 
 
-def _trailer(call):
-    """The call's ``traceresponse`` trailing metadata: its value, None when absent, a
+def _trailer_value(trailing):
+    """The ``traceresponse`` entry of trailing metadata: its value, None when absent, a
     list when sent more than once (malformed)."""
-    values = [item[1] for item in call.trailing_metadata() or ()
-              if str(item[0]).lower() == TRACERESPONSE]
+    values = [item[1] for item in trailing or () if str(item[0]).lower() == TRACERESPONSE]
     if not values:
         return None
     return values[0] if len(values) == 1 else values
 
 
-def _client_done(tracer, span, call):
+def _trailer(call):
+    return _trailer_value(call.trailing_metadata())
+
+
+def _client_end(tracer, span, trailing, code, details):
+    """The end of a client call (sync or asyncio): its ``traceresponse`` trailer followed
+    (with tail sampling), then the status tagged and the span finished.  `trailing` is
+    the call's trailing metadata, None when it has none."""
     if getattr(tracer, "tail_sampling", None) is not None:
         try:
-            value = _trailer(call)
+            value = _trailer_value(trailing)
         except Exception:
-            value = None       # no trailing metadata (a call that failed before sending)
+            value = None
         follow_traceresponse(tracer, span, value, _COMPONENT)
+    _finish(span, code, details)
+
+
+def _client_done(tracer, span, call):
+    trailing = None
+    if getattr(tracer, "tail_sampling", None) is not None:
+        try:
+            trailing = call.trailing_metadata()
+        except Exception:
+            pass       # no trailing metadata (a call that failed before sending)
     try:
         code = call.code()
         details = call.details() if code is not _OK else None
     except Exception:
         code, details = grpc.StatusCode.UNKNOWN, None
-    _finish(span, code, details)
+    _client_end(tracer, span, trailing, code, details)
+
+
+def _target_peer(target):
+    """peer.* tags from a channel target ``"host:port"`` (empty when it is not one)."""
+    out = {}
+    if target:
+        host, _, port = str(target).rpartition(":")
+        if host and port.isdigit():
+            peer_tags(host.strip("[]"), port, out)
+    return out
+
+
+def _start_client(tracer, peer, details):
+    """The client span of a call (child of the active span) and the call's metadata
+    with the span's context in it: (span, [(key, value)]), or (span, None) when nothing
+    was injected.  A user entry of an injected name (or its ``-bin`` form) is replaced."""
+    method = details.method
+    if isinstance(method, bytes):
+        method = method.decode("utf-8", "replace")
+    name, tags = _method_tags(method, ext_tags.SPAN_KIND_RPC_CLIENT)
+    if peer:
+        tags.update(peer)
+    span = tracer.start_span(name, tags=tags)
+    carrier = {}
+    try:
+        tracer.inject(span.context, Format.HTTP_HEADERS, carrier)
+    except Exception:
+        internal_error(_COMPONENT, "inject")
+    injected = _carrier_metadata(carrier)
+    if not injected:
+        return span, None
+    names = {key for key, _ in injected}
+    names.update(key[:-4] for key in list(names) if key.endswith("-bin"))
+    metadata = [item for item in (details.metadata or ())
+                if item[0].lower() not in names
+                and not (item[0].lower().endswith("-bin") and item[0].lower()[:-4] in names)]
+    metadata.extend(injected)
+    return span, metadata
 
 
 class _ClientInterceptor(grpc.UnaryUnaryClientInterceptor,
@@ -384,36 +468,12 @@ class _ClientInterceptor(grpc.UnaryUnaryClientInterceptor,
 
     def __init__(self, tracer, target):
         self._tracer = tracer
-        self._peer = {}
-        if target:
-            host, _, port = str(target).rpartition(":")
-            if host and port.isdigit():
-                peer_tags(host.strip("[]"), port, self._peer)
+        self._peer = _target_peer(target)
 
     def _start(self, details):
         tracer = get_tracer(self._tracer)
-        method = details.method
-        if isinstance(method, bytes):
-            method = method.decode("utf-8", "replace")
-        name, tags = _method_tags(method, ext_tags.SPAN_KIND_RPC_CLIENT)
-        if self._peer:
-            tags.update(self._peer)
-        span = tracer.start_span(name, tags=tags)
-        carrier = {}
-        try:
-            tracer.inject(span.context, Format.HTTP_HEADERS, carrier)
-        except Exception:
-            internal_error(_COMPONENT, "inject")
-        injected = _carrier_metadata(carrier)
-        if not injected:
-            return tracer, span, details
-        names = {key for key, _ in injected}
-        names.update(key[:-4] for key in list(names) if key.endswith("-bin"))
-        metadata = [item for item in (details.metadata or ())
-                    if item[0].lower() not in names
-                    and not (item[0].lower().endswith("-bin") and item[0].lower()[:-4] in names)]
-        metadata.extend(injected)
-        return tracer, span, _CallDetails(details, metadata)
+        span, metadata = _start_client(tracer, self._peer, details)
+        return tracer, span, details if metadata is None else _CallDetails(details, metadata)
 
     def _intercept(self, continuation, details, request):
         try:

@@ -6,12 +6,38 @@ import sys
 import fasttrace
 
 
+# the frameworks the integrations wrap: none of them is imported by `import fasttrace`
+FRAMEWORKS = ("grpc", "grpc.aio", "aiohttp", "requests", "httpx", "starlette", "flask")
+
+
 def test_import_fasttrace_loads_no_integration():
     out = subprocess.run(
         [sys.executable, "-c",
-         "import sys, fasttrace; print([m for m in sys.modules if 'contrib' in m])"],
+         "import sys, fasttrace; print([m for m in sys.modules if 'contrib' in m"
+         f" or m.split('.')[0] in {FRAMEWORKS!r} or m in {FRAMEWORKS!r}])"],
         capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_asyncio_integrations_share_the_sync_ones_helpers():
+    import pytest
+    pytest.importorskip("grpc")
+    from fasttrace.contrib import grpc, grpc_aio
+
+    # one place for the tags, the status -> error mapping and the trailer
+    assert grpc_aio._finish is grpc._finish and grpc_aio._client_end is grpc._client_end
+    assert issubclass(grpc_aio._AioServerInterceptor, grpc._ServerWrapping)
+
+
+def test_the_aiohttp_integration_is_built_from_the_http_helpers():
+    import pytest
+    pytest.importorskip("aiohttp")
+    from fasttrace.contrib import _http
+    from fasttrace.contrib import aiohttp as ft_aiohttp
+
+    assert issubclass(ft_aiohttp._Request, _http.ServerRequest)
+    assert ft_aiohttp.finish_http_client_span is _http.finish_http_client_span
+    assert ft_aiohttp.follow_response_header is _http.follow_response_header
 
 
 def test_traced_and_the_integrations_share_one_error_log_and_one_set_of_counters():
