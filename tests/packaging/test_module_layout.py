@@ -7,7 +7,8 @@ import fasttrace
 
 
 # the frameworks the integrations wrap: none of them is imported by `import fasttrace`
-FRAMEWORKS = ("grpc", "grpc.aio", "aiohttp", "requests", "httpx", "starlette", "flask")
+FRAMEWORKS = ("grpc", "grpc.aio", "aiohttp", "requests", "httpx", "starlette", "flask",
+              "django", "asgiref")
 
 
 def test_import_fasttrace_loads_no_integration():
@@ -27,6 +28,16 @@ def test_the_asyncio_integrations_share_the_sync_ones_helpers():
     # one place for the tags, the status -> error mapping and the trailer
     assert grpc_aio._finish is grpc._finish and grpc_aio._client_end is grpc._client_end
     assert issubclass(grpc_aio._AioServerInterceptor, grpc._ServerWrapping)
+
+
+def test_the_django_integration_is_built_from_the_http_helpers():
+    import pytest
+    pytest.importorskip("django")
+    from fasttrace.contrib import _http
+    from fasttrace.contrib import django as ft_django
+
+    assert issubclass(ft_django._Request, _http.ServerRequest)
+    assert ft_django.start_server_span is _http.start_server_span
 
 
 def test_the_aiohttp_integration_is_built_from_the_http_helpers():
