@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Integrations: server spans for WSGI/ASGI/aiohttp/gRPC (sync and ``grpc.aio``), client
+"""Integrations: server spans for WSGI/ASGI/aiohttp/Django/gRPC (sync and ``grpc.aio``), client
 spans for requests/httpx/urllib/aiohttp/gRPC.
 
 Every integration takes ``tracer=None``, meaning ``opentracing.global_tracer()`` looked up
