@@ -520,3 +520,22 @@ def test_asgi_server_continues_the_httpx_clients_trace(project, tail_tracer):
     assert [s.span_id for s in kept] == [server.parent_id]
     assert kept[0].trace_id == server.trace_id
     assert seen["async_after"] is not None and seen["item"] is not None
+
+
+def test_a_corrupted_header_starts_a_new_trace(project, make_tracer):
+    tracer = project(tracer=make_tracer(propagators=("jaeger",)))
+    fasttrace.contrib.reset_stats()
+    response = client().get("/items/1", headers={"uber-trace-id": "not:a:valid"})
+    assert response.status_code == 200
+    assert server_span(tracer).parent_id is None
+    assert fasttrace.contrib.stats()["corrupted_context"].get("django") == 1
+
+
+def test_an_exception_django_propagates_still_ends_the_span(project):
+    tracer = project()
+    with override_settings(DEBUG_PROPAGATE_EXCEPTIONS=True):
+        with pytest.raises(RuntimeError, match="kaboom"):
+            client().get("/boom")
+    span = server_span(tracer)
+    assert span.operation_name == "GET /boom" and span.tags["error"] is True
+    assert [fields["error.kind"] for _, fields in span.logs] == ["RuntimeError"]
