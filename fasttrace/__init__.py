@@ -6,6 +6,8 @@
     with tracer.start_active_span("handle") as scope:
         scope.span.set_tag("user", 42)
 """
+from typing import TYPE_CHECKING
+
 from fasttrace._version import __version__
 
 try:
@@ -21,11 +23,23 @@ from fasttrace.batch import FinishedSpan, SpanBatch
 from fasttrace.config import init_tracer
 from fasttrace.decorators import traced
 from fasttrace.reporting import BatchReporter, Exporter, InMemoryReporter, Reporter
-from fasttrace.remote_sampling import RemoteSampler
 from fasttrace.sampling import ConstSampler, ProbabilisticSampler, RateLimitingSampler, Sampler
 from fasttrace.span import Span, SpanContext
 from fasttrace.tail import TailSampling
 from fasttrace.tracer import Tracer
+
+if TYPE_CHECKING:
+    from fasttrace.remote_sampling import RemoteSampler
+
+
+def __getattr__(name):
+    # RemoteSampler's poller (http.client, json, a thread) loads when someone asks for it:
+    # `import fasttrace` stays as cheap as it was without it
+    if name == "RemoteSampler":
+        from fasttrace.remote_sampling import RemoteSampler
+        return RemoteSampler
+    raise AttributeError(f"module 'fasttrace' has no attribute {name!r}")
+
 
 #: Which implementation of the core is in use (there is one: the compiled one).
 IMPLEMENTATION = "cython"

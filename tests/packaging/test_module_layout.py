@@ -20,6 +20,14 @@ def test_import_fasttrace_loads_no_integration():
     assert out.stdout.strip() == "[]"
 
 
+def test_import_fasttrace_loads_the_remote_sampler_only_when_asked_for():
+    code = ("import sys, fasttrace; a = 'fasttrace.remote_sampling' in sys.modules; "
+            "fasttrace.RemoteSampler; print(a, 'fasttrace.remote_sampling' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split() == ["False", "True"]
+
+
 def test_the_asyncio_integrations_share_the_sync_ones_helpers():
     import pytest
     pytest.importorskip("grpc")
