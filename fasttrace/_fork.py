@@ -14,6 +14,7 @@ Two ways to learn it, one registry of what to reset:
 Tracers register here; each one resets its reporter (the reporter its exporter), so the
 order is always arena, reporter, exporter.  Every reset is idempotent.
 """
+import gc
 import logging
 import os
 import weakref
@@ -40,11 +41,21 @@ def check():
 def run():
     global _pid
     _pid = os.getpid()
-    for obj in list(_registered):
-        try:
-            obj._after_fork_in_child()
-        except Exception:
-            log.exception("fasttrace: resetting %r after fork failed", obj)
+    # The resets allocate; a collection they set off would run the finalizers of the
+    # parent's garbage here, in the child, where the threads those finalizers wait for
+    # do not exist (grpc's channels and servers join theirs: the child hangs).  The
+    # application decides when its child collects, not the tracer's fork hook.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for obj in list(_registered):
+            try:
+                obj._after_fork_in_child()
+            except Exception:
+                log.exception("fasttrace: resetting %r after fork failed", obj)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 if hasattr(os, "register_at_fork"):

@@ -12,6 +12,7 @@ import pytest
 
 import fasttrace
 from fasttrace import RemoteSampler
+from support.forking import fork
 from support.servers import free_port
 from support.waits import wait_for
 
@@ -148,7 +149,7 @@ def test_a_forked_child_polls_again(endpoint):
         assert sampler.wait_for_polls(1, DEADLINE)
         endpoint.set(200, json.dumps(PER_OPERATION).encode())
         r, w = os.pipe()
-        pid = os.fork()
+        pid = fork()
         if pid == 0:                                          # the child
             os.close(r)
             try:

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """After os.fork(): new ids in the child, an empty arena, the parent's spans reported
 once (by the parent)."""
+import gc
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import traceback
 import pytest
 
 import fasttrace
+from support.forking import fork
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
 
@@ -19,7 +21,7 @@ def _in_child(fn):
     """Runs fn() in a forked child; returns (what it returned, JSON-decoded, and the
     parent's own continuation result of `after_fork_parent`)."""
     r, w = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:                                    # child
         os.close(r)
         try:
@@ -334,3 +336,22 @@ def test_a_fork_in_the_middle_of_a_drain(mode):
     assert child["finished"] == 0 and child["open"] == 0
     # the parent: its ten spans, once
     assert sorted(parent["parent"]) == sorted(f"parent-{i}" for i in range(10))
+
+
+# The tracer's fork hook allocates (new reporter state); a collection it set off would
+# run the finalizers of the parent's garbage in the child, where the threads they may
+# wait for (grpc's channels and servers join theirs) do not exist.
+def test_fork_hooks_run_with_collection_off_and_restore_it(monkeypatch):
+    import weakref
+
+    from fasttrace import _fork
+
+    class Hook:
+        def _after_fork_in_child(self):
+            self.collecting = gc.isenabled()
+
+    hook = Hook()
+    # a registry of this hook alone: the live tracers of other tests are not reset
+    monkeypatch.setattr(_fork, "_registered", weakref.WeakSet([hook]))
+    _fork.run()
+    assert hook.collecting is False and gc.isenabled()
