@@ -11,8 +11,6 @@ import pytest
 
 import fasttrace
 import fasttrace.contrib
-from fasttrace import ConstSampler, InMemoryReporter, TailSampling
-from fasttrace.propagation import codec_stats
 
 from support.servers import free_port
 
@@ -20,6 +18,7 @@ aiohttp = pytest.importorskip("aiohttp")
 from aiohttp import web  # noqa: E402
 
 from fasttrace.contrib import aiohttp as ft_aiohttp  # noqa: E402
+from support.tail import decisions, malformed
 
 TIMEOUT = 10
 CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=TIMEOUT)
@@ -307,25 +306,6 @@ def test_instrument_and_uninstrument(make_tracer, run):
 
 
 # -- traceresponse with tail sampling ------------------------------------------------------
-
-@pytest.fixture
-def tail_tracer(make_tracer):
-    def make(**policy):
-        policy.setdefault("baseline_ratio", 0)
-        return make_tracer(sampler=ConstSampler(False), reporter=InMemoryReporter(),
-                           tail_sampling=TailSampling(**policy))
-    return make
-
-
-def decisions(tracer):
-    tracer.flush()
-    return {(s.operation_name, s.tags.get("sampling.decision"))
-            for s in tracer.reporter.spans}
-
-
-def malformed():
-    return codec_stats()["malformed_traceresponse"]
-
 
 def flags_of(value):
     assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", value), value

@@ -20,7 +20,6 @@ from opentracing import Format
 
 import fasttrace
 import fasttrace.contrib
-from fasttrace import ConstSampler, InMemoryReporter, TailSampling
 
 from support.servers import Serving, free_port
 from support.waits import wait_spans
@@ -179,15 +178,6 @@ def project(make_tracer):
     for override in reversed(overrides):
         override.disable()
     current.clear()
-
-
-@pytest.fixture
-def tail_tracer(make_tracer):
-    def make(**policy):
-        policy.setdefault("baseline_ratio", 0)
-        return make_tracer(sampler=ConstSampler(False), reporter=InMemoryReporter(),
-                           tail_sampling=TailSampling(**policy))
-    return make
 
 
 def client():

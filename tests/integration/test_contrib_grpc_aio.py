@@ -8,13 +8,12 @@ import pytest
 
 import fasttrace
 import fasttrace.contrib
-from fasttrace import ConstSampler, InMemoryReporter, TailSampling
-from fasttrace.propagation import codec_stats
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc.aio")
 
 from fasttrace.contrib.grpc_aio import client_interceptors, server_interceptor  # noqa: E402
+from support.tail import decisions, malformed
 
 TIMEOUT = 10
 SERVICE = "demo.Echo"
@@ -424,27 +423,8 @@ def test_a_broken_tracer_never_breaks_the_call(run):
 
 # -- traceresponse with tail sampling ------------------------------------------------------
 
-@pytest.fixture
-def tail_tracer(make_tracer):
-    def make(**policy):
-        policy.setdefault("baseline_ratio", 0)
-        return make_tracer(sampler=ConstSampler(False), reporter=InMemoryReporter(),
-                           tail_sampling=TailSampling(**policy))
-    return make
-
-
-def decisions(tracer):
-    tracer.flush()
-    return {(s.operation_name, s.tags.get("sampling.decision"))
-            for s in tracer.reporter.spans}
-
-
 def expected(span, flags):
     return f"00-{span.trace_id:032x}-{span.span_id:016x}-{flags}"
-
-
-def malformed():
-    return codec_stats()["malformed_traceresponse"]
 
 
 @pytest.mark.parametrize("request_,flags", [

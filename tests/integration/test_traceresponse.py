@@ -12,14 +12,12 @@ import pytest
 
 import fasttrace
 import fasttrace.contrib
-from fasttrace import ConstSampler, InMemoryReporter, TailSampling
 from fasttrace._w3c import format_traceresponse, parse_traceresponse
 from fasttrace.contrib import httpx as ft_httpx
 from fasttrace.contrib import requests as ft_requests
 from fasttrace.contrib import urllib as ft_urllib
 from fasttrace.contrib.asgi import TracingMiddleware as ASGITracing
 from fasttrace.contrib.wsgi import TracingMiddleware as WSGITracing
-from fasttrace.propagation import codec_stats
 
 from support.waits import wait_for
 
@@ -27,29 +25,11 @@ grpc = pytest.importorskip("grpc")
 httpx = pytest.importorskip("httpx")
 requests = pytest.importorskip("requests")
 from fasttrace.contrib.grpc import client_interceptor, server_interceptor  # noqa: E402
+from support.tail import decisions, malformed
 
 TIMEOUT = 10
 TRACE = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN = 0xB7AD6B7169203331
-
-
-@pytest.fixture
-def tail_tracer(make_tracer):
-    def make(**policy):
-        policy.setdefault("baseline_ratio", 0)
-        return make_tracer(sampler=ConstSampler(False), reporter=InMemoryReporter(),
-                           tail_sampling=TailSampling(**policy))
-    return make
-
-
-def decisions(tracer):
-    tracer.flush()
-    return {(s.operation_name, s.tags.get("sampling.decision"))
-            for s in tracer.reporter.spans}
-
-
-def malformed():
-    return codec_stats()["malformed_traceresponse"]
 
 
 # -- the codec ------------------------------------------------------------------------
