@@ -13,12 +13,12 @@ import fasttrace
 import fasttrace.contrib
 
 from support.servers import free_port
+from support.tail import decisions, malformed
 
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp import web  # noqa: E402
 
 from fasttrace.contrib import aiohttp as ft_aiohttp  # noqa: E402
-from support.tail import decisions, malformed
 
 TIMEOUT = 10
 CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=TIMEOUT)

@@ -19,13 +19,13 @@ from fasttrace.contrib import urllib as ft_urllib
 from fasttrace.contrib.asgi import TracingMiddleware as ASGITracing
 from fasttrace.contrib.wsgi import TracingMiddleware as WSGITracing
 
+from support.tail import decisions, malformed
 from support.waits import wait_for
 
 grpc = pytest.importorskip("grpc")
 httpx = pytest.importorskip("httpx")
 requests = pytest.importorskip("requests")
 from fasttrace.contrib.grpc import client_interceptor, server_interceptor  # noqa: E402
-from support.tail import decisions, malformed
 
 TIMEOUT = 10
 TRACE = 0x0AF7651916CD43DD8448EB211C80319C
