@@ -13,7 +13,7 @@ grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc.aio")
 
 from fasttrace.contrib.grpc_aio import client_interceptors, server_interceptor  # noqa: E402
-from support.tail import decisions, malformed
+from support.tail import decisions, malformed  # noqa: E402
 
 TIMEOUT = 10
 SERVICE = "demo.Echo"
