@@ -486,11 +486,7 @@ cdef class TailStage:
             else:
                 code = DISCARD
             codes[i] = code
-            if code:
-                self.kept[code] += 1
-            else:
-                self.traces_discarded += 1
-                self.spans_discarded += 1 + (0 if trace is None else len(trace.spans))
+            self._count(code, 1 + (0 if trace is None else len(trace.spans)))
             if trace is not None:
                 _release(trace, code, codes, out)
             table.put(hi, lo, code)
@@ -554,11 +550,7 @@ cdef class TailStage:
             else:
                 code = DISCARD
             codes[i] = code
-            if code:
-                self.kept[code] += 1
-            else:
-                self.traces_discarded += 1
-                self.spans_discarded += 1
+            self._count(code, 1)
             table.put_at(slot, fp, code)
         return n
 
@@ -576,6 +568,14 @@ cdef class TailStage:
         if self.p_tags and (bits & ROW_TAG):
             return KEEP_TAG
         return DISCARD
+
+    cdef inline void _count(self, uint8_t code, Py_ssize_t n_spans) noexcept:
+        """A trace of `n_spans` spans decided: kept by `code`, or discarded."""
+        if code:
+            self.kept[code] += 1
+        else:
+            self.traces_discarded += 1
+            self.spans_discarded += n_spans
 
     cdef void _overturn(self, uint64_t hi, uint64_t lo, uint8_t code) noexcept:
         """A discarded trace is kept from now on: counted once, by its latest decision
@@ -648,11 +648,7 @@ cdef class TailStage:
                 code = KEEP_EARLY
             else:
                 code = DISCARD
-            if code:
-                self.kept[code] += 1
-            else:
-                self.traces_discarded += 1
-                self.spans_discarded += len(trace.spans)
+            self._count(code, len(trace.spans))
             _release(trace, code, None, out)
             self._decided.put(key[0], key[1], code)
 
