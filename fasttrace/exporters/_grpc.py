@@ -17,11 +17,9 @@ UNAVAILABLE the channel is closed and the next attempt opens a new one (so a col
 that came back is reached at once, not after gRPC's reconnect backoff).
 """
 import logging
-import random
-import threading
 import time
 
-from fasttrace.exporters._http import BACKOFF_BASE, BACKOFF_MAX
+from fasttrace.exporters._http import RetryingSender, backoff_delay
 
 log = logging.getLogger("fasttrace")
 
@@ -48,7 +46,7 @@ def import_grpc():
     return grpc
 
 
-class GrpcSender:
+class GrpcSender(RetryingSender):
     """Calls one unary method with bytes, retrying as above.  Never raises from `call`.
 
     Args:
@@ -68,15 +66,13 @@ class GrpcSender:
                  certificate_chain=None, credentials=None, metadata=(), timeout=10.0,
                  compression=None, user_agent=None):
         self._grpc = grpc = import_grpc()
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0, not {timeout!r}")
+        super().__init__(timeout)
         self.target = target
         self.method = method
         self.secure = bool(secure)
         self._tls = (root_certificates, private_key, certificate_chain)
         self._credentials = credentials
         self._metadata = tuple(metadata)
-        self.timeout = float(timeout)
         self._compression = grpc.Compression.Gzip if compression == "gzip" else None
         self._options = [("grpc.enable_retries", 0)]
         if user_agent:
@@ -87,14 +83,6 @@ class GrpcSender:
             self._channel_credentials()
         self._channel = None
         self._call = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.requests = 0
-        self.retries = 0
-        self.failures = 0
-        self.bytes_sent = 0
-        self.last_status = None
-        self.last_error = None
 
     @property
     def metadata(self):
@@ -147,9 +135,7 @@ class GrpcSender:
                 return self._fail(self.last_error)
             if code == "UNAVAILABLE":
                 self._close_channel()
-            delay = min(BACKOFF_MAX, BACKOFF_BASE * (2 ** attempt)) * random.uniform(0.5, 1.5)
-            if hint is not None:
-                delay = max(delay, hint)
+            delay = backoff_delay(attempt, hint)
             attempt += 1
             if time.monotonic() + delay >= deadline:
                 return self._fail(f"{self.last_error}; no time left to retry "
@@ -184,11 +170,6 @@ class GrpcSender:
         self.last_status = "OK"
         return True, data, "OK", None
 
-    def _fail(self, reason):
-        self.failures += 1
-        self.last_error = reason
-        return None
-
     def _close_channel(self):
         channel, self._channel, self._call = self._channel, None, None
         if channel is not None:
@@ -206,22 +187,14 @@ class GrpcSender:
                 channel.close()        # a blocked call ends with CANCELLED
             except Exception:
                 pass
-        if self._lock.acquire(timeout=1.0):
-            try:
-                self._close_channel()
-            finally:
-                self._lock.release()
+        self._close_when_free(self._close_channel)
 
     def after_fork_in_child(self):
         # the channel (its sockets, its polling threads) is the parent's: forget it
         # without closing it; the child's first call opens its own
         self._channel = None
         self._call = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.requests = self.retries = self.failures = self.bytes_sent = 0
-        self.last_status = None
-        self.last_error = None
+        self._reset_state()
 
 
 def _safe(exc, name):

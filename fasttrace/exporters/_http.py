@@ -31,7 +31,46 @@ BACKOFF_MAX = 8.0
 MAX_RESPONSE_BYTES = 1 << 20
 
 
-class HttpSender:
+def backoff_delay(attempt, hint=None):
+    """Seconds to wait before retry `attempt` (0, 1, ...): exponential with jitter, at
+    least `hint` (the server's Retry-After or RetryInfo) when it gave one."""
+    delay = min(BACKOFF_MAX, BACKOFF_BASE * (2 ** attempt)) * random.uniform(0.5, 1.5)
+    return delay if hint is None else max(delay, hint)
+
+
+class RetryingSender:
+    """What the HTTP and gRPC senders share: the time one send may take (retries
+    included), the lock a send holds, the event close() sets, the counters stats() reads."""
+
+    def __init__(self, timeout):
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0, not {timeout!r}")
+        self.timeout = float(timeout)
+        self._reset_state()
+
+    def _reset_state(self):
+        # also a forked child's: the lock, the event and the counters are the parent's
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.requests = self.retries = self.failures = self.bytes_sent = 0
+        self.last_status = None
+        self.last_error = None
+
+    def _fail(self, reason):
+        self.failures += 1
+        self.last_error = reason
+        return None
+
+    def _close_when_free(self, close):
+        """Runs `close()` once no send holds the lock (waiting 1 s at most for it)."""
+        if self._lock.acquire(timeout=1.0):
+            try:
+                close()
+            finally:
+                self._lock.release()
+
+
+class HttpSender(RetryingSender):
     """POSTs bodies to one URL with retries.  Never raises from `post`.
 
     Args:
@@ -53,8 +92,7 @@ class HttpSender:
             self._port = parts.port
         except ValueError:
             raise ValueError(f"invalid port in {endpoint!r}") from None
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0, not {timeout!r}")
+        super().__init__(timeout)
         # socket.getaddrinfo imports the idna codec on first use: a reporter thread
         # holding that import lock when the process forks would deadlock the child's
         # first connection, so the import happens now, before any reporter thread runs
@@ -65,17 +103,8 @@ class HttpSender:
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._headers = {"Content-Type": content_type, "User-Agent": f"fasttrace/{__version__}"}
         self._headers.update(headers or {})
-        self.timeout = float(timeout)
         self._ssl_context = ssl_context
         self._conn = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.requests = 0
-        self.retries = 0
-        self.failures = 0
-        self.bytes_sent = 0
-        self.last_status = None
-        self.last_error = None
 
     @property
     def headers(self):
@@ -107,9 +136,7 @@ class HttpSender:
                 attempt += 1
                 self.retries += 1
                 continue
-            delay = min(BACKOFF_MAX, BACKOFF_BASE * (2 ** attempt)) * random.uniform(0.5, 1.5)
-            if retry_after is not None:
-                delay = max(delay, retry_after)
+            delay = backoff_delay(attempt, retry_after)
             attempt += 1
             if time.monotonic() + delay >= deadline:
                 return self._fail(f"{self.last_error}; no time left to retry "
@@ -152,11 +179,6 @@ class HttpSender:
                                                 ConnectionResetError, BrokenPipeError))
             return None, None, stale
 
-    def _fail(self, reason):
-        self.failures += 1
-        self.last_error = reason
-        return None
-
     def _close_conn(self):
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -174,21 +196,12 @@ class HttpSender:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if self._lock.acquire(timeout=1.0):
-            try:
-                self._close_conn()
-            finally:
-                self._lock.release()
+        self._close_when_free(self._close_conn)
 
     def after_fork_in_child(self):
         # the kept-alive socket belongs to the parent: forget it without shutting it down
         self._conn = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        # the counters describe this process's requests: the parent's are the parent's
-        self.requests = self.retries = self.failures = self.bytes_sent = 0
-        self.last_status = None
-        self.last_error = None
+        self._reset_state()
 
 
 def parse_retry_after(value):
