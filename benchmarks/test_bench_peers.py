@@ -37,6 +37,7 @@ import pytest
 from opentracing import Format
 
 from _bench import KINDS, OPS, REPS, bench_loop
+from conftest import discard_reporter, make_fasttrace
 
 G_HARNESS = "0 harness: empty loop"
 G_ROOT = "1 root span + 2 tags"
@@ -260,44 +261,132 @@ def test_unsampled_root_span_two_tags(benchmark, make_tracer, kind):
 
 # --------------------------------------------------------------------------- paired ratios
 
-PAIRED_ROUNDS = 400          # pairs of rounds
-PAIRED_CALLS = 20            # run() calls per round: 2,000 operations, several fasttrace drains
+# pairs of rounds, run() calls per round.  A round must hold the periodic costs whole:
+# 10,000 operations are about five of fasttrace's inline drains (every 2,048 finished
+# spans); a round of the BatchReporter pair spans several of the interpreter's 5 ms
+# thread switch intervals, which is when the reporter's thread gets the GIL to drain
+# (shorter rounds would leave its drains to a minority of rounds, which the median
+# would not see).
+PAIRED_ROUNDS = 200
+PAIRED_CALLS = 100
+
+
+def _pair_same_calls(factory, sampled):
+    """The no-op tracer against fasttrace, the same OpenTracing calls on each."""
+    def make(make_tracer):
+        return (factory("noop", make_tracer("noop")),
+                factory("fasttrace", make_tracer("fasttrace", sampled=sampled)))
+    return make
+
+
+def _log_kv_runs(make_tracer):
+    """OPS log_kv calls on spans started before the timed call (OPS // LOGS_PER_SPAN
+    spans, LOGS_PER_SPAN logs each, well within every per-span limit), finished
+    between timed calls.  Each round ends with a timed drain of the round's spans
+    (fasttrace: 25 spans per call, their logs moved out of the arena into a
+    SpanBatch), so the logs' share of the drain is in the measured cost -- with the
+    spans' own share on top, which only counts against fasttrace."""
+    def runs(tracer):
+        spans = []
+
+        def setup():
+            for s in spans:
+                s.finish()
+            spans[:] = [tracer.start_span("op") for _ in range(OPS // LOGS_PER_SPAN)]
+
+        def run():
+            kv = LOG_KV
+            for s in spans:
+                log = s.log_kv
+                log(kv); log(kv); log(kv); log(kv)  # noqa: E702
+
+        def end_of_round():
+            for s in spans:
+                s.finish()
+            spans.clear()
+            drain = getattr(tracer, "drain", None)
+            if drain is not None:
+                while drain() is not None:
+                    pass
+        return run, setup, end_of_round
+    never_inline = make_fasttrace(reporter=discard_reporter(drain_threshold=10 ** 6))
+    return runs(make_tracer("noop")), runs(never_inline)
+
+
+def _batch_reporter_runs(make_tracer):
+    """fasttrace with a BatchReporter (its thread drains and exports to an exporter that
+    drops every batch) against fasttrace with the in-memory case (the application
+    thread drains into a reporter that drops the batch): what export costs the
+    application beyond recording."""
+    import fasttrace
+
+    class DiscardExporter(fasttrace.Exporter):
+        def export(self, batch):
+            return True
+
+    inline = make_tracer("fasttrace")
+    threaded = make_fasttrace(reporter=fasttrace.BatchReporter(DiscardExporter()))
+    return root_span("fasttrace", inline), root_span("fasttrace", threaded), threaded.close
+
+
+LOGS_PER_SPAN = 4
+# scenario -> make(make_tracer) -> (baseline run, subject run[, close]); a run may be
+# (run, setup, end_of_round): setup() untimed before each call, end_of_round() timed
+# scenario -> (make, rounds, calls)
 PAIRED = {
-    "1 root span + 2 tags": (root_span, True),
-    "2 nested active spans": (nested_active, True),
-    "5 unsampled root span + 2 tags": (root_span, False),
+    "1 root span + 2 tags": (_pair_same_calls(root_span, True), PAIRED_ROUNDS, PAIRED_CALLS),
+    "2 nested active spans": (_pair_same_calls(nested_active, True), PAIRED_ROUNDS,
+                              PAIRED_CALLS // 2),
+    "4 log_kv": (_log_kv_runs, PAIRED_ROUNDS, PAIRED_CALLS),
+    "5 unsampled root span + 2 tags": (_pair_same_calls(root_span, False), PAIRED_ROUNDS,
+                                       PAIRED_CALLS),
+    "6 root span + 2 tags, BatchReporter / in-memory": (_batch_reporter_runs,
+                                                        PAIRED_ROUNDS // 4, PAIRED_CALLS * 4),
 }
 
 
 @pytest.mark.parametrize("scenario", list(PAIRED))
 @pytest.mark.benchmark(group=G_PAIRED)
 def test_paired_ratio(benchmark, make_tracer, scenario):
-    factory, sampled = PAIRED[scenario]
-    noop = factory("noop", make_tracer("noop"))
-    fast = factory("fasttrace", make_tracer("fasttrace", sampled=sampled))
-    rounds, calls = (PAIRED_ROUNDS, PAIRED_CALLS) if benchmark.enabled else (2, 1)
+    make, rounds, calls = PAIRED[scenario]
+    base, subject, *close = make(make_tracer)
+    if not benchmark.enabled:
+        rounds, calls = 2, 1
     clock = time.perf_counter_ns
 
     def timed(run):
-        t0 = clock()
+        run, setup, end_of_round = run if isinstance(run, tuple) else (run, None, None)
+        total = 0
         for _ in range(calls):
+            if setup is not None:
+                setup()
+            t0 = clock()
             run()
-        return (clock() - t0) / (calls * OPS)
+            total += clock() - t0
+        if end_of_round is not None:
+            t0 = clock()
+            end_of_round()
+            total += clock() - t0
+        return total / (calls * OPS)
 
     def measure():
-        noop(), fast()  # warm up
-        t_noop, t_fast, ratios = [], [], []
+        timed(base), timed(subject)  # warm up
+        t_base, t_subject, ratios = [], [], []
         for i in range(rounds):
             if i % 2:
-                b, a = timed(fast), timed(noop)
+                b, a = timed(subject), timed(base)
             else:
-                a, b = timed(noop), timed(fast)
-            t_noop.append(a)
-            t_fast.append(b)
+                a, b = timed(base), timed(subject)
+            t_base.append(a)
+            t_subject.append(b)
             ratios.append(b / a)
-        return statistics.median(t_noop), statistics.median(t_fast), statistics.median(ratios)
+        return statistics.median(t_base), statistics.median(t_subject), statistics.median(ratios)
 
-    noop_ns, fast_ns, ratio = benchmark.pedantic(measure, rounds=1, iterations=1)
+    try:
+        base_ns, subject_ns, ratio = benchmark.pedantic(measure, rounds=1, iterations=1)
+    finally:
+        for c in close:
+            c()
     benchmark.extra_info.update(
-        scenario=scenario, paired_rounds=rounds, noop_ns=round(noop_ns, 1),
-        fasttrace_ns=round(fast_ns, 1), paired_ratio=round(ratio, 3))
+        scenario=scenario, paired_rounds=rounds, ops_per_round=calls * OPS, noop_ns=round(base_ns, 1),
+        fasttrace_ns=round(subject_ns, 1), paired_ratio=round(ratio, 3))
