@@ -3,6 +3,8 @@
 from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "ft_clock.h" nogil:
+    # only fasttrace/_span.pyx calls these two (the others use its now_ns(): each
+    # module including the header would have its own, uncalibrated, clock state)
     void ft_clock_init()
     int64_t ft_now_ns()
     int64_t ft_system_now_ns()

@@ -15,8 +15,8 @@ import opentracing
 # scope" for fasttrace's manager, opentracing's ContextVarsScopeManager and them.
 from opentracing.scope_managers.contextvars import _SCOPE as _ACTIVE_SCOPE
 
-from fasttrace._cdefs cimport ft_now_ns, ft_type_adopt
-from fasttrace._span cimport Span
+from fasttrace._cdefs cimport ft_type_adopt
+from fasttrace._span cimport Span, now_ns
 from fasttrace.errors import log_error
 
 
@@ -54,7 +54,7 @@ cdef class Scope:
         if self._finish_on_close:
             span = self._span
             if type(span) is Span and (<Span>span)._patched is None:
-                (<Span>span)._finish(ft_now_ns())
+                (<Span>span)._finish(now_ns())
             else:
                 span.finish()
 

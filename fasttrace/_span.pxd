@@ -54,3 +54,9 @@ cdef class Span:
 
 cdef int64_t timestamp_or_now(object seconds, Arena arena) noexcept
 cdef Span new_span()
+
+
+# The span clock (wall-clock ns).  Its calibration state lives in the module that
+# includes src/ft_clock.h, one copy per extension module: every module reads the clock
+# through this one, so all timestamps come from a single calibrated clock.
+cdef int64_t now_ns() noexcept nogil

@@ -107,6 +107,10 @@ cdef bint _seconds_to_ns(object seconds, int64_t *out) noexcept:
     return True
 
 
+cdef int64_t now_ns() noexcept nogil:
+    return ft_now_ns()
+
+
 cdef int64_t timestamp_or_now(object seconds, Arena arena) noexcept:
     """An OpenTracing timestamp in ns; now, counted, for one that is no time."""
     cdef int64_t ns

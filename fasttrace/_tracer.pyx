@@ -16,14 +16,14 @@ from opentracing import UnsupportedFormatException, SpanContextCorruptedExceptio
 
 from fasttrace._arena cimport Arena, as_text
 from fasttrace._layout cimport FLAG_CONTEXT_PARENT, FLAG_FIRST_REF_FOLLOWS
-from fasttrace._cdefs cimport ft_now_ns, ft_rand64, ft_rand_nonzero, ft_rng_init
+from fasttrace._cdefs cimport ft_rand64, ft_rand_nonzero, ft_rng_init
 from fasttrace._binary cimport extract_binary, inject_binary
 from fasttrace._carrier cimport Propagation
 from fasttrace._context cimport (SpanContext, FLAG_SAMPLED, FLAG_DEBUG, FLAG_DEFERRED,
                                  int_to_u128, u128_to_int)
 from fasttrace._sampling cimport Sampler
 from fasttrace._scope cimport Scope, ScopeManagerCore
-from fasttrace._span cimport Span, new_span, timestamp_or_now
+from fasttrace._span cimport Span, new_span, now_ns, timestamp_or_now
 
 log = logging.getLogger("fasttrace")
 
@@ -230,7 +230,7 @@ cdef class TracerCore:
         if start_time is not None:
             span.start_ns = timestamp_or_now(start_time, arena)
         elif span.flags & FLAG_SAMPLED or self._record_all:
-            span.start_ns = ft_now_ns()
+            span.start_ns = now_ns()
         arena.n_started += 1
 
         # 3. a slot, for sampled spans only; the references stay with the span too, for

@@ -392,3 +392,16 @@ def test_wheel_works_in_fresh_venv_without_compiler(built):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "smoke_wheel: OK" in proc.stdout
     assert len(out.read_text().splitlines()) == 2
+
+
+@needs_checkout
+def test_one_module_owns_the_span_clock():
+    """src/ft_clock.h keeps its TSC calibration in static variables: every extension
+    module that includes it has its own copy, and one that reads ft_now_ns() without
+    having called ft_clock_init() reads clock_gettime instead, and is not the clock the
+    span's other timestamp came from.  So only _span.pyx reads it; the rest call its
+    now_ns()."""
+    users = sorted(p.name for p in (ROOT / "fasttrace").glob("*.pyx")
+                   if re.search(r"\bft_(now_ns|clock_init)\b", p.read_text()))
+    assert users == ["_span.pyx"]
+    assert re.search(r"^ft_clock_init\(\)", (ROOT / "fasttrace" / "_span.pyx").read_text(), re.M)
