@@ -54,7 +54,7 @@ cdef class Scope:
         if self._finish_on_close:
             span = self._span
             if type(span) is Span and (<Span>span)._patched is None:
-                (<Span>span)._finish(now_ns())
+                (<Span>span)._finish(now_ns() if (<Span>span).slot >= 0 else 0)
             else:
                 span.finish()
 

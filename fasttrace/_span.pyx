@@ -334,7 +334,7 @@ cdef class Span:
             if override is not None:
                 return self._call_override(override, () if finish_time is None else (finish_time,))
         if finish_time is None:
-            self._finish(ft_now_ns())
+            self._finish(ft_now_ns() if self.slot >= 0 else 0)     # unrecorded: no clock read
         else:
             self._finish(timestamp_or_now(finish_time, self.arena))
 
@@ -350,7 +350,7 @@ cdef class Span:
             return
         if exc_val is not None:
             self._on_error(exc_type, exc_val, exc_tb)
-        self._finish(ft_now_ns())
+        self._finish(ft_now_ns() if self.slot >= 0 else 0)
 
     def __repr__(self):
         return (f"<fasttrace.Span {self._name!r} trace_id={self.trace_hi:016x}"
