@@ -173,8 +173,8 @@ class _Pipeline:
         size = self.max_batch_size
         while limit > 0 and queue:
             # a queued batch longer than max_batch_size goes out piece by piece from a
-            # cursor: one slice per export.  (Slicing off the rest after each export
-            # instead copied the rest's list columns again every time.)
+            # cursor, one slice per export call: slicing off the rest instead would copy
+            # the rest's list columns again at every export
             batch = queue[0]
             start = self.head_done
             end = len(batch)
