@@ -28,10 +28,14 @@ class Signal:
         self._lock.acquire()        # held: nothing to wake for
 
     def set(self):
+        # Set already (the lock is free) is the common case under load -- a tracer
+        # notifies again before the woken thread got the GIL -- and costs no exception.
+        if not self._lock.locked():
+            return
         try:
             self._lock.release()
         except RuntimeError:
-            pass                    # already set
+            pass                    # set by another thread in between
 
     def wait(self, timeout=None):
         """Waits until set (consuming it) or `timeout` seconds; True when it was set."""

@@ -24,6 +24,11 @@ log = logging.getLogger("fasttrace")
 
 __all__ = ["BatchReporter"]
 
+# Spans the worker takes out of an arena per drain: large drains spread a drain's fixed
+# cost thin (export_queued hands them to the exporter from a cursor), and this many
+# hold the GIL, which the application waits for, for a few milliseconds at most.
+DRAIN_MAX = 8192
+
 
 class _FlushTicket:
     """One flush() call: done when every span finished before it left the process."""
@@ -61,6 +66,7 @@ class _Pipeline:
         self.intake_drops = collections.deque()     # ... or had no room for
         self.wake = Signal()
         self.queue = collections.deque()
+        self.head_done = 0          # spans of queue[0] already handed to the exporter
         self.queued = 0
         self.queue_in = 0           # spans that ever entered the queue
         self.queue_out = 0          # ... and that left it: exported, failed or dropped
@@ -153,7 +159,7 @@ class _Pipeline:
                 if room <= 0:
                     return
                 try:
-                    batch = tracer.drain(min(room, self.max_batch_size * 8))
+                    batch = tracer.drain(min(room, max(DRAIN_MAX, self.max_batch_size)))
                 except Exception:
                     self.failure_log.warning("fasttrace: draining %r failed", tracer, exc_info=True)
                     break
@@ -163,11 +169,23 @@ class _Pipeline:
 
     def export_queued(self, limit):
         """Exports queued spans until `limit` of them went out or the queue is empty."""
-        while limit > 0 and self.queue:
-            batch = self.queue.popleft()
-            if len(batch) > self.max_batch_size:
-                self.queue.appendleft(batch.slice(self.max_batch_size, len(batch)))
-                batch = batch.slice(0, self.max_batch_size)
+        queue = self.queue
+        size = self.max_batch_size
+        while limit > 0 and queue:
+            # a queued batch longer than max_batch_size goes out piece by piece from a
+            # cursor, one slice per export call: slicing off the rest instead would copy
+            # the rest's list columns again at every export
+            batch = queue[0]
+            start = self.head_done
+            end = len(batch)
+            if end - start > size:
+                self.head_done = start + size
+                batch = batch.slice(start, start + size)
+            else:
+                queue.popleft()
+                self.head_done = 0
+                if start:
+                    batch = batch.slice(start, end)
             n = len(batch)
             self.queued -= n
             limit -= n
@@ -242,6 +260,7 @@ class _Pipeline:
                     pass
             self.dropped["shutdown"] += left
         self.queue.clear()
+        self.head_done = 0
         self.inbox.clear()
         self.queued = 0
         for ticket in self.pending:

@@ -196,3 +196,78 @@ def test_fork_child_gets_a_fresh_thread_and_never_re_exports_parent_spans(tmp_pa
     names = [json.loads(line)["operation_name"] for line in out.read_text().splitlines()]
     assert sorted(names) == sorted(["parent-before-fork"] * 5 + ["parent-in-arena"] * 4
                                    + ["child"] * 3)
+
+
+class _GateExporter(RecordingExporter):
+    """A RecordingExporter whose first export waits until `release` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, batch):
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(60)
+        return super().export(batch)
+
+
+def test_spans_drained_at_once_go_out_in_whole_batches_in_finish_order():
+    exporter = _GateExporter()
+    reporter = BatchReporter(exporter, flush_interval=3600, max_batch_size=100)
+    tracer = fasttrace.Tracer("svc", reporter=reporter)
+    ids = []
+
+    def record(n):
+        for _ in range(n):
+            span = tracer.start_span("op")
+            ids.append(span.span_id)
+            span.finish()
+    record(100)                 # a full batch: the thread drains it and exports it
+    assert exporter.entered.wait(60)
+    record(1050)                # finished while that export runs: drained in one go
+    exporter.release.set()
+    assert tracer.flush(10) is True
+    assert [len(b) for b in exporter.batches] == [100] * 11 + [50]
+    assert [s.span_id for s in exporter.spans] == ids
+    stats = reporter.stats()
+    assert stats["exported"] == 1150 and stats["export_calls"] == 12
+    assert stats["queue_length"] == 0
+    tracer.close(1)
+
+
+def test_a_queued_batch_is_exported_from_a_cursor_across_cycles():
+    from fasttrace.batching import _Pipeline
+
+    batches = []
+    tracer = fasttrace.Tracer("svc", reporter=fasttrace.InMemoryReporter())
+    tracer.reporter.report = batches.append
+    for i in range(250):
+        tracer.start_span("op", tags={"i": i}).finish()
+    tracer._drain_to_reporter()
+    (batch,) = batches
+    whole = [s.span_id for s in batch]
+
+    exporter = RecordingExporter()
+    pipe = _Pipeline(exporter, 1.0, 100, 1000)
+    pipe.enqueue(batch, len(batch))
+    pipe.export_queued(1)               # one export's worth: the first 100
+    assert [len(b) for b in exporter.batches] == [100]
+    assert pipe.queued == 150 and pipe.queue_out == 100
+    pipe.export_queued(pipe.queued)     # the rest, from where the first left off
+    assert [len(b) for b in exporter.batches] == [100, 100, 50]
+    assert [s.span_id for s in exporter.spans] == whole
+    assert pipe.queued == 0 and not pipe.queue and pipe.queue_out == pipe.queue_in == 250
+    assert pipe.exported == 250 and pipe.export_calls == 3
+
+
+def test_a_signal_set_twice_wakes_once():
+    from fasttrace._reentry import Signal
+
+    signal = Signal()
+    assert signal.take() is False
+    signal.set()
+    signal.set()                        # already set: nothing raised, nothing counted
+    assert signal.wait(0) is True
+    assert signal.take() is False
