@@ -8,7 +8,6 @@ waits on a lock that such code could hold: see fasttrace/_reentry.py.
 """
 import atexit
 import collections
-import logging
 import multiprocessing.util
 import os
 import threading
@@ -16,6 +15,7 @@ import time
 import weakref
 
 from fasttrace import _fork
+from fasttrace._lazy import logging
 from fasttrace._ratelimit import RateLimitedLog
 from fasttrace._reentry import Signal
 from fasttrace.reporting import Reporter

@@ -73,12 +73,12 @@ FASTTRACE_CLOCK                     ``system``: time spans with clock_gettime, n
 
 The ``*_TRACES_*`` form of an OTLP variable wins over the general one.
 """
-import logging
 import os
 import urllib.parse
 
 import opentracing
 
+from fasttrace._lazy import logging
 from fasttrace.exporters.fanout import FanOutExporter
 from fasttrace.propagation import KNOWN_PROPAGATORS, parse_propagator_names
 from fasttrace.reporting import BatchReporter, InMemoryReporter

@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """fasttrace.Tracer: an opentracing.Tracer recording into a preallocated arena."""
 import concurrent.futures
-import logging
 import os
 import time
 import weakref
@@ -11,6 +10,7 @@ import opentracing
 from fasttrace import _fork
 from fasttrace._arena import Arena
 from fasttrace._context import SpanContext
+from fasttrace._lazy import logging
 from fasttrace._ratelimit import RateLimitedLog
 from fasttrace._sampling import ConstSampler, Sampler
 from fasttrace._tracer import TracerCore
