@@ -6,8 +6,6 @@
     with tracer.start_active_span("handle") as scope:
         scope.span.set_tag("user", 42)
 """
-from typing import TYPE_CHECKING
-
 from fasttrace._version import __version__
 
 try:
@@ -28,6 +26,8 @@ from fasttrace.span import Span, SpanContext
 from fasttrace.tail import TailSampling
 from fasttrace.tracer import Tracer
 
+# typing.TYPE_CHECKING without importing typing (type checkers take any TYPE_CHECKING)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fasttrace.remote_sampling import RemoteSampler
 

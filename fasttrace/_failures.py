@@ -11,8 +11,9 @@ propagation field a transport cannot carry, are counted and logged the first tim
 This module imports nothing of ``fasttrace.contrib``, so the core and ``@traced`` can
 use it without loading the integrations.
 """
-import logging
 import threading
+
+from fasttrace._lazy import logging
 
 log = logging.getLogger("fasttrace.contrib")
 

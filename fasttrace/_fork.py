@@ -15,9 +15,10 @@ Tracers register here; each one resets its reporter (the reporter its exporter),
 order is always arena, reporter, exporter.  Every reset is idempotent.
 """
 import gc
-import logging
 import os
 import weakref
+
+from fasttrace._lazy import logging
 
 __all__ = ["check", "register"]
 

@@ -2,8 +2,9 @@
 """RateLimitedLog: failures that repeat (a backend down, a reporter or an exporter that
 raises) are logged at most once per interval, and the next message says how many were
 left out meanwhile."""
-import logging
 import time
+
+from fasttrace._lazy import logging
 
 __all__ = ["RateLimitedLog"]
 

@@ -4,12 +4,13 @@
 `is_sampled(trace_id, operation_name) -> (bool, tags)` is jaeger-client's interface, so
 jaeger-style custom samplers can subclass `Sampler` and override only that.
 """
-import logging
-
 from libc.stdint cimport int64_t, uint64_t
 
 from fasttrace._cdefs cimport ft_monotonic_ns
 from fasttrace._context cimport int_to_u128, u128_to_int
+
+# imports logging at the first warning (fasttrace._lazy)
+from fasttrace._lazy import logging
 
 
 cdef class Sampler:

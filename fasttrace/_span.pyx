@@ -14,7 +14,6 @@ from cpython.object cimport PyObject
 from libc.math cimport floor, isfinite, llround
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
-import traceback
 import types
 
 import opentracing
@@ -23,6 +22,8 @@ from fasttrace._arena cimport Arena, as_text
 from fasttrace._cdefs cimport ft_clock_init, ft_instance_dict_init, ft_now_ns, ft_type_adopt
 from fasttrace._context cimport SpanContext, FLAG_SAMPLED, FLAG_DEBUG, baggage_with, u128_to_int
 from fasttrace.errors import error_fields, log_error
+# imports traceback at the first traceback formatted (fasttrace._lazy)
+from fasttrace._lazy import traceback
 
 from fasttrace._pyapi cimport PyObject_GenericSetAttr
 

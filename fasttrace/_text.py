@@ -11,8 +11,9 @@ any object), so turning one into text must never fail the batch it is in:
 - anything else gives its ``str()``; when that raises, the exporter sends
   ``placeholder(value)`` and counts it in ``stats()["unprintable_values"]``.
 """
-import traceback
 import types
+
+from fasttrace._lazy import traceback
 
 __all__ = ["counted_text", "placeholder", "text"]
 

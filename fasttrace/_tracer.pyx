@@ -8,8 +8,6 @@ from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
-import logging
-
 import opentracing
 from opentracing import Format, ReferenceType
 from opentracing import UnsupportedFormatException, SpanContextCorruptedException
@@ -24,6 +22,9 @@ from fasttrace._context cimport (SpanContext, FLAG_SAMPLED, FLAG_DEBUG, FLAG_DEF
 from fasttrace._sampling cimport Sampler
 from fasttrace._scope cimport Scope, ScopeManagerCore
 from fasttrace._span cimport Span, new_span, now_ns, timestamp_or_now
+
+# imports logging at the first warning (fasttrace._lazy)
+from fasttrace._lazy import logging
 
 log = logging.getLogger("fasttrace")
 

@@ -8,14 +8,14 @@ waits on a lock that such code could hold: see fasttrace/_reentry.py.
 """
 import atexit
 import collections
-import logging
-import multiprocessing.util
 import os
+import sys
 import threading
 import time
 import weakref
 
 from fasttrace import _fork
+from fasttrace._lazy import logging
 from fasttrace._ratelimit import RateLimitedLog
 from fasttrace._reentry import Signal
 from fasttrace.reporting import Reporter
@@ -319,7 +319,7 @@ class BatchReporter(Reporter):
         # A multiprocessing child ends with os._exit(), which skips atexit, and clears
         # the finalizers it inherited; its after-fork callbacks run after that, so the
         # child registers its own finalizer from one and its spans get out too.
-        multiprocessing.util.register_after_fork(self, _finalize_in_multiprocessing_child)
+        _register_after_multiprocessing_fork(self)
 
     def _init_state(self):
         """Everything a forked child must not share with its parent."""
@@ -499,7 +499,38 @@ def _wake_on_collect(wake):
 
 
 def _finalize_in_multiprocessing_child(reporter):
+    import multiprocessing.util
     multiprocessing.util.Finalize(None, reporter._exit_hook, exitpriority=100)
+
+
+# Reporters made before multiprocessing was imported.  Importing it here would cost
+# `import fasttrace` more than everything else together, and a process that never imports
+# it never starts a multiprocessing child; one that does has imported multiprocessing.util
+# before its first fork, and the before-fork hook registers these then, in time for the
+# child to inherit them.
+_awaiting_multiprocessing = weakref.WeakSet()
+
+
+def _register_after_multiprocessing_fork(reporter):
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        _awaiting_multiprocessing.add(reporter)
+    else:
+        util.register_after_fork(reporter, _finalize_in_multiprocessing_child)
+
+
+def _before_fork():
+    if _awaiting_multiprocessing and "multiprocessing.util" in sys.modules:
+        while True:
+            try:
+                reporter = _awaiting_multiprocessing.pop()
+            except KeyError:
+                break
+            _register_after_multiprocessing_fork(reporter)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork)
 
 
 def _make_exit_hook(reporter):

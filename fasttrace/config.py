@@ -73,12 +73,11 @@ FASTTRACE_CLOCK                     ``system``: time spans with clock_gettime, n
 
 The ``*_TRACES_*`` form of an OTLP variable wins over the general one.
 """
-import logging
 import os
-import urllib.parse
 
 import opentracing
 
+from fasttrace._lazy import logging
 from fasttrace.exporters.fanout import FanOutExporter
 from fasttrace.propagation import KNOWN_PROPAGATORS, parse_propagator_names
 from fasttrace.reporting import BatchReporter, InMemoryReporter
@@ -165,6 +164,7 @@ class _Env:
         out = {}
         if raw is None:
             return out
+        import urllib.parse  # here, not at the top: most configurations set no pairs
         for item in raw.split(","):
             if not item.strip():
                 continue
@@ -183,6 +183,7 @@ class _Env:
         raw = self.str(name) if value is None else value
         if raw is None:
             return default
+        import urllib.parse
         try:
             parts = urllib.parse.urlsplit(raw)
             parts.port  # noqa: B018 - validates the port

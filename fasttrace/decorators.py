@@ -23,9 +23,9 @@ Args:
     tracer: an OpenTracing tracer; None means ``opentracing.global_tracer()`` at each call.
     tags: tags set on every span.
 """
+from __future__ import annotations
+
 import functools
-import inspect
-from typing import Any, Callable, Mapping, Optional, TypeVar, overload
 
 import opentracing
 
@@ -36,16 +36,21 @@ __all__ = ["traced"]
 
 _WHERE = "traced"
 
-F = TypeVar("F", bound=Callable[..., Any])
+# typing (and inspect, below) cost `import fasttrace` more than this module itself: the
+# annotations are for type checkers only
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping, Optional, TypeVar, overload
 
+    F = TypeVar("F", bound=Callable[..., Any])
 
-@overload
-def traced(operation_name: F) -> F: ...
+    @overload
+    def traced(operation_name: F) -> F: ...
 
-
-@overload
-def traced(operation_name: Optional[str] = None, tracer: Optional[opentracing.Tracer] = None,
-           tags: Optional[Mapping[str, Any]] = None) -> Callable[[F], F]: ...
+    @overload
+    def traced(operation_name: Optional[str] = None,
+               tracer: Optional[opentracing.Tracer] = None,
+               tags: Optional[Mapping[str, Any]] = None) -> Callable[[F], F]: ...
 
 
 def traced(operation_name: Any = None, tracer: Optional[opentracing.Tracer] = None,
@@ -94,6 +99,7 @@ def _active(manager, span, call, /, *args, **kwargs):
 
 
 def _decorate(func, operation_name, tracer, tags):
+    import inspect
     if not callable(func):
         raise TypeError(f"@traced needs a function, not {func!r}")
     name = operation_name or getattr(func, "__qualname__", None) or repr(func)

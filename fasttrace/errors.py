@@ -15,13 +15,13 @@ The OTLP exporter sends this log as the OpenTelemetry ``exception`` event, with 
 attributes the OpenTelemetry SDK's ``Span.record_exception(exc, escaped=True)`` writes
 (``exception_attributes``); Jaeger and Zipkin receive the OpenTracing log itself.
 """
-import traceback
 import types
 
 from opentracing.ext import tags as ext_tags
 
 from fasttrace import _text
 from fasttrace._failures import internal_error
+from fasttrace._lazy import traceback
 
 __all__ = ["error_fields", "exception_attributes", "exception_type", "log_error",
            "mark_error"]

@@ -47,8 +47,6 @@ Counters of what was ignored or dropped are in :func:`codec_stats`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
-
 from fasttrace._b3 import B3MultiPropagator, B3SinglePropagator
 from fasttrace._binary import extract_binary as _extract_binary
 from fasttrace._binary import inject_binary as _inject_binary
@@ -62,6 +60,11 @@ from fasttrace._w3c import (
     format_traceresponse,
     parse_traceresponse,
 )
+
+# the annotations are strings (__future__), for type checkers only: no typing import
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 __all__ = [
     "B3MultiPropagator",

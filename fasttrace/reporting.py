@@ -31,9 +31,9 @@ Spans go one way: span -> arena -> (tracer.drain) -> reporter -> exporter.
     Exporter.shutdown()
 """
 import collections
-import logging
 import weakref
 
+from fasttrace._lazy import logging
 from fasttrace._reentry import GuardedLock
 
 log = logging.getLogger("fasttrace")

@@ -12,8 +12,6 @@ decisions) unless they bring a reason of their own to keep a discarded trace; pa
 budget, the oldest pending traces are decided early by the policies that need no local
 root.  The stage itself is fasttrace/_tail.pyx; this module is the policy.
 """
-import numbers
-
 # the stage itself (its work per batch is in C) and the decisions' names
 from fasttrace._tail import DECISIONS, TOLD_UPSTREAM, TailStage, pending_span_bytes
 
@@ -31,6 +29,7 @@ def _check_bool(name, value):
 
 
 def _check_ms(name, value):
+    import numbers  # here: only a TailSampling needs it, not `import fasttrace`
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"TailSampling: {name} must be a number of milliseconds, not {value!r}")
     value = float(value)
@@ -40,6 +39,7 @@ def _check_ms(name, value):
 
 
 def _check_count(name, value):
+    import numbers
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"TailSampling: {name} must be an int, not {value!r}")
     if value < 1:
@@ -110,6 +110,7 @@ class TailSampling:
                                     f"pair, not {pair!r}")
                 pairs.append(pair)
         self.tags = tuple(pairs)
+        import numbers
         if isinstance(baseline_ratio, bool) or not isinstance(baseline_ratio, numbers.Real):
             raise TypeError(f"TailSampling: baseline_ratio must be a number, not {baseline_ratio!r}")
         if not 0.0 <= baseline_ratio <= 1.0:

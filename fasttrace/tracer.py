@@ -1,7 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
 """fasttrace.Tracer: an opentracing.Tracer recording into a preallocated arena."""
-import concurrent.futures
-import logging
 import os
 import time
 import weakref
@@ -11,6 +9,7 @@ import opentracing
 from fasttrace import _fork
 from fasttrace._arena import Arena
 from fasttrace._context import SpanContext
+from fasttrace._lazy import logging
 from fasttrace._ratelimit import RateLimitedLog
 from fasttrace._sampling import ConstSampler, Sampler
 from fasttrace._tracer import TracerCore
@@ -21,6 +20,10 @@ from fasttrace.scope import ContextVarsScopeManager
 from fasttrace.tail import TailStage
 
 log = logging.getLogger("fasttrace")
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fasttrace._closed import Closed
 
 __all__ = ["Closed", "Tracer"]
 
@@ -56,27 +59,13 @@ def _weak_method(method):
     return call
 
 
-class Closed(concurrent.futures.Future):
-    """What Tracer.close() returns: a completed future of "every span was delivered".
-
-    jaeger-client's close() returns a future that tornado code yields
-    (``yield tracer.close()``); this one can be yielded the same way, awaited, or read
-    as a bool (``if not tracer.close(5): ...``).
-    """
-
-    def __init__(self, delivered):
-        super().__init__()
-        self.set_result(bool(delivered))
-
-    def __bool__(self):
-        return self.result()
-
-    def __await__(self):
-        return self.result()
-        yield  # pragma: no cover - makes this a generator: awaiting it never suspends
-
-    def __repr__(self):
-        return f"<fasttrace.Closed delivered={self.result()}>"
+def __getattr__(name):
+    # Closed subclasses concurrent.futures.Future, which `import fasttrace` does not load:
+    # it is made by the first close()
+    if name == "Closed":
+        from fasttrace._closed import Closed
+        return Closed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _DuckSampler(Sampler):
@@ -352,6 +341,7 @@ class Tracer(TracerCore, opentracing.Tracer):
         except Exception:
             delivered = False
             log.exception("fasttrace: reporter close failed")
+        from fasttrace._closed import Closed
         self._closed = Closed(delivered)
         try:
             self.sampler.close()      # a RemoteSampler's poller stops (jaeger-client does too)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """FanOutExporter: one batch to several exporters (OTEL_TRACES_EXPORTER=otlp,zipkin)."""
-import logging
 
+from fasttrace._lazy import logging
 from fasttrace.reporting import Exporter
 
 log = logging.getLogger("fasttrace")

@@ -199,9 +199,14 @@ BUSY_FORKS = COMMON + textwrap.dedent("""
 """)
 
 MULTIPROCESSING = COMMON + textwrap.dedent("""
-    import multiprocessing as mp
-
-    tracer = make_tracer("mp")
+    if CFG.get("import_late"):
+        # `import fasttrace` does not import multiprocessing: the reporter exists first
+        assert "multiprocessing" not in sys.modules
+        tracer = make_tracer("mp")
+        import multiprocessing as mp
+    else:
+        import multiprocessing as mp
+        tracer = make_tracer("mp")
 
     def work(k, q, flush):
         import faulthandler
@@ -348,6 +353,16 @@ def test_multiprocessing_fork_children_export_what_they_flush(tmp_path):
 
 def test_multiprocessing_fork_children_export_without_an_explicit_flush(tmp_path):
     cfg = {"fork": "os", "workers": 2, "spans": 100, "flush": False, "load": True}
+    with OTLPSink() as sink:
+        result, _ = run_script(tmp_path, MULTIPROCESSING, sink, cfg)
+        check_exactly_once(result, sink)
+
+
+def test_multiprocessing_fork_children_export_when_multiprocessing_came_after_the_tracer(
+        tmp_path):
+    # the children's finalizer is registered only once multiprocessing is imported
+    cfg = {"fork": "os", "workers": 2, "spans": 100, "flush": False, "load": True,
+           "import_late": True}
     with OTLPSink() as sink:
         result, _ = run_script(tmp_path, MULTIPROCESSING, sink, cfg)
         check_exactly_once(result, sink)
