@@ -20,7 +20,8 @@ import types
 import opentracing
 
 from fasttrace._arena cimport Arena, as_text
-from fasttrace._cdefs cimport ft_clock_init, ft_instance_dict_init, ft_now_ns, ft_type_adopt
+from fasttrace._cdefs cimport (ft_clock_init, ft_instance_dict_init, ft_log_snapshot, ft_now_ns,
+                              ft_type_adopt)
 from fasttrace._context cimport SpanContext, FLAG_SAMPLED, FLAG_DEBUG, baggage_with, u128_to_int
 from fasttrace.errors import error_fields, log_error
 
@@ -239,6 +240,8 @@ cdef class Span:
         cdef PyObject *pk
         cdef PyObject *pv
         cdef bint traceback_object = False
+        cdef int plain = 0
+        cdef dict source
         if self._patched is not None:
             override = self._override("log_kv")
             if override is not None:
@@ -247,11 +250,17 @@ cdef class Span:
             return self
         arena = self.arena
         ts = ft_now_ns() if timestamp is None else timestamp_or_now(timestamp, arena)
-        fields = {}
         if type(key_values) is dict:
+            # the common case, a dict whose fields need no cleaning, is its copy as it
+            # is; otherwise the fields are cleaned one by one, read from that copy
+            source = ft_log_snapshot(<dict>key_values, arena.max_value_length, &plain)
+            if plain:
+                arena.add_log(self.slot, self.gen, ts, source)
+                return self
+            fields = {}
             # PyDict_Next, not an items() iterator: nothing to allocate, and a dict that
             # another thread changes meanwhile is read as far as it goes, never raises
-            while PyDict_Next(key_values, &pos, &pk, &pv):
+            while PyDict_Next(source, &pos, &pk, &pv):
                 k = <object>pk
                 v = <object>pv
                 if type(k) is not str:
@@ -260,6 +269,7 @@ cdef class Span:
                     traceback_object = True
                 fields[k] = arena.clean_value(v)
         else:
+            fields = {}
             try:
                 items = list(key_values.items())
             except Exception:
