@@ -48,7 +48,7 @@ static inline void ft_list_swap(PyObject *list, Py_ssize_t a, Py_ssize_t b) {
  * BaseException that is not an Exception, still set. */
 static inline PyObject *ft_log_snapshot(PyObject *d, Py_ssize_t max_len, int *plain) {
     PyObject *copy = PyDict_Copy(d);
-    Py_ssize_t pos = 0;
+    Py_ssize_t pos = 0, n;
     PyObject *k, *v;
     *plain = 0;
     if (copy == NULL) {
@@ -57,7 +57,8 @@ static inline PyObject *ft_log_snapshot(PyObject *d, Py_ssize_t max_len, int *pl
         Py_INCREF(d);
         return d;
     }
-    while (PyDict_Next(copy, &pos, &k, &v)) {
+    /* the copy cannot change: its size is how many entries there are to read */
+    for (n = PyDict_GET_SIZE(copy); n > 0 && PyDict_Next(copy, &pos, &k, &v); n--) {
         if (!PyUnicode_CheckExact(k)) return copy;
         if (PyUnicode_CheckExact(v)) {
             if (PyUnicode_GET_LENGTH(v) > max_len) return copy;
