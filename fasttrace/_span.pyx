@@ -63,6 +63,48 @@ cdef dict _as_error_log(dict fields, Arena arena):
     return fields
 
 
+cdef dict _cleaned_fields(object key_values, dict source, Arena arena):
+    """A log's fields, each cleaned as the arena keeps it (key as text, value truncated,
+    a traceback as text), from `source` (the copy of an exact dict, see log_kv) or else
+    from the mapping's items(); None, counted, for a mapping whose items() fails."""
+    cdef dict fields = {}
+    cdef Py_ssize_t pos = 0
+    cdef PyObject *pk
+    cdef PyObject *pv
+    cdef bint traceback_object = False
+    if source is not None:
+        # PyDict_Next, not an items() iterator: nothing to allocate, and a dict that
+        # another thread changes meanwhile is read as far as it goes, never raises
+        while PyDict_Next(source, &pos, &pk, &pv):
+            k = <object>pk
+            v = <object>pv
+            if type(k) is not str:
+                k = as_text(k, arena)
+            if type(v) is _TRACEBACK:
+                traceback_object = True
+            fields[k] = arena.clean_value(v)
+    else:
+        try:
+            items = list(key_values.items())
+        except Exception:
+            arena.n_unprintable += 1
+            return None
+        for item in items:
+            try:
+                k, v = item
+            except Exception:
+                arena.n_unprintable += 1
+                continue
+            if type(k) is not str:
+                k = as_text(k, arena)
+            if type(v) is _TRACEBACK:
+                traceback_object = True
+            fields[k] = arena.clean_value(v)
+    if traceback_object:
+        fields = _as_error_log(fields, arena)
+    return fields
+
+
 cdef int _priority_sign(object value) noexcept:
     """The sign of a sampling.priority value (1, 0 or -1 as int() reads it, any size),
     or 2 when it is not a number."""
@@ -236,12 +278,8 @@ cdef class Span:
         cdef int64_t ts
         cdef dict fields
         cdef Arena arena
-        cdef Py_ssize_t pos = 0
-        cdef PyObject *pk
-        cdef PyObject *pv
-        cdef bint traceback_object = False
         cdef int plain = 0
-        cdef dict source
+        cdef dict source = None
         if self._patched is not None:
             override = self._override("log_kv")
             if override is not None:
@@ -257,38 +295,9 @@ cdef class Span:
             if plain:
                 arena.add_log(self.slot, self.gen, ts, source)
                 return self
-            fields = {}
-            # PyDict_Next, not an items() iterator: nothing to allocate, and a dict that
-            # another thread changes meanwhile is read as far as it goes, never raises
-            while PyDict_Next(source, &pos, &pk, &pv):
-                k = <object>pk
-                v = <object>pv
-                if type(k) is not str:
-                    k = as_text(k, arena)
-                if type(v) is _TRACEBACK:
-                    traceback_object = True
-                fields[k] = arena.clean_value(v)
-        else:
-            fields = {}
-            try:
-                items = list(key_values.items())
-            except Exception:
-                arena.n_unprintable += 1
-                return self
-            for item in items:
-                try:
-                    k, v = item
-                except Exception:
-                    arena.n_unprintable += 1
-                    continue
-                if type(k) is not str:
-                    k = as_text(k, arena)
-                if type(v) is _TRACEBACK:
-                    traceback_object = True
-                fields[k] = arena.clean_value(v)
-        if traceback_object:
-            fields = _as_error_log(fields, arena)
-        arena.add_log(self.slot, self.gen, ts, fields)
+        fields = _cleaned_fields(key_values, source, arena)
+        if fields is not None:
+            arena.add_log(self.slot, self.gen, ts, fields)
         return self
 
     def log_event(self, event, payload=None):
