@@ -551,26 +551,6 @@ cdef class Arena:
         self.tag_count[slot] += 1
         return 0
 
-    cdef int add_log(self, int32_t slot, uint32_t gen, int64_t ts, object fields) except -1:
-        """Records one log; `fields` must be a dict the arena may keep."""
-        cdef int32_t i
-        if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:
-            return 0
-        if self.log_count[slot] >= self.max_logs:
-            self.n_logs_dropped += 1
-            return 0
-        i = self.log_free
-        if i == NO_ENTRY:
-            self.n_log_pool_full += 1
-            return 0
-        self.log_free = self.log_next[i]
-        self.log_ts[i] = ts
-        ft_list_set(self.log_fields, i, fields)
-        self.log_next[i] = self.log_head[slot]
-        self.log_head[slot] = i
-        self.log_count[slot] += 1
-        return 0
-
     cdef bint finish(self, int32_t slot, uint32_t gen, int64_t end_ns) noexcept:
         """Marks the slot finished and queues it for draining; False if not this handle's."""
         if self.generation[slot] != gen or self.state[slot] != SLOT_OPEN:

@@ -27,6 +27,8 @@ cdef extern from "ft_pyutil.h":
     void ft_list_set(list lst, Py_ssize_t i, object value) noexcept
     void ft_list_move(list dst, Py_ssize_t j, list src, Py_ssize_t i) noexcept
     void ft_list_swap(list lst, Py_ssize_t a, Py_ssize_t b) noexcept
+    # NULL (an exception set) raises, as for any object a function returns
+    dict ft_log_snapshot(dict d, Py_ssize_t max_len, int *plain)
     void ft_yield() noexcept nogil
     void ft_prefetch(const void *p) noexcept nogil
 

@@ -19,7 +19,8 @@ import types
 import opentracing
 
 from fasttrace._arena cimport Arena, as_text
-from fasttrace._cdefs cimport ft_clock_init, ft_instance_dict_init, ft_now_ns, ft_type_adopt
+from fasttrace._cdefs cimport (ft_clock_init, ft_instance_dict_init, ft_log_snapshot, ft_now_ns,
+                              ft_type_adopt)
 from fasttrace._context cimport SpanContext, FLAG_SAMPLED, FLAG_DEBUG, baggage_with, u128_to_int
 from fasttrace.errors import error_fields, log_error
 # imports traceback at the first traceback formatted (fasttrace._lazy)
@@ -60,6 +61,48 @@ cdef dict _as_error_log(dict fields, Arena arena):
     for key, value in fields.items():
         if type(value) is _TRACEBACK:
             fields[key] = arena.clean_value("".join(traceback.format_tb(value)))
+    return fields
+
+
+cdef dict _cleaned_fields(object key_values, dict source, Arena arena):
+    """A log's fields, each cleaned as the arena keeps it (key as text, value truncated,
+    a traceback as text), from `source` (the copy of an exact dict, see log_kv) or else
+    from the mapping's items(); None, counted, for a mapping whose items() fails."""
+    cdef dict fields = {}
+    cdef Py_ssize_t pos = 0
+    cdef PyObject *pk
+    cdef PyObject *pv
+    cdef bint traceback_object = False
+    if source is not None:
+        # PyDict_Next, not an items() iterator: nothing to allocate, and a dict that
+        # another thread changes meanwhile is read as far as it goes, never raises
+        while PyDict_Next(source, &pos, &pk, &pv):
+            k = <object>pk
+            v = <object>pv
+            if type(k) is not str:
+                k = as_text(k, arena)
+            if type(v) is _TRACEBACK:
+                traceback_object = True
+            fields[k] = arena.clean_value(v)
+    else:
+        try:
+            items = list(key_values.items())
+        except Exception:
+            arena.n_unprintable += 1
+            return None
+        for item in items:
+            try:
+                k, v = item
+            except Exception:
+                arena.n_unprintable += 1
+                continue
+            if type(k) is not str:
+                k = as_text(k, arena)
+            if type(v) is _TRACEBACK:
+                traceback_object = True
+            fields[k] = arena.clean_value(v)
+    if traceback_object:
+        fields = _as_error_log(fields, arena)
     return fields
 
 
@@ -240,10 +283,8 @@ cdef class Span:
         cdef int64_t ts
         cdef dict fields
         cdef Arena arena
-        cdef Py_ssize_t pos = 0
-        cdef PyObject *pk
-        cdef PyObject *pv
-        cdef bint traceback_object = False
+        cdef int plain = 0
+        cdef dict source = None
         if self._patched is not None:
             override = self._override("log_kv")
             if override is not None:
@@ -252,38 +293,16 @@ cdef class Span:
             return self
         arena = self.arena
         ts = ft_now_ns() if timestamp is None else timestamp_or_now(timestamp, arena)
-        fields = {}
         if type(key_values) is dict:
-            # PyDict_Next, not an items() iterator: nothing to allocate, and a dict that
-            # another thread changes meanwhile is read as far as it goes, never raises
-            while PyDict_Next(key_values, &pos, &pk, &pv):
-                k = <object>pk
-                v = <object>pv
-                if type(k) is not str:
-                    k = as_text(k, arena)
-                if type(v) is _TRACEBACK:
-                    traceback_object = True
-                fields[k] = arena.clean_value(v)
-        else:
-            try:
-                items = list(key_values.items())
-            except Exception:
-                arena.n_unprintable += 1
+            # the common case, a dict whose fields need no cleaning, is its copy as it
+            # is; otherwise the fields are cleaned one by one, read from that copy
+            source = ft_log_snapshot(<dict>key_values, arena.max_value_length, &plain)
+            if plain:
+                arena.add_log(self.slot, self.gen, ts, source)
                 return self
-            for item in items:
-                try:
-                    k, v = item
-                except Exception:
-                    arena.n_unprintable += 1
-                    continue
-                if type(k) is not str:
-                    k = as_text(k, arena)
-                if type(v) is _TRACEBACK:
-                    traceback_object = True
-                fields[k] = arena.clean_value(v)
-        if traceback_object:
-            fields = _as_error_log(fields, arena)
-        arena.add_log(self.slot, self.gen, ts, fields)
+        fields = _cleaned_fields(key_values, source, arena)
+        if fields is not None:
+            arena.add_log(self.slot, self.gen, ts, fields)
         return self
 
     def log_event(self, event, payload=None):

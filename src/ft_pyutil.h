@@ -33,6 +33,43 @@ static inline void ft_list_swap(PyObject *list, Py_ssize_t a, Py_ssize_t b) {
     PyList_SET_ITEM(list, b, v);
 }
 
+/* The fields of a log as recorded, from an exact dict: a copy (the snapshot -- the
+ * caller's later changes to its dict are not the log's), made in one C call, and
+ * checked field by field on the copy, which nothing else can reach (a collection that
+ * runs while the copy is allocated may run finalizers that change the caller's dict;
+ * the check still sees what is recorded).  *plain = 1 when every field is as the
+ * arena keeps it: an exact str key, and a value that is neither an exact str longer
+ * than max_len (to be truncated) nor a traceback object (to become text); 0 when some
+ * field needs cleaning, which the caller does reading the returned dict.  A dict copy
+ * runs no Python code, except that a dict with deleted entries (or a split one) is
+ * copied by inserting each key, which compares keys of equal hash with their __eq__:
+ * when that raises an Exception (or memory runs out), the error is cleared and `d`
+ * itself returned (*plain = 0), for the caller to read as it goes.  NULL: a
+ * BaseException that is not an Exception, still set. */
+static inline PyObject *ft_log_snapshot(PyObject *d, Py_ssize_t max_len, int *plain) {
+    PyObject *copy = PyDict_Copy(d);
+    Py_ssize_t pos = 0, n;
+    PyObject *k, *v;
+    *plain = 0;
+    if (copy == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
+        PyErr_Clear();
+        Py_INCREF(d);
+        return d;
+    }
+    /* the copy cannot change: its size is how many entries there are to read */
+    for (n = PyDict_GET_SIZE(copy); n > 0 && PyDict_Next(copy, &pos, &k, &v); n--) {
+        if (!PyUnicode_CheckExact(k)) return copy;
+        if (PyUnicode_CheckExact(v)) {
+            if (PyUnicode_GET_LENGTH(v) > max_len) return copy;
+        } else if (PyTraceBack_Check(v)) {
+            return copy;
+        }
+    }
+    *plain = 1;
+    return copy;
+}
+
 /* A hint that *p is read soon (the tail stage's decision table, probed at random
  * places); nothing where the compiler has no such builtin. */
 #if defined(__GNUC__) || defined(__clang__)

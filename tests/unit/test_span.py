@@ -356,6 +356,206 @@ def test_log_kv_odd_inputs_never_raise(tracer, finished):
     assert huge and len(huge[0]) <= 4096
 
 
+# -- log fields: a dict that needs no cleaning is recorded as a copy of it; the rest
+# field by field.  Either way the log is what the dict held when log_kv was called.
+
+def _only_log(finished, name):
+    ((_, fields),) = finished(name).logs
+    return fields
+
+
+def test_log_kv_records_a_snapshot_of_the_callers_dict(tracer, finished):
+    span = tracer.start_span("snapshot")
+    plain = {"event": "x", "value": 1}
+    long_value = {"event": "y", "text": "z" * 5000}       # cleaned field by field
+    span.log_kv(plain)
+    span.log_kv(long_value)
+    for d in (plain, long_value):
+        d["event"] = "changed"
+        d["added"] = 2
+        d.pop("value", None)
+    span.finish()
+    (_, first), (_, second) = finished("snapshot").logs
+    assert first == {"event": "x", "value": 1} and first is not plain
+    assert second == {"event": "y", "text": "z" * 4096} and second is not long_value
+
+
+def test_log_kv_empty_dict_is_an_empty_log(tracer, finished):
+    empty = {}
+    span = tracer.start_span("empty")
+    span.log_kv(empty)
+    empty["late"] = 1
+    span.finish()
+    assert _only_log(finished, "empty") == {}
+
+
+def test_log_kv_value_types_are_kept(tracer, finished):
+    span = tracer.start_span("types")
+    span.log_kv({"t": True, "f": False, "one": 1, "zero": 0, "big": 2 ** 70, "half": 0.5,
+                 "nan": math.nan, "inf": math.inf, "-inf": -math.inf, "none": None,
+                 "bytes": b"ab"})
+    span.finish()
+    fields = _only_log(finished, "types")
+    assert [type(fields[k]) for k in ("t", "f", "one", "zero", "big")] == \
+        [bool, bool, int, int, int]
+    assert (fields["t"], fields["f"], fields["one"], fields["zero"]) == (True, False, 1, 0)
+    assert fields["big"] == 2 ** 70 and fields["half"] == 0.5
+    assert math.isnan(fields["nan"])
+    assert (fields["inf"], fields["-inf"]) == (math.inf, -math.inf)
+    assert fields["none"] is None and fields["bytes"] == b"ab"
+    assert list(fields) == ["t", "f", "one", "zero", "big", "half", "nan", "inf", "-inf",
+                            "none", "bytes"]
+
+
+def test_log_kv_truncates_exact_str_values_at_the_limit_and_counts(make_tracer, reporter):
+    tracer = make_tracer(reporter=reporter, max_value_length=8)
+    span = tracer.start_span("limit")
+    span.log_kv({"a": "12345678", "b": "short"})        # at the limit: kept whole
+    span.log_kv({"a": "123456789", "b": "short", "c": 3})
+    span.log_kv({"x": "y" * 100, "z": "w" * 9})
+    span.finish()
+    logs = [fields for _, fields in reporter.spans[0].logs]
+    assert logs == [{"a": "12345678", "b": "short"},
+                    {"a": "12345678", "b": "short", "c": 3},
+                    {"x": "y" * 8, "z": "w" * 8}]
+    assert tracer.stats()["truncated"]["values"] == 3
+
+
+class _Text(str):
+    pass
+
+
+class _Number(int):
+    pass
+
+
+def test_log_kv_str_and_int_subclass_values_are_kept_as_they_are(make_tracer, reporter):
+    # (only exact strs are truncated: a subclass value is the caller's object, as the
+    # exporters render it)
+    tracer = make_tracer(reporter=reporter, max_value_length=4)
+    text, number = _Text("abcdefgh"), _Number(7)
+    span = tracer.start_span("subclasses")
+    span.log_kv({"text": text, "number": number})
+    span.finish()
+    ((_, fields),) = reporter.spans[0].logs
+    assert fields["text"] is text and fields["number"] is number
+    assert tracer.stats()["truncated"]["values"] == 0
+
+
+def test_log_kv_keys_that_are_not_exact_strs_become_text(tracer, finished):
+    span = tracer.start_span("keys")
+    span.log_kv({_Text("sub"): 1, 2: "two", "plain": 3, None: 4})
+    # two keys with the same text: the later field wins, in the earlier one's place
+    span.log_kv({1: "int", "1": "str", "end": 0})
+    span.log_kv({Unprintable(): "v", "k": 1})
+    span.finish()
+    logs = [fields for _, fields in finished("keys").logs]
+    assert logs[0] == {"sub": 1, "2": "two", "plain": 3, "None": 4}
+    assert all(type(k) is str for fields in logs for k in fields)
+    assert logs[1] == {"1": "str", "end": 0} and list(logs[1]) == ["1", "end"]
+    assert logs[2]["k"] == 1 and len(logs[2]) == 2
+
+
+def test_log_kv_many_fields_and_a_dict_with_deleted_entries(tracer, finished):
+    many = {f"k{i}": i for i in range(1000)}
+    sparse = {f"k{i}": i for i in range(100)}
+    for i in range(90):
+        del sparse[f"k{i}"]
+    span = tracer.start_span("sizes")
+    span.log_kv(many)
+    span.log_kv(sparse)
+    span.finish()
+    (_, first), (_, second) = finished("sizes").logs
+    assert first == many and list(first) == list(many)
+    assert second == {f"k{i}": i for i in range(90, 100)}
+
+
+def test_log_kv_a_dict_whose_copy_runs_a_raising_eq_is_read_field_by_field(tracer, finished):
+    # A dict with deleted entries is copied by inserting each key, which compares keys
+    # of equal hash: when a key's __eq__ raises, the fields are read one by one.
+    class Key:
+        hostile = False
+
+        def __init__(self, name):
+            self.name = name
+
+        def __hash__(self):
+            return 1
+
+        def __eq__(self, other):
+            if Key.hostile:
+                raise RuntimeError("no comparing")
+            return self is other
+
+        def __str__(self):
+            return self.name
+
+    d = {f"filler{i}": i for i in range(20)}
+    d[Key("a")] = 1
+    d[Key("b")] = 2
+    for i in range(20):
+        del d[f"filler{i}"]
+    Key.hostile = True
+    span = tracer.start_span("hostile-eq")
+    try:
+        assert span.log_kv(d) is span
+    finally:
+        Key.hostile = False
+    span.finish()
+    assert _only_log(finished, "hostile-eq") == {"a": 1, "b": 2}
+
+
+def test_log_kv_a_traceback_value_becomes_text(tracer, finished):
+    try:
+        raise ValueError("boom")
+    except ValueError as e:
+        tb = e.__traceback__
+    span = tracer.start_span("tb")
+    span.log_kv({"event": "trace", "where": tb, "n": 1})
+    span.finish()
+    fields = _only_log(finished, "tb")
+    assert fields["event"] == "trace" and fields["n"] == 1
+    assert isinstance(fields["where"], str) and "raise ValueError" in fields["where"]
+
+
+def test_log_kv_dict_changed_by_collections_during_logging(make_tracer, reporter):
+    # A garbage collection may run whenever the log's copy is allocated; its callbacks
+    # (and finalizers) may change the caller's dict.  Whatever they do, every recorded
+    # log is one the dict held, cleaned: exact str keys, values within the limit.
+    import gc
+    tracer = make_tracer(reporter=reporter, max_value_length=16)
+    d = {"event": "x", "value": 1}
+    turn = [0]
+
+    def meddle(phase, info):
+        turn[0] += 1
+        if turn[0] % 3 == 0:
+            d[turn[0]] = "v" * 100
+        elif turn[0] % 3 == 1:
+            d.clear()
+            d["event"] = "x"
+        else:
+            d["long"] = "w" * 100
+
+    span = tracer.start_span("meddled")
+    threshold = gc.get_threshold()
+    gc.callbacks.append(meddle)
+    gc.set_threshold(1)
+    try:
+        for _ in range(100):
+            span.log_kv(d)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(meddle)
+    span.finish()
+    logs = reporter.spans[0].logs
+    assert len(logs) == 100
+    for _, fields in logs:
+        assert all(type(k) is str for k in fields)
+        assert all(len(v) <= 16 for v in fields.values() if isinstance(v, str))
+        assert fields.get("event", "x") == "x"
+
+
 def test_log_event_and_log_legacy_forms(tracer, finished):
     span = tracer.start_span("legacy", start_time=100.0)
     assert span.log_event("frozen") is span
