@@ -36,6 +36,7 @@ LABELS = {
     "otel-shim": "OTel SDK via OpenTracing shim",
     "otel-sdk": "OTel SDK native",
     "jaeger": "jaeger-client",
+    "ddtrace": "ddtrace (native API)",
 }
 SHORT = {
     "noop": "no-op",
@@ -43,12 +44,13 @@ SHORT = {
     "otel-shim": "OTel shim",
     "otel-sdk": "OTel native",
     "jaeger": "jaeger-client",
+    "ddtrace": "ddtrace",
 }
 # fasttrace's targets, as a multiple of the no-op tracer, by scenario number ("6": the
 # BatchReporter against the in-memory case, both fasttrace)
 TARGETS = {"1": 1.4, "2": 1.3, "4": 2.5, "5": 1.1, "6": 1.15}
 PACKAGES = ("fasttrace", "opentracing", "opentelemetry-sdk", "opentelemetry-opentracing-shim",
-            "jaeger-client", "pytest-benchmark", "numpy", "Cython")
+            "jaeger-client", "ddtrace", "pytest-benchmark", "numpy", "Cython")
 
 
 def run_benchmarks(json_path, include_span, extra, include_propagation=False):
