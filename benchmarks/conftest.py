@@ -2,8 +2,7 @@
 """Tracer factories for the overhead benchmarks.
 
 Every benchmark compares the same calls on six tracers (ddtrace only where it has an
-equivalent call), side by side in one
-pytest-benchmark group:
+equivalent call), side by side in one pytest-benchmark group:
 
 ``noop``
     ``opentracing.Tracer()``, the OpenTracing no-op tracer with its default
@@ -63,17 +62,16 @@ the agent URL points at a closed local port.  Nothing is patched (no ``ddtrace-r
 no ``patch_all``).  Per-span defaults are left alone (sampling rules, propagation
 styles, the OpenTelemetry thread-context listener).  The unsampled case installs a
 ``DatadogSampler`` whose one rule has ``sample_rate=0``: ddtrace still records such a
-trace in full and hands it to the writer marked ``USER_REJECT`` (the agent, not the
-tracer, drops it), so it costs about what a sampled one does -- that is ddtrace's design.
+trace in full and hands it to the writer with a rejecting sampling priority (the
+agent, not the tracer, drops it; the factory checks the priority), so it costs about what a sampled one does -- that is ddtrace's design.
 
 Isolation: ddtrace is imported only by ``make_ddtrace`` (never at collection), its pytest
 plugin is blocked in ``pyproject.toml``, and its benchmarks are moved to the end of the
 session (``pytest_collection_modifyitems``), so whatever its import leaves behind (a
-``ModuleWatchdog`` on ``sys.meta_path``, about 600 modules, exit hooks) is not there
+``ModuleWatchdog`` on ``sys.meta_path``, about 300 modules, exit hooks) is not there
 while the other tracers are measured.  Loading its native extension starts one
-``tokio-rt-worker`` thread, idle here (a couple of scheduler ticks of CPU over a
-200,000-span run: it never holds the GIL); recording spans starts none (checked by
-the factory).  ddtrace supports one tracer per process, so every ddtrace case uses
+``tokio-rt-worker`` thread, idle here (one scheduler tick of CPU over a
+200,000-span run); recording spans starts none (checked by the factory).  ddtrace supports one tracer per process, so every ddtrace case uses
 the global tracer; the factory resets its writer and sampler, and ``close_tracer``
 checks that no trace was left behind unfinished.
 
