@@ -11,7 +11,7 @@ import statistics
 import time
 
 # the tracers every comparison runs, in table order (benchmarks/report.py's columns)
-KINDS = ("noop", "fasttrace", "otel-shim", "otel-sdk", "jaeger")
+KINDS = ("noop", "fasttrace", "otel-shim", "otel-sdk", "jaeger", "ddtrace")
 
 # Each timed call loops OPS times, so per-operation times are well above the timer's
 # resolution; pytest-benchmark's tables show times per OPS operations, and

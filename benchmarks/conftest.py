@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tracer factories for the overhead benchmarks.
 
-Every benchmark compares the same calls on five tracers, side by side in one
-pytest-benchmark group:
+Every benchmark compares the same calls on six tracers (ddtrace only where it has an
+equivalent call), side by side in one pytest-benchmark group:
 
 ``noop``
     ``opentracing.Tracer()``, the OpenTracing no-op tracer with its default
@@ -27,6 +27,13 @@ pytest-benchmark group:
     ``jaeger_client.Tracer(..., reporter=NullReporter(), sampler=ConstSampler(...))``:
     jaeger-client builds its spans (thrift tags, log records) and its
     ``NullReporter`` drops them when they finish.
+``ddtrace``
+    Datadog's ``ddtrace`` (4.x) called natively: the global ``ddtrace.trace.tracer``
+    (``start_span`` / ``set_tag`` / ``finish``, ``with tracer.trace(...)`` for the
+    active pair, ``HTTPPropagator.inject`` / ``extract``, and for log_kv
+    ``span._add_event(name, attributes)``: ddtrace has no public log call, and this
+    private method is what its own OpenTelemetry API bridge's ``add_event`` calls).
+    See below for how it is configured.
 
 What is fair to the OpenTelemetry SDK: its ``TracerProvider`` gets one
 ``SimpleSpanProcessor`` in front of an exporter whose ``export`` returns
@@ -38,6 +45,35 @@ configuration of the SDK: measured here, a ``BatchSpanProcessor`` with the same
 exporter costs the caller 10-16% more per span (its lock, its condition
 variable and its worker thread sharing the GIL).  An ``InMemorySpanExporter`` would keep
 every span alive, so it is only used by ``test_memory.py``.
+
+What is fair to ddtrace: every finished span goes through ddtrace's whole in-process
+pipeline as shipped (its span processors, the ``SpanAggregator`` that collects a
+trace until its last span finishes, then the sampling, tags and service-name trace
+processors), and the complete trace is handed to the writer -- which is replaced, before
+any span finishes, by ``DiscardTraceWriter``, whose ``write(spans)`` counts the spans
+and drops them (the counterpart of ``DiscardReporter`` and ``DiscardSpanExporter``).
+ddtrace's own writer (a native, libdatadog writer) would encode the trace and send it
+to an agent from a background thread; with no agent here it would only fail to connect,
+and it is never started.  Everything that is not per-span tracing is turned off with
+environment variables set before ddtrace is first imported (``DDTRACE_ENV``): telemetry,
+remote configuration, runtime metrics, profiling, AppSec/IAST, data streams, crash
+tracking, dynamic instrumentation, LLM observability, stats computation, startup logs;
+the agent URL points at a closed local port.  Nothing is patched (no ``ddtrace-run``,
+no ``patch_all``).  Per-span defaults are left alone (sampling rules, propagation
+styles, the OpenTelemetry thread-context listener).  The unsampled case installs a
+``DatadogSampler`` whose one rule has ``sample_rate=0``: ddtrace still records such a
+trace in full and hands it to the writer with a rejecting sampling priority (the
+agent, not the tracer, drops it; the factory checks the priority), so it costs about what a sampled one does -- that is ddtrace's design.
+
+Isolation: ddtrace is imported only by ``make_ddtrace`` (never at collection), its pytest
+plugin is blocked in ``pyproject.toml``, and its benchmarks are moved to the end of the
+session (``pytest_collection_modifyitems``), so whatever its import leaves behind (a
+``ModuleWatchdog`` on ``sys.meta_path``, about 300 modules, exit hooks) is not there
+while the other tracers are measured.  Loading its native extension starts one
+``tokio-rt-worker`` thread, idle here (one scheduler tick of CPU over a
+200,000-span run); recording spans starts none (checked by the factory).  ddtrace supports one tracer per process, so every ddtrace case uses
+the global tracer; the factory resets its writer and sampler, and ``close_tracer``
+checks that no trace was left behind unfinished.
 
 jaeger-client 4.8 works on Python 3.11 with the installed tornado for
 everything used here (``NullReporter`` and ``ConstSampler`` need no IOLoop).
@@ -91,6 +127,7 @@ def pytest_collection_modifyitems(config, items):
     A ``benchmark`` mark overrides the command line in pytest-benchmark, so the
     defaults are only added when the command line left the plugin's own.
     """
+    _ddtrace_last(items)
     extra = {}
     if _seconds(config.getoption("benchmark_min_time", None)) == _PLUGIN_DEFAULT_MIN_TIME:
         extra["min_time"] = DEFAULT_MIN_TIME
@@ -109,6 +146,19 @@ def pytest_collection_modifyitems(config, items):
         if marker is not None:
             kwargs.update(marker.kwargs)  # a test's own settings win
         item.add_marker(pytest.mark.benchmark(**kwargs), append=False)
+
+
+def _ddtrace_last(items):
+    """Moves the ddtrace cases after every other test of the session, in their order:
+    importing ddtrace leaves things behind (see the module docstring) that must not
+    be there while the other tracers are measured."""
+    def is_ddtrace(item):
+        callspec = getattr(item, "callspec", None)
+        return callspec is not None and callspec.params.get("kind") == "ddtrace"
+
+    last = [item for item in items if is_ddtrace(item)]
+    if last:
+        items[:] = [item for item in items if not is_ddtrace(item)] + last
 
 
 def _seconds(value):
@@ -244,12 +294,108 @@ def make_jaeger(sampled: bool = True, reporter=None):
     )
 
 
+# ddtrace reads these when it is first imported (make_ddtrace); the import benchmark
+# runs `import ddtrace` under the same environment.  See the module docstring.
+DDTRACE_ENV = {
+    "DD_TRACE_ENABLED": "true",
+    "DD_TRACE_AGENT_URL": "http://127.0.0.1:9",  # discard port: nothing is ever sent
+    "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
+    "DD_TELEMETRY_DEPENDENCY_COLLECTION_ENABLED": "false",
+    "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+    "DD_RUNTIME_METRICS_ENABLED": "false",
+    "DD_PROFILING_ENABLED": "false",
+    "DD_APPSEC_ENABLED": "false",
+    "DD_IAST_ENABLED": "false",
+    "DD_APPSEC_SCA_ENABLED": "false",
+    "DD_DATA_STREAMS_ENABLED": "false",
+    "DD_CRASHTRACKING_ENABLED": "false",
+    "DD_DYNAMIC_INSTRUMENTATION_ENABLED": "false",
+    "DD_EXCEPTION_REPLAY_ENABLED": "false",
+    "DD_CODE_ORIGIN_FOR_SPANS_ENABLED": "false",
+    "DD_SYMBOL_DATABASE_UPLOAD_ENABLED": "false",
+    "DD_LLMOBS_ENABLED": "false",
+    "DD_TRACE_STATS_COMPUTATION_ENABLED": "false",
+    "DD_TRACE_STARTUP_LOGS": "false",
+    "DD_SERVICE": SERVICE,
+}
+
+_ddtrace = None  # (tracer, DiscardTraceWriter class, DatadogSampler, SamplingRule)
+
+
+def _import_ddtrace():
+    global _ddtrace
+    if _ddtrace is None:
+        for key, value in DDTRACE_ENV.items():
+            os.environ.setdefault(key, value)
+        try:
+            from ddtrace.internal.writer.writer import TraceWriter
+            from ddtrace.trace import tracer
+            from ddtrace._trace.sampler import DatadogSampler
+            from ddtrace._trace.sampling_rule import SamplingRule
+        except Exception as exc:  # not installed, or an import this ddtrace cannot do here
+            pytest.skip(f"ddtrace cannot be imported here: {type(exc).__name__}: {exc}")
+
+        class DiscardTraceWriter(TraceWriter):
+            """Counts the spans of each complete trace and drops them."""
+
+            def __init__(self):
+                self.traces = 0
+                self.spans = 0
+
+            def recreate(self, appsec_enabled=None, llmobs_enabled=None):
+                return DiscardTraceWriter()
+
+            def stop(self, timeout=None):
+                pass
+
+            def write(self, spans=None):
+                if spans:
+                    self.traces += 1
+                    self.spans += len(spans)
+
+            def flush_queue(self):
+                pass
+
+        _ddtrace = (tracer, DiscardTraceWriter, DatadogSampler, SamplingRule)
+    return _ddtrace
+
+
+def _native_threads():
+    """Threads of this process, native ones included (ddtrace's writer is native)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+def make_ddtrace(sampled: bool = True):
+    """The global ``ddtrace.trace.tracer`` with a fresh ``DiscardTraceWriter`` (also
+    ``tracer._bench_writer``) and a ``DatadogSampler``: no rules (ddtrace's default,
+    every trace kept, no rate limiter) or one rule with ``sample_rate=0``."""
+    tracer, DiscardTraceWriter, DatadogSampler, SamplingRule = _import_ddtrace()
+    threads = _native_threads()
+    aggregator = tracer._span_aggregator
+    # ddtrace's own writer starts on its first write; no span has finished yet, so it never
+    # does (its status stays STOPPED) and it is simply dropped
+    writer = aggregator.writer = tracer._bench_writer = DiscardTraceWriter()
+    tracer._sampler = DatadogSampler(rules=[] if sampled else [SamplingRule(sample_rate=0.0)])
+    assert tracer.enabled
+    span = tracer.start_span("check")
+    span.finish()
+    assert writer.spans == 1, "ddtrace did not hand the finished span to the writer"
+    assert (span.context.sampling_priority > 0) == sampled, span.context.sampling_priority
+    if threads is not None:
+        assert _native_threads() <= threads, "ddtrace started a thread for its spans"
+    writer.spans = writer.traces = 0
+    return tracer
+
 FACTORIES = {
     "noop": make_noop,
     "fasttrace": make_fasttrace,
     "otel-shim": make_otel_shim,
     "otel-sdk": make_otel_sdk,
     "jaeger": make_jaeger,
+    "ddtrace": make_ddtrace,
 }
 
 
@@ -260,6 +406,9 @@ def close_tracer(kind: str, tracer) -> None:
         tracer._bench_provider.shutdown()
     elif kind == "jaeger":
         tracer.close()
+    elif kind == "ddtrace":
+        # the global tracer stays (one per process); nothing may be left unfinished
+        assert not tracer._span_aggregator._traces, "ddtrace: unfinished traces left behind"
 
 
 @pytest.fixture

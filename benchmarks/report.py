@@ -8,11 +8,12 @@
     python benchmarks/report.py -- --benchmark-max-time=5   # extra pytest arguments
     python benchmarks/report.py --propagation          # also the propagation codecs
 
-It runs ``pytest benchmarks/test_bench_peers.py benchmarks/test_memory.py
---benchmark-only --benchmark-json=...`` (plus ``benchmarks/test_bench_span.py``
-with ``--all``) and prints, for each scenario, every tracer's median time per
-operation in nanoseconds and its ratio to the no-op tracer
-(``opentracing.Tracer()``) measured in the same run, then the bytes each
+It runs ``pytest benchmarks/test_bench_peers.py benchmarks/test_bench_import.py
+benchmarks/test_memory.py --benchmark-only --benchmark-json=...`` (plus
+``benchmarks/test_bench_span.py`` with ``--all``) and prints, for each scenario, every
+tracer's median time per operation in nanoseconds and its ratio to the no-op tracer
+(``opentracing.Tracer()``) measured in the same run, the milliseconds ``import``-ing
+each tracer costs (``-X importtime``, median of fresh interpreters), then the bytes each
 tracer keeps per finished span.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ LABELS = {
     "otel-shim": "OTel SDK via OpenTracing shim",
     "otel-sdk": "OTel SDK native",
     "jaeger": "jaeger-client",
+    "ddtrace": "ddtrace (native API)",
 }
 SHORT = {
     "noop": "no-op",
@@ -43,16 +45,18 @@ SHORT = {
     "otel-shim": "OTel shim",
     "otel-sdk": "OTel native",
     "jaeger": "jaeger-client",
+    "ddtrace": "ddtrace",
 }
 # fasttrace's targets, as a multiple of the no-op tracer, by scenario number ("6": the
 # BatchReporter against the in-memory case, both fasttrace)
 TARGETS = {"1": 1.4, "2": 1.3, "4": 2.5, "5": 1.1, "6": 1.15}
 PACKAGES = ("fasttrace", "opentracing", "opentelemetry-sdk", "opentelemetry-opentracing-shim",
-            "jaeger-client", "pytest-benchmark", "numpy", "Cython")
+            "jaeger-client", "ddtrace", "pytest-benchmark", "numpy", "Cython")
 
 
 def run_benchmarks(json_path, include_span, extra, include_propagation=False):
     files = [os.path.join("benchmarks", "test_bench_peers.py"),
+             os.path.join("benchmarks", "test_bench_import.py"),
              os.path.join("benchmarks", "test_memory.py")]
     if include_span:
         files.append(os.path.join("benchmarks", "test_bench_span.py"))
@@ -108,6 +112,7 @@ def scenario_tables(data):
     lines.append(header)
     lines.append("|" + "---|" * (len(kinds) + 1))
     notes = []
+    import_notes = []
     paired = {}
     for b in data["benchmarks"]:
         info = b.get("extra_info") or {}
@@ -117,9 +122,14 @@ def scenario_tables(data):
         row = groups[group]
         floor = per_call_ns(row["noop"]) if "noop" in row else None
         cells = []
+        imports = {k: (b.get("extra_info") or {}) for k, b in row.items()
+                   if "import_ms" in (b.get("extra_info") or {})}
         for k in kinds:
             if k not in row:
                 cells.append("–")
+                continue
+            if k in imports:  # the import row: milliseconds, no ratio
+                cells.append(f"{imports[k]['import_ms']:,.1f} ms")
                 continue
             ns = per_call_ns(row[k])
             if floor and k != "noop":
@@ -127,6 +137,14 @@ def scenario_tables(data):
             else:
                 cells.append(fmt_ns(ns))
         label = group.split(" ", 1)[1] if " " in group else group
+        if imports:
+            label = "`import` (ms over a bare interpreter, `-X importtime`, median)"
+            with_numpy = [SHORT[k] for k in kinds if imports.get(k, {}).get("numpy_imported")]
+            runs = max(i.get("import_runs", 0) for i in imports.values())
+            import_notes.append("\nImport row: the statement each column times: " + "; ".join(
+                f"{SHORT[k]} `{imports[k]['statement']}` ({imports[k]['modules_added']} modules)"
+                for k in kinds if k in imports) + f"; median of {runs} fresh interpreters. "
+                "numpy ends up in sys.modules for: " + (", ".join(with_numpy) or "none") + ".\n")
         lines.append(f"| {group.split()[0]}. {label} | " + " | ".join(cells) + " |")
         target = TARGETS.get(group.split()[0])
         if target and floor and "fasttrace" in row:
@@ -151,9 +169,24 @@ def scenario_tables(data):
     if harness is not None:
         out += (f"Every time except log_kv's includes about {fmt_ns(harness)} ns of loop overhead "
                 "(the empty loop, measured the same way), the same for every tracer.\n")
+    out += "".join(import_notes)
+    if "ddtrace" in kinds:
+        out += DDTRACE_NOTE
     if notes:
         out += "\nTargets:\n" + "\n".join(notes) + "\n"
     return out
+
+
+DDTRACE_NOTE = (
+    "\nddtrace: its native API (`tracer.start_span`/`set_tag`/`finish`, `with tracer.trace(...)`, "
+    "`HTTPPropagator.inject`/`extract`; log_kv: `span._add_event`, private -- ddtrace has no public "
+    "span log call, this is what its OpenTelemetry bridge's `add_event` calls). Each complete trace "
+    "goes through ddtrace's span processors and trace processors (sampling, tags, service name) to "
+    "a writer that counts and drops it (no encoding, no agent, no writer thread); telemetry, remote "
+    "configuration, runtime metrics, profiling, AppSec/IAST, data streams, crash tracking and "
+    "startup logs are off by environment variables; nothing is patched. Unsampled: a sampling rule "
+    "with rate 0 -- ddtrace still records the trace and hands it to the writer (the agent drops "
+    "it). Its cases run after every other benchmark of the session (see benchmarks/conftest.py).\n")
 
 
 def paired_table(data):

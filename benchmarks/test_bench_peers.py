@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""fasttrace against the no-op tracer, the OpenTelemetry SDK and jaeger-client.
+"""fasttrace against the no-op tracer, the OpenTelemetry SDK, jaeger-client and ddtrace.
 
 The five scenarios of the README's table.  Each is one pytest-benchmark group
 holding every tracer (see ``conftest.py`` for how each is configured and why),
@@ -11,7 +11,11 @@ so one run puts them side by side::
 Tracers and inputs (span contexts, the log dict) are built before timing; the
 timed callables contain only the calls named in the group.  Each is checked
 once, untimed, to do real work (a child really has its parent, a context
-survives the round trip), so a tracer cannot win by silently doing nothing.
+survives the round trip), so a tracer cannot win by silently doing nothing; for
+ddtrace, whose spans go to a writer that only counts them, the count is checked too.
+ddtrace is called natively (``start_span``/``set_tag``/``finish``, ``tracer.trace``,
+``HTTPPropagator``, and ``span._add_event`` for log_kv), and its cases run last
+(see ``conftest.py``).
 
 Units: calling the benchmarked closure costs pytest-benchmark's loop about as
 much as the no-op tracer's whole scenario, which would flatter every ratio to
@@ -81,7 +85,13 @@ def root_span(kind, tracer):
 
 
 def nested_active(kind, tracer):
-    if kind == "otel-sdk":
+    if kind == "ddtrace":
+        def run():
+            for _ in REPS:
+                with tracer.trace("p"):
+                    with tracer.trace("c"):
+                        pass
+    elif kind == "otel-sdk":
         def run():
             for _ in REPS:
                 with tracer.start_as_current_span("p"):
@@ -99,6 +109,12 @@ def nested_active(kind, tracer):
 def check_nested(kind, tracer):
     """Untimed: the child's parent is the active span."""
     if kind == "noop":
+        return
+    if kind == "ddtrace":
+        with tracer.trace("p") as p:
+            with tracer.trace("c") as c:
+                assert tracer.current_span() is c
+                assert c.parent_id == p.span_id
         return
     if kind == "otel-sdk":
         with tracer.start_as_current_span("p") as p:
@@ -140,6 +156,27 @@ def propagation(kind, tracer):
 
         return run, check, span.get_span_context().trace_id
 
+    if kind == "ddtrace":
+        from ddtrace.propagation.http import HTTPPropagator
+
+        span = tracer.start_span("op")
+        context = span.context
+        span.finish()
+        inject, extract = HTTPPropagator.inject, HTTPPropagator.extract
+
+        def run():
+            for _ in REPS:
+                carrier = {}
+                inject(context, carrier)
+                extract(carrier)
+
+        def check():
+            carrier = {}
+            inject(context, carrier)
+            return extract(carrier)
+
+        return run, check, context.trace_id
+
     span = tracer.start_span("op")
     context = span.context
     span.finish()
@@ -158,6 +195,16 @@ def propagation(kind, tracer):
         return extract(fmt, carrier)
 
     return run, check, _trace_id(kind, context)
+
+
+def check_recorded(kind, tracer, run, spans_per_run):
+    """Untimed, ddtrace only: one run() hands every span to the (counting) writer."""
+    if kind != "ddtrace":
+        return
+    writer = tracer._bench_writer
+    before = writer.spans
+    run()
+    assert writer.spans - before == spans_per_run, (writer.spans - before, spans_per_run)
 
 
 def _trace_id(kind, context):
@@ -185,8 +232,10 @@ def test_harness_empty_loop(benchmark):
 @kinds
 @pytest.mark.benchmark(group=G_ROOT)
 def test_root_span_two_tags(benchmark, make_tracer, kind):
-    run = root_span(kind, make_tracer(kind))
+    tracer = make_tracer(kind)
+    run = root_span(kind, tracer)
     run()
+    check_recorded(kind, tracer, run, OPS)
     bench_loop(benchmark, run)
 
 
@@ -195,7 +244,9 @@ def test_root_span_two_tags(benchmark, make_tracer, kind):
 def test_nested_active_spans(benchmark, make_tracer, kind):
     tracer = make_tracer(kind)
     check_nested(kind, tracer)
-    bench_loop(benchmark, nested_active(kind, tracer))
+    run = nested_active(kind, tracer)
+    check_recorded(kind, tracer, run, 2 * OPS)
+    bench_loop(benchmark, run)
 
 
 @kinds
@@ -206,7 +257,7 @@ def test_inject_extract_http_headers(benchmark, make_tracer, kind):
     extracted = check()
     if trace_id is not None:
         assert extracted is not None, kind
-        got = extracted.trace_id if kind == "otel-sdk" else _trace_id(kind, extracted)
+        got = extracted.trace_id if kind in ("otel-sdk", "ddtrace") else _trace_id(kind, extracted)
         assert got == trace_id, (kind, got, trace_id)
     bench_loop(benchmark, run)
 
@@ -218,7 +269,30 @@ def test_log_kv(benchmark, make_tracer, kind):
     kv = LOG_KV
     benchmark.extra_info["ops_per_call"] = LOGS_PER_ROUND
 
-    if kind == "otel-sdk":
+    if kind == "ddtrace":
+        # ddtrace has no public log call: _add_event is what its OpenTelemetry API bridge's
+        # Span.add_event calls (a span event with attributes)
+        check = tracer.start_span("op")
+        check._add_event("x", kv)
+        assert check._has_events()
+        check.finish()
+        opened = []  # --benchmark-disable calls setup but not teardown: finished below
+
+        def setup():
+            opened.append(tracer.start_span("op"))
+            return (opened[-1],), {}
+
+        def teardown(span):
+            span.finish()
+            opened.remove(span)
+
+        def target(span):
+            log = span._add_event
+            log("x", kv); log("x", kv); log("x", kv); log("x", kv)  # noqa: E702
+            log("x", kv); log("x", kv); log("x", kv); log("x", kv)  # noqa: E702
+            log("x", kv); log("x", kv); log("x", kv); log("x", kv)  # noqa: E702
+            log("x", kv); log("x", kv); log("x", kv); log("x", kv)  # noqa: E702
+    elif kind == "otel-sdk":
         def setup():
             return (tracer.start_span("op"),), {}
 
@@ -248,6 +322,9 @@ def test_log_kv(benchmark, make_tracer, kind):
     benchmark.pedantic(
         target, setup=setup, teardown=teardown, rounds=LOG_ROUNDS, warmup_rounds=LOG_ROUNDS // 100
     )
+    if kind == "ddtrace":
+        for span in opened:
+            span.finish()  # a trace left open would stay in ddtrace's (global) aggregator
 
 
 @kinds
@@ -256,6 +333,7 @@ def test_unsampled_root_span_two_tags(benchmark, make_tracer, kind):
     tracer = make_tracer(kind, sampled=False)
     run = root_span(kind, tracer)
     run()
+    check_recorded(kind, tracer, run, OPS)  # ddtrace records unsampled traces too
     bench_loop(benchmark, run)
 
 

@@ -405,3 +405,15 @@ def test_one_module_owns_the_span_clock():
                    if re.search(r"\bft_(now_ns|clock_init)\b", p.read_text()))
     assert users == ["_span.pyx"]
     assert re.search(r"^ft_clock_init\(\)", (ROOT / "fasttrace" / "_span.pyx").read_text(), re.M)
+
+
+def test_ddtrace_pytest_plugin_is_blocked(pytestconfig):
+    """ddtrace (a benchmark peer, in the test extra) registers a pytest11 plugin whose
+    import pulls in ddtrace itself and hooks sys.meta_path; pyproject.toml's addopts
+    blocks it, so no test session imports ddtrace (the benchmarks' ddtrace factory
+    imports it lazily, only for its own cases)."""
+    pm = pytestconfig.pluginmanager
+    assert pm.is_blocked("ddtrace")
+    assert not pm.has_plugin("ddtrace")
+    if "ddtrace" in sys.modules:  # only the benchmarks may have imported it, by name
+        assert any("benchmarks" in str(a) for a in pytestconfig.args), "ddtrace imported by tests/"
