@@ -723,6 +723,7 @@ cdef class Arena:
         cdef list log_fields = [None] * nl
         cdef list extras = [None] * n
         cdef uint64_t first_seq
+        cdef object pid
 
         # -- from here to the end of the loop: C only --------------------------------
         avail = min(n, self.finished_count)
@@ -783,6 +784,9 @@ cdef class Arena:
         self.finished_count -= k
         self.notify_at = self.finished_count + self.notify_every
         self.n_drained += k
+        # the draining process, read before anything below allocates: a collection there
+        # may fork, and a child must not take these (its parent's) spans as its own
+        pid = self.pid
         # -- end of the C-only part -----------------------------------------------------
         if k == 0:
             return None     # another thread drained them while the columns were made
@@ -810,7 +814,7 @@ cdef class Arena:
                 "log_offsets": column_at(block, <char *>log_offsets - p, FMT_I32, k + 1),
                 "log_ts": column_at(block, <char *>log_ts - p, FMT_I64, l),
                 "log_fields": log_fields, "extras": extras,
-                "first_seq": first_seq, "source": id(self), "pid": self.pid}
+                "first_seq": first_seq, "source": id(self), "pid": pid}
 
     def counters(self):
         return {
