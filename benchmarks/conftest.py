@@ -94,8 +94,9 @@ garbage collections) and run for ``DEFAULT_MAX_TIME`` per benchmark.  Both can
 also be set with the environment variables ``FASTTRACE_BENCH_MIN_TIME`` and
 ``FASTTRACE_BENCH_MAX_TIME`` (seconds).
 
-OpenBLAS: importing numpy (fasttrace's arenas, the OpenTelemetry SDK does not need
-it) starts OpenBLAS worker threads; on this 2-core machine ``perf`` has caught them
+OpenBLAS: importing numpy (fasttrace imports it only when a SpanBatch column is
+read as an array, or rows are picked out of a batch -- the tail stage's pending spans;
+the OpenTelemetry SDK does not need it) starts OpenBLAS worker threads; on this 2-core machine ``perf`` has caught them
 spinning (5.6% of a propagation benchmark's samples in ``blas_thread_server``) --
 noise shared by every implementation in the run, but noise.  None of the benchmarked code calls BLAS, so the
 benchmarks pin ``OPENBLAS_NUM_THREADS=1`` (unless it is set) before anything imports

@@ -31,8 +31,8 @@ cdef class Arena:
     cdef readonly Py_ssize_t max_value_length
     cdef readonly Py_ssize_t max_interned
 
-    # numpy arrays that own the memory, and raw pointers into them
-    cdef dict _columns
+    # the columns: one C block (_mem, freed with the arena) and pointers into it
+    cdef void *_mem
     cdef uint64_t *trace_hi
     cdef uint64_t *trace_lo
     cdef uint64_t *span_id
@@ -117,7 +117,7 @@ cdef class Arena:
     cdef public uint64_t n_abandoned
     cdef public uint64_t n_drained
 
-    cdef _column(self, str name, object dtype, Py_ssize_t n, object fill=*)
+    cdef int _allocate(self) except -1
     cdef void _release(self, int32_t slot, list dead) noexcept
     cdef int32_t alloc(self) except -2
     cdef int32_t open(self, uint64_t trace_hi, uint64_t trace_lo, uint64_t span_id,

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The span arena: preallocated numpy columns that spans are recorded into.
+"""The span arena: preallocated C columns that spans are recorded into.
 
 Layout (one row per slot, `capacity` slots):
     trace_hi, trace_lo, span_id, parent_id   uint64
@@ -23,9 +23,8 @@ state check and the mutation, so concurrent threads cannot interleave inside one
 """
 import os
 
-import numpy as np
-
 cimport cython
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cpython.object cimport PyObject
@@ -38,6 +37,8 @@ from cpython.bool cimport PyBool_Check
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 
+from fasttrace._columns cimport (Block, FMT_I32, FMT_I64, FMT_U8, FMT_U32, FMT_U64,
+                                 column_at, new_block)
 from fasttrace._cdefs cimport ft_fork_gen, ft_rng_init, ft_list_move, ft_list_set, ft_list_swap
 from fasttrace._context cimport FLAG_SAMPLED
 
@@ -56,6 +57,20 @@ cdef list _object_column(Py_ssize_t n):
     cdef list column = [None] * n
     PyObject_GC_UnTrack(column)
     return column
+
+
+# bytes per slot, tag entry and log entry in the arena's C block (see Arena._allocate)
+cdef Py_ssize_t _SLOT_BYTES = (4 * sizeof(uint64_t) + 2 * sizeof(int64_t)     # ids, times
+                               + 2 * sizeof(uint32_t)       # name_id, generation
+                               + 4 * sizeof(int32_t)        # tag/log heads, free stack, ring
+                               + 2 * sizeof(uint16_t)       # tag/log counts
+                               + 2 * sizeof(uint8_t))       # flags, state
+cdef Py_ssize_t _TAG_BYTES = sizeof(uint32_t) + sizeof(uint8_t) + sizeof(int64_t) + sizeof(int32_t)
+cdef Py_ssize_t _LOG_BYTES = sizeof(int64_t) + sizeof(int32_t)
+
+
+cdef inline Py_ssize_t _fixed_bytes(Py_ssize_t n, Py_ssize_t nt, Py_ssize_t nl) noexcept:
+    return n * _SLOT_BYTES + nt * _TAG_BYTES + nl * _LOG_BYTES
 
 
 cdef object _unprintable(object value):
@@ -98,7 +113,7 @@ cdef inline void _give(list dead, list column, Py_ssize_t i) noexcept:
     ft_list_set(column, i, None)
 
 
-cdef inline void _swap_entries(uint32_t[::1] key, uint8_t[::1] vtype, int64_t[::1] num,
+cdef inline void _swap_entries(uint32_t *key, uint8_t *vtype, int64_t *num,
                                list obj, Py_ssize_t a, Py_ssize_t b) noexcept:
     cdef uint32_t k = key[a]
     cdef uint8_t v = vtype[a]
@@ -116,7 +131,7 @@ cdef inline void _swap_entries(uint32_t[::1] key, uint8_t[::1] vtype, int64_t[::
 # collection gives its slot back (Arena.abandon), which reads the object columns; a
 # cleared arena would hand it None for a list.  Nothing is lost by it: the columns are
 # untracked (see _object_column), so no cycle runs through them, and the arena's other
-# references (weak callbacks, names, numpy arrays) close no cycle either.
+# references (weak callbacks, names) close no cycle either.
 @cython.no_gc_clear
 cdef class Arena:
     def __init__(self, Py_ssize_t capacity=65536, int max_tags=128, int max_logs=128,
@@ -144,36 +159,44 @@ cdef class Arena:
         self.notify_at = self.notify_every = 1 << 62
         self.room = self.deliver = self.batch_ready = None
 
-    cdef _column(self, str name, object dtype, Py_ssize_t n, object fill=0):
-        arr = np.full(n, fill, dtype=dtype) if fill else np.zeros(n, dtype=dtype)
-        self._columns[name] = arr
-        return arr
+    def __dealloc__(self):
+        PyMem_Free(self._mem)
+        self._mem = NULL
 
-    def _allocate(self):
-        cdef Py_ssize_t n = self.capacity, i
-        cdef uint64_t[::1] u64
-        cdef int64_t[::1] i64
-        cdef uint32_t[::1] u32
-        cdef uint16_t[::1] u16
-        cdef uint8_t[::1] u8
-        cdef int32_t[::1] i32
-        self._columns = {}
-        u64 = self._column("trace_hi", np.uint64, n); self.trace_hi = &u64[0]
-        u64 = self._column("trace_lo", np.uint64, n); self.trace_lo = &u64[0]
-        u64 = self._column("span_id", np.uint64, n); self.span_id = &u64[0]
-        u64 = self._column("parent_id", np.uint64, n); self.parent_id = &u64[0]
-        i64 = self._column("start_ns", np.int64, n); self.start_ns = &i64[0]
-        i64 = self._column("end_ns", np.int64, n); self.end_ns = &i64[0]
-        u32 = self._column("name_id", np.uint32, n); self.name_id = &u32[0]
-        u32 = self._column("generation", np.uint32, n); self.generation = &u32[0]
-        u8 = self._column("flags", np.uint8, n); self.flags = &u8[0]
-        u8 = self._column("state", np.uint8, n); self.state = &u8[0]
-        i32 = self._column("tag_head", np.int32, n, NO_ENTRY); self.tag_head = &i32[0]
-        u16 = self._column("tag_count", np.uint16, n); self.tag_count = &u16[0]
-        i32 = self._column("log_head", np.int32, n, NO_ENTRY); self.log_head = &i32[0]
-        u16 = self._column("log_count", np.uint16, n); self.log_count = &u16[0]
-        i32 = self._column("free_stack", np.int32, n); self.free_stack = &i32[0]
-        i32 = self._column("finished_ring", np.int32, n); self.finished_ring = &i32[0]
+    cdef int _allocate(self) except -1:
+        """The columns, in one zeroed C block (the 8-byte columns first, so each is
+        aligned to its type)."""
+        cdef Py_ssize_t n = self.capacity, nt = self.tag_capacity, nl = self.log_capacity, i
+        cdef char *p = <char *>PyMem_Calloc(1, <size_t>_fixed_bytes(n, nt, nl))
+        if p == NULL:
+            raise MemoryError()
+        PyMem_Free(self._mem)
+        self._mem = p
+        self.trace_hi = <uint64_t *>p; p += n * sizeof(uint64_t)
+        self.trace_lo = <uint64_t *>p; p += n * sizeof(uint64_t)
+        self.span_id = <uint64_t *>p; p += n * sizeof(uint64_t)
+        self.parent_id = <uint64_t *>p; p += n * sizeof(uint64_t)
+        self.start_ns = <int64_t *>p; p += n * sizeof(int64_t)
+        self.end_ns = <int64_t *>p; p += n * sizeof(int64_t)
+        self.tag_num = <int64_t *>p; p += nt * sizeof(int64_t)
+        self.log_ts = <int64_t *>p; p += nl * sizeof(int64_t)
+        self.name_id = <uint32_t *>p; p += n * sizeof(uint32_t)
+        self.generation = <uint32_t *>p; p += n * sizeof(uint32_t)
+        self.tag_head = <int32_t *>p; p += n * sizeof(int32_t)
+        self.log_head = <int32_t *>p; p += n * sizeof(int32_t)
+        self.free_stack = <int32_t *>p; p += n * sizeof(int32_t)
+        self.finished_ring = <int32_t *>p; p += n * sizeof(int32_t)
+        self.tag_key = <uint32_t *>p; p += nt * sizeof(uint32_t)
+        self.tag_next = <int32_t *>p; p += nt * sizeof(int32_t)
+        self.log_next = <int32_t *>p; p += nl * sizeof(int32_t)
+        self.tag_count = <uint16_t *>p; p += n * sizeof(uint16_t)
+        self.log_count = <uint16_t *>p; p += n * sizeof(uint16_t)
+        self.flags = <uint8_t *>p; p += n * sizeof(uint8_t)
+        self.state = <uint8_t *>p; p += n * sizeof(uint8_t)
+        self.tag_type = <uint8_t *>p
+        for i in range(n):
+            self.tag_head[i] = NO_ENTRY
+            self.log_head[i] = NO_ENTRY
         self.extras = _object_column(n)
         # the free stack pops the lowest slot first, which keeps hot slots in cache
         for i in range(n):
@@ -182,49 +205,35 @@ cdef class Arena:
         self.finished_head = 0
         self.finished_count = 0
 
-        n = self.tag_capacity
-        u32 = self._column("tag_key", np.uint32, n); self.tag_key = &u32[0]
-        u8 = self._column("tag_type", np.uint8, n); self.tag_type = &u8[0]
-        i64 = self._column("tag_num", np.int64, n); self.tag_num = &i64[0]
-        i32 = self._column("tag_next", np.int32, n); self.tag_next = &i32[0]
-        self.tag_obj = _object_column(n)
-        for i in range(n - 1):
+        self.tag_obj = _object_column(nt)
+        for i in range(nt - 1):
             self.tag_next[i] = <int32_t>(i + 1)
-        self.tag_next[n - 1] = NO_ENTRY
+        self.tag_next[nt - 1] = NO_ENTRY
         self.tag_free = 0
 
-        n = self.log_capacity
-        i64 = self._column("log_ts", np.int64, n); self.log_ts = &i64[0]
-        i32 = self._column("log_next", np.int32, n); self.log_next = &i32[0]
-        self.log_fields = _object_column(n)
-        for i in range(n - 1):
+        self.log_fields = _object_column(nl)
+        for i in range(nl - 1):
             self.log_next[i] = <int32_t>(i + 1)
-        self.log_next[n - 1] = NO_ENTRY
+        self.log_next[nl - 1] = NO_ENTRY
         self.log_free = 0
+        return 0
 
     # -- sizes, for stats() and the memory benchmark ----------------------------------
 
     @property
     def slot_bytes(self):
         """Bytes of arena memory one slot takes (fixed columns and its bookkeeping)."""
-        cdef Py_ssize_t total = 0
-        for name in ("trace_hi", "trace_lo", "span_id", "parent_id", "start_ns", "end_ns",
-                     "name_id", "generation", "flags", "state", "tag_head", "tag_count",
-                     "log_head", "log_count", "free_stack", "finished_ring"):
-            total += self._columns[name].itemsize
-        return total + sizeof(void*)      # + the extras pointer
+        return _SLOT_BYTES + sizeof(void*)      # + the extras pointer
 
     @property
     def tag_bytes(self):
         """Bytes of arena memory one tag-pool entry takes."""
-        return (self._columns["tag_key"].itemsize + self._columns["tag_type"].itemsize
-                + self._columns["tag_num"].itemsize + self._columns["tag_next"].itemsize
-                + sizeof(void*))
+        return _TAG_BYTES + sizeof(void*)
 
     @property
     def total_bytes(self):
-        cdef Py_ssize_t total = sum(a.nbytes for a in self._columns.values())
-        return total + sizeof(void*) * (self.capacity + self.tag_capacity + self.log_capacity)
+        return (_fixed_bytes(self.capacity, self.tag_capacity, self.log_capacity)
+                + sizeof(void*) * (self.capacity + self.tag_capacity + self.log_capacity))
 
     @property
     def open_count(self):
@@ -337,7 +346,7 @@ cdef class Arena:
         while slot < 0 and self.finished_count > 0 and attempts < 8:
             # The drain frees its slots in C, atomically, and the spans are delivered
             # after this thread took one.  Another thread may take them first while
-            # this one makes the drain's arrays; then slots are free anyway (and if
+            # this one makes the drain's columns; then slots are free anyway (and if
             # other threads filled them again, this one tries again).
             attempts += 1
             room = self._consumer_room()
@@ -658,12 +667,12 @@ cdef class Arena:
         return self._drain(n)
 
     cdef object _drain(self, Py_ssize_t n):
-        # Two phases.  First the output arrays are made, sized for the first n finished
+        # Two phases.  First the output columns are made, sized for the first n finished
         # spans: allocating may run a garbage collection, whose finalizers run Python
         # code and may let other threads in -- they find every finished slot still in
         # the ring, and may drain (or finish) spans meanwhile.  Then, with no Python code
         # between the first slot taken and the last slot freed, the spans still at the
-        # head of the ring move out, as many as the arrays hold.  So no slot is ever
+        # head of the ring move out, as many as the columns hold.  So no slot is ever
         # held while other code runs: no span start has to wait for a drain.
         cdef Py_ssize_t k, t, l, nt = 0, nl = 0, count, avail, own
         cdef int32_t slot, i
@@ -673,38 +682,28 @@ cdef class Arena:
             nt += self.tag_count[slot] + reserve
             nl += self.log_count[slot]
 
-        trace_hi_arr = np.empty(n, dtype=np.uint64)
-        trace_lo_arr = np.empty(n, dtype=np.uint64)
-        span_id_arr = np.empty(n, dtype=np.uint64)
-        parent_id_arr = np.empty(n, dtype=np.uint64)
-        start_arr = np.empty(n, dtype=np.int64)
-        end_arr = np.empty(n, dtype=np.int64)
-        flags_arr = np.empty(n, dtype=np.uint8)
-        name_id_arr = np.empty(n, dtype=np.uint32)
-        tag_offsets_arr = np.empty(n + 1, dtype=np.int32)
-        tag_key_arr = np.empty(nt, dtype=np.uint32)
-        tag_type_arr = np.empty(nt, dtype=np.uint8)
-        tag_num_arr = np.empty(nt, dtype=np.int64)
+        # one block for every numeric column, the 8-byte ones first (each aligned)
+        cdef Block block = new_block((6 * n + nt + nl) * 8 + (3 * n + 2 + nt) * 4 + n + nt)
+        cdef char *p = <char *>block.p
+        cdef uint64_t *out_trace_hi = <uint64_t *>p
+        cdef uint64_t *out_trace_lo = out_trace_hi + n
+        cdef uint64_t *out_span_id = out_trace_lo + n
+        cdef uint64_t *out_parent_id = out_span_id + n
+        cdef int64_t *out_start = <int64_t *>(out_parent_id + n)
+        cdef int64_t *out_end = out_start + n
+        cdef int64_t *tag_num = out_end + n
+        cdef int64_t *log_ts = tag_num + nt
+        cdef uint32_t *out_name_id = <uint32_t *>(log_ts + nl)
+        cdef int32_t *tag_offsets = <int32_t *>(out_name_id + n)
+        cdef int32_t *log_offsets = tag_offsets + n + 1
+        cdef uint32_t *tag_key = <uint32_t *>(log_offsets + n + 1)
+        cdef uint8_t *out_flags = <uint8_t *>(tag_key + nt)
+        cdef uint8_t *tag_type = out_flags + n
         cdef list tag_obj = [None] * nt
-        log_offsets_arr = np.empty(n + 1, dtype=np.int32)
-        log_ts_arr = np.empty(nl, dtype=np.int64)
         cdef list log_fields = [None] * nl
         cdef list extras = [None] * n
-        cdef uint64_t[::1] out_trace_hi = trace_hi_arr
-        cdef uint64_t[::1] out_trace_lo = trace_lo_arr
-        cdef uint64_t[::1] out_span_id = span_id_arr
-        cdef uint64_t[::1] out_parent_id = parent_id_arr
-        cdef int64_t[::1] out_start = start_arr
-        cdef int64_t[::1] out_end = end_arr
-        cdef uint8_t[::1] out_flags = flags_arr
-        cdef uint32_t[::1] out_name_id = name_id_arr
-        cdef int32_t[::1] tag_offsets = tag_offsets_arr
-        cdef uint32_t[::1] tag_key = tag_key_arr
-        cdef uint8_t[::1] tag_type = tag_type_arr
-        cdef int64_t[::1] tag_num = tag_num_arr
-        cdef int32_t[::1] log_offsets = log_offsets_arr
-        cdef int64_t[::1] log_ts = log_ts_arr
         cdef uint64_t first_seq
+        cdef object pid
 
         # -- from here to the end of the loop: C only --------------------------------
         avail = min(n, self.finished_count)
@@ -765,38 +764,37 @@ cdef class Arena:
         self.finished_count -= k
         self.notify_at = self.finished_count + self.notify_every
         self.n_drained += k
+        # the draining process, read before anything below allocates: a collection there
+        # may fork, and a child must not take these (its parent's) spans as its own
+        pid = self.pid
         # -- end of the C-only part -----------------------------------------------------
         if k == 0:
-            return None     # another thread drained them while the arrays were made
+            return None     # another thread drained them while the columns were made
         if k < n:
-            trace_hi_arr = trace_hi_arr[:k]
-            trace_lo_arr = trace_lo_arr[:k]
-            span_id_arr = span_id_arr[:k]
-            parent_id_arr = parent_id_arr[:k]
-            start_arr = start_arr[:k]
-            end_arr = end_arr[:k]
-            flags_arr = flags_arr[:k]
-            name_id_arr = name_id_arr[:k]
-            tag_offsets_arr = tag_offsets_arr[:k + 1]
-            log_offsets_arr = log_offsets_arr[:k + 1]
             del extras[k:]
         if t < nt:
-            tag_key_arr = tag_key_arr[:t]
-            tag_type_arr = tag_type_arr[:t]
-            tag_num_arr = tag_num_arr[:t]
             del tag_obj[t:]
         if l < nl:
-            log_ts_arr = log_ts_arr[:l]
             del log_fields[l:]
         # under the very names of SpanBatch's attributes (fasttrace/batch.py)
-        return {"trace_id_hi": trace_hi_arr, "trace_id_lo": trace_lo_arr,
-                "span_id": span_id_arr, "parent_id": parent_id_arr, "start_ns": start_arr,
-                "end_ns": end_arr, "flags": flags_arr, "name_id": name_id_arr,
-                "operation_names": self.names, "tag_offsets": tag_offsets_arr,
-                "tag_key": tag_key_arr, "tag_type": tag_type_arr, "tag_num": tag_num_arr,
-                "tag_obj": tag_obj, "tag_keys": self.keys, "log_offsets": log_offsets_arr,
-                "log_ts": log_ts_arr, "log_fields": log_fields, "extras": extras,
-                "first_seq": first_seq, "source": id(self), "pid": self.pid}
+        return {"trace_id_hi": column_at(block, <char *>out_trace_hi - p, FMT_U64, k),
+                "trace_id_lo": column_at(block, <char *>out_trace_lo - p, FMT_U64, k),
+                "span_id": column_at(block, <char *>out_span_id - p, FMT_U64, k),
+                "parent_id": column_at(block, <char *>out_parent_id - p, FMT_U64, k),
+                "start_ns": column_at(block, <char *>out_start - p, FMT_I64, k),
+                "end_ns": column_at(block, <char *>out_end - p, FMT_I64, k),
+                "flags": column_at(block, <char *>out_flags - p, FMT_U8, k),
+                "name_id": column_at(block, <char *>out_name_id - p, FMT_U32, k),
+                "operation_names": self.names,
+                "tag_offsets": column_at(block, <char *>tag_offsets - p, FMT_I32, k + 1),
+                "tag_key": column_at(block, <char *>tag_key - p, FMT_U32, t),
+                "tag_type": column_at(block, <char *>tag_type - p, FMT_U8, t),
+                "tag_num": column_at(block, <char *>tag_num - p, FMT_I64, t),
+                "tag_obj": tag_obj, "tag_keys": self.keys,
+                "log_offsets": column_at(block, <char *>log_offsets - p, FMT_I32, k + 1),
+                "log_ts": column_at(block, <char *>log_ts - p, FMT_I64, l),
+                "log_fields": log_fields, "extras": extras,
+                "first_seq": first_seq, "source": id(self), "pid": pid}
 
     def counters(self):
         return {

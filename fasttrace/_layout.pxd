@@ -26,6 +26,10 @@ cdef enum:
     UNINTERNED = 0xFFFFFFFF
 
 
+cpdef object raw_columns(object batch)
+cpdef object raw_column(object batch, str name)
+
+
 cdef class BatchView:
     """Typed views over a SpanBatch's columns, read the way SpanBatch reads them."""
     cdef Py_ssize_t n

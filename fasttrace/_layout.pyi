@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The SpanBatch contract's codes (fasttrace/_layout.pxd), and its typed view for encoders."""
-from typing import Any, List
+from typing import Any, Dict, List, Optional
 
 TAG_STR: int
 TAG_BOOL: int
@@ -13,6 +13,8 @@ FLAG_DEBUG: int
 FLAG_FIRST_REF_FOLLOWS: int
 FLAG_CONTEXT_PARENT: int
 
+def raw_columns(batch: Any) -> Optional[Dict[str, Any]]: ...
+def raw_column(batch: Any, name: str) -> Any: ...
 def shadowed_tags(tag_key: Any, tag_obj: List[Any], start: int, stop: int) -> set[int]: ...
 
 class BatchView:

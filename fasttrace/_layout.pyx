@@ -43,23 +43,48 @@ cdef list _as_list(object seq):
     return <list>seq if type(seq) is list else list(seq)
 
 
+cdef object _MISSING = object()
+
+
+cdef inline object _column(object batch, object attrs, str name):
+    """The batch's column `name` as stored (SpanBatch.__dict__: a fasttrace._columns.Column
+    or an array), read without turning it into a numpy array (see fasttrace/batch.py)."""
+    if attrs is not None:
+        value = (<dict>attrs).get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+    return getattr(batch, name)
+
+
+cpdef object raw_columns(object batch):
+    """The dict a SpanBatch keeps its columns in, as stored (None for another object)."""
+    attrs = getattr(batch, "__dict__", None)
+    return attrs if type(attrs) is dict else None
+
+
+cpdef object raw_column(object batch, str name):
+    """The batch's column `name` as stored, without making it a numpy array."""
+    return _column(batch, raw_columns(batch), name)
+
+
 cdef class BatchView:
     def __init__(self, batch):
-        self.n = len(batch.span_id)
-        self.hi = batch.trace_id_hi
-        self.lo = batch.trace_id_lo
-        self.sid = batch.span_id
-        self.pid = batch.parent_id
-        self.start = batch.start_ns
-        self.end = batch.end_ns
-        self.flags = batch.flags
-        self.name_id = batch.name_id
-        self.tag_off = batch.tag_offsets
-        self.tag_key = batch.tag_key
-        self.tag_type = batch.tag_type
-        self.tag_num = batch.tag_num
-        self.log_off = batch.log_offsets
-        self.log_ts = batch.log_ts
+        d = raw_columns(batch)
+        self.hi = _column(batch, d, "trace_id_hi")
+        self.lo = _column(batch, d, "trace_id_lo")
+        self.sid = _column(batch, d, "span_id")
+        self.n = self.sid.shape[0]
+        self.pid = _column(batch, d, "parent_id")
+        self.start = _column(batch, d, "start_ns")
+        self.end = _column(batch, d, "end_ns")
+        self.flags = _column(batch, d, "flags")
+        self.name_id = _column(batch, d, "name_id")
+        self.tag_off = _column(batch, d, "tag_offsets")
+        self.tag_key = _column(batch, d, "tag_key")
+        self.tag_type = _column(batch, d, "tag_type")
+        self.tag_num = _column(batch, d, "tag_num")
+        self.log_off = _column(batch, d, "log_offsets")
+        self.log_ts = _column(batch, d, "log_ts")
         self.tag_obj = _as_list(batch.tag_obj)
         self.log_fields = _as_list(batch.log_fields)
         self.extras = _as_list(batch.extras)

@@ -71,7 +71,7 @@ from cpython.mem cimport PyMem_Free
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove
 
-from fasttrace._layout cimport (BatchView, FLAG_FIRST_REF_FOLLOWS, FLAG_SAMPLED, TAG_BIGINT,
+from fasttrace._layout cimport (BatchView, raw_columns, FLAG_FIRST_REF_FOLLOWS, FLAG_SAMPLED, TAG_BIGINT,
                                 TAG_BOOL, TAG_INT, TAG_STR, UNINTERNED)
 from fasttrace._pyapi cimport PyFloat_AS_DOUBLE, PyUnicode_AsEncodedString, str_named
 from fasttrace._wbuf cimport (WBuf, str_utf8, varint_len, w_be, w_le64, w_varint,
@@ -331,7 +331,7 @@ cdef class _Encoder:
         cdef WBuf *b = &self.buf
         cdef BatchView v
         cdef list keys
-        cdef Py_ssize_t n = len(batch.span_id), i, t, t1, j
+        cdef Py_ssize_t n, i, t, t1, j
         cdef Py_ssize_t rs_body, ss_body, sc_body, sp_body, kv_body, av_body, ev_body, st_body
         cdef uint32_t kid
         cdef uint8_t ty, cls
@@ -343,6 +343,8 @@ cdef class _Encoder:
         # table holds at most 16,384 keys
         cdef bytearray key_classes
         cdef uint8_t *key_class
+        d = raw_columns(batch)
+        n = len(d["span_id"] if d is not None and "span_id" in d else batch.span_id)
         if n == 0:
             return 0
         v = BatchView(batch)

@@ -17,11 +17,11 @@ from libc.stdlib cimport calloc, free, malloc
 
 from collections import OrderedDict, deque
 
-import numpy as np
-
 from fasttrace._arena cimport KEY_SAMPLING_DECISION
+from fasttrace._columns cimport FMT_I32, FMT_I64, FMT_U8, FMT_U32, Column, new_column
 from fasttrace._cdefs cimport ft_list_set, ft_prefetch, ft_rand64
 from fasttrace._pyapi cimport PyDict_GET_SIZE
+from fasttrace._layout cimport raw_column
 from fasttrace._layout cimport (FLAG_CONTEXT_PARENT, FLAG_DEBUG, FLAG_FIRST_REF_FOLLOWS,
                                 FLAG_SAMPLED, TAG_BOOL, TAG_STR, UNINTERNED)
 
@@ -29,6 +29,13 @@ from fasttrace._reentry import GuardedLock
 from fasttrace.batch import SpanBatch, _gather_rows, _take
 
 __all__ = ["DECISIONS", "TOLD_UPSTREAM", "TailStage", "pending_span_bytes"]
+
+
+cdef object _numpy():
+    # only for rows picked out of a batch (SpanBatch.select): a batch kept or discarded
+    # whole, the common case, is decided and tagged without numpy
+    import numpy
+    return numpy
 
 # the values of the sampling.decision tag, in the order the policies are tried; a
 # decision's code is its position + 1 (0: discarded)
@@ -381,17 +388,17 @@ cdef class TailStage:
         return _assemble(out)
 
     cdef _process_one(self, batch, list out):
-        cdef Py_ssize_t n = len(batch.span_id), i, k
+        cdef Py_ssize_t n = len(raw_column(batch, "span_id")), i, k
         if n == 0:
             return
-        cdef const uint64_t[::1] his = batch.trace_id_hi
-        cdef const uint64_t[::1] los = batch.trace_id_lo
-        cdef const uint64_t[::1] parents = batch.parent_id
-        cdef const uint8_t[::1] flags = batch.flags
-        cdef const int64_t[::1] starts = batch.start_ns
-        cdef const int64_t[::1] ends = batch.end_ns
-        cdef const int32_t[::1] toff = batch.tag_offsets
-        cdef const int32_t[::1] loff = batch.log_offsets
+        cdef const uint64_t[::1] his = raw_column(batch, "trace_id_hi")
+        cdef const uint64_t[::1] los = raw_column(batch, "trace_id_lo")
+        cdef const uint64_t[::1] parents = raw_column(batch, "parent_id")
+        cdef const uint8_t[::1] flags = raw_column(batch, "flags")
+        cdef const int64_t[::1] starts = raw_column(batch, "start_ns")
+        cdef const int64_t[::1] ends = raw_column(batch, "end_ns")
+        cdef const int32_t[::1] toff = raw_column(batch, "tag_offsets")
+        cdef const int32_t[::1] loff = raw_column(batch, "log_offsets")
         cdef const uint8_t[::1] rowbits
         cdef uint64_t hi, lo
         cdef int decided
@@ -400,7 +407,7 @@ cdef class TailStage:
         cdef _Pending trace
         cdef DecisionTable table = self._decided
         cdef double threshold
-        codes_arr = np.empty(n, dtype=np.uint8)
+        cdef Column codes_arr = new_column(FMT_U8, n)
         cdef uint8_t[::1] codes = codes_arr
         candidates = self._candidates(batch)
         if candidates is not None:
@@ -498,8 +505,15 @@ cdef class TailStage:
         if n_out == n:
             out.append((batch, None, codes_arr))
         elif n_out:
-            rows = np.flatnonzero((codes_arr != DISCARD) & (codes_arr != WAITING))
-            out.append((batch, rows, codes_arr[rows]))
+            rows = []
+            kept = bytearray(n_out)
+            k = 0
+            for i in range(n):
+                if codes[i] != DISCARD and codes[i] != WAITING:
+                    rows.append(i)
+                    kept[k] = codes[i]
+                    k += 1
+            out.append((batch, rows, kept))
         self._enforce_budget(out, False)
 
     cdef Py_ssize_t _lone_roots(self, const uint64_t[::1] his, const uint64_t[::1] los,
@@ -584,14 +598,16 @@ cdef class TailStage:
         self.kept[code] += 1
         self._decided.put(hi, lo, code)
 
-    cdef _keep_waiting(self, batch, codes_arr, list touched):
+    cdef _keep_waiting(self, batch, Column codes_arr, list touched):
         """The rows of `batch` still pending move to a compact batch of their own, so a
         pending span holds its own row, not the whole batch it was drained in."""
-        rows = np.flatnonzero(codes_arr == WAITING)
+        cdef const uint8_t[::1] codes = codes_arr
+        cdef Py_ssize_t i
+        rows = [i for i in range(codes.shape[0]) if codes[i] == WAITING]
         if len(rows) == 0:
             return
         compact = batch.select(rows)
-        where = dict(zip(rows.tolist(), range(len(rows))))
+        where = dict(zip(rows, range(len(rows))))
         cdef _Pending trace
         cdef list spans
         cdef Py_ssize_t j
@@ -609,7 +625,7 @@ cdef class TailStage:
         if table is not self._names_table:
             self._names_table = table
             self._op_latency_ns = {}
-        name_id = int(batch.name_id[i])
+        name_id = int(raw_column(batch, "name_id")[i])
         threshold = self._op_latency_ns.get(name_id) if name_id != UNINTERNED else None
         if threshold is None:
             ms = self.policy.latency_ms_by_operation.get(batch.operation_name(i),
@@ -660,7 +676,7 @@ cdef class TailStage:
         if self.p_errors:
             wanted.append("error")
         wanted.extend(k for k, _ in policy.tags)
-        tag_key_arr = batch.tag_key
+        tag_key_arr = raw_column(batch, "tag_key")
         if not wanted or len(tag_key_arr) == 0:
             return None
         cdef uint32_t error_id = 0, key
@@ -673,11 +689,11 @@ cdef class TailStage:
         for name, _ in policy.tags:
             if name in ids:
                 tag_ids.add(ids[name])
-        cdef const int32_t[::1] toff = batch.tag_offsets
+        cdef const int32_t[::1] toff = raw_column(batch, "tag_offsets")
         cdef const uint32_t[::1] tkey = tag_key_arr
-        cdef const uint8_t[::1] ttype = batch.tag_type
-        cdef const int64_t[::1] tnum = batch.tag_num
-        cdef Py_ssize_t n = len(batch.span_id), i, t
+        cdef const uint8_t[::1] ttype = raw_column(batch, "tag_type")
+        cdef const int64_t[::1] tnum = raw_column(batch, "tag_num")
+        cdef Py_ssize_t n = len(raw_column(batch, "span_id")), i, t
         cdef bint any_bits = False, any_check = False
         cdef bint has_tag_ids = len(tag_ids) > 0
         # most batches hold none of the keys: one pass over the entries says so
@@ -695,8 +711,10 @@ cdef class TailStage:
                 any_hit |= (tkey[t] == error_or_none) | (tkey[t] == UNINTERNED)
         if not any_hit:
             return None
-        bits_arr = np.zeros(n, dtype=np.uint8)
+        cdef Column bits_arr = new_column(FMT_U8, n)
         cdef uint8_t[::1] bits = bits_arr
+        for i in range(n):
+            bits[i] = 0
         for i in range(n):
             for t in range(toff[i], toff[i + 1]):
                 key = tkey[t]
@@ -708,7 +726,7 @@ cdef class TailStage:
                     bits[i] |= ROW_CHECK
                     any_check = True
         if any_check:
-            for i in np.flatnonzero(bits_arr & ROW_CHECK).tolist():
+            for i in [i for i in range(n) if bits[i] & ROW_CHECK]:
                 tags = batch.tags(i)
                 bits[i] = 0
                 if self.p_errors and tags.get("error") is True:
@@ -755,10 +773,12 @@ cdef object _kept_part(object batch, object rows, object codes_arr):
     """The spans of `batch` at `rows` (None: all) as a new SpanBatch with the exported
     flags, span k tagged sampling.decision = the name of codes_arr[k]."""
     cdef const uint8_t[::1] codes = codes_arr
-    cdef Py_ssize_t n = len(batch.span_id), m, k, r
-    cdef const int32_t[::1] toff = batch.tag_offsets
-    cdef const uint32_t[::1] tkey = batch.tag_key
-    cdef const Py_ssize_t[::1] take
+    cdef Py_ssize_t n = len(raw_column(batch, "span_id")), m, k, r
+    cdef const int32_t[::1] toff = raw_column(batch, "tag_offsets")
+    cdef const uint32_t[::1] tkey = raw_column(batch, "tag_key")
+    cdef const uint8_t[::1] flags
+    cdef uint8_t[::1] new_flags
+    cdef list take
     # the arena's reserved entries (Arena.reserve_decision_tag): each span's last one
     if toff.shape[0] != n + 1:
         raise ValueError("inconsistent SpanBatch tag columns")
@@ -766,8 +786,7 @@ cdef object _kept_part(object batch, object rows, object codes_arr):
             or len(batch.tag_obj) != toff[n]):
         return _append_decisions(batch, rows, codes_arr)
     if rows is not None:
-        rows = np.asarray(rows, dtype=np.intp)
-        take = rows
+        take = rows if type(rows) is list else list(rows)
     m = n if rows is None else len(rows)
     for k in range(m):
         r = k if rows is None else take[k]
@@ -776,11 +795,15 @@ cdef object _kept_part(object batch, object rows, object codes_arr):
     if rows is None:
         part = SpanBatch.__new__(SpanBatch)
         part.__dict__.update(batch.__dict__)     # this batch's lists: filled in place
-        part.flags = (part.flags & _EXPORTED_FLAGS) | FLAG_SAMPLED
+        flags = raw_column(batch, "flags")
+        part.flags = flags_col = new_column(FMT_U8, n)
+        new_flags = flags_col
+        for k in range(n):
+            new_flags[k] = (flags[k] & _EXPORTED_FLAGS) | FLAG_SAMPLED
     else:
         part = batch.select(rows)
         part.flags |= FLAG_SAMPLED
-    cdef const int32_t[::1] off = part.tag_offsets
+    cdef const int32_t[::1] off = raw_column(part, "tag_offsets")
     cdef list tobj = part.tag_obj
     for k in range(m):
         ft_list_set(tobj, off[k + 1] - 1, <object>PyTuple_GET_ITEM(_NAMES, codes[k]))
@@ -792,13 +815,14 @@ cdef object _append_decisions(object batch, object rows, object codes_arr):
     the sampling.decision entry appended to each span (one it set itself left out)."""
     part = SpanBatch.__new__(SpanBatch)
     part.__dict__.update(batch.__dict__)
-    m = len(batch.span_id)
+    m = len(raw_column(batch, "span_id"))
     rows_arr = None
     if rows is None:
-        log_off = batch.log_offsets
-        if int(log_off[0]) != 0 or int(log_off[m]) != len(batch.log_ts):
-            rows = np.arange(m)     # logs shared with entries of other spans: compact them
+        log_off = raw_column(batch, "log_offsets")
+        if int(log_off[0]) != 0 or int(log_off[m]) != len(raw_column(batch, "log_ts")):
+            rows = range(m)     # logs shared with entries of other spans: compact them
     if rows is not None:
+        np = _numpy()
         rows_arr = np.asarray(rows, dtype=np.intp)
         m = len(rows_arr)
         for name in SpanBatch._ROW_COLUMNS:
@@ -808,16 +832,22 @@ cdef object _append_decisions(object batch, object rows, object codes_arr):
         part.log_offsets = offsets
         part.log_ts = batch.log_ts[src]
         part.log_fields = _take(batch.log_fields, src)
-    part.flags = (part.flags & _EXPORTED_FLAGS) | FLAG_SAMPLED
+    cdef const uint8_t[::1] flags = raw_column(part, "flags")
+    cdef Column flags_col = new_column(FMT_U8, m)
+    cdef uint8_t[::1] new_flags = flags_col
+    cdef Py_ssize_t k
+    for k in range(m):
+        new_flags[k] = (flags[k] & _EXPORTED_FLAGS) | FLAG_SAMPLED
+    part.flags = flags_col
     cdef const uint8_t[::1] codes = codes_arr
-    cdef const int32_t[::1] toff = batch.tag_offsets
-    cdef const uint32_t[::1] tkey = batch.tag_key
-    cdef const uint8_t[::1] ttype = batch.tag_type
-    cdef const int64_t[::1] tnum = batch.tag_num
+    cdef const int32_t[::1] toff = raw_column(batch, "tag_offsets")
+    cdef const uint32_t[::1] tkey = raw_column(batch, "tag_key")
+    cdef const uint8_t[::1] ttype = raw_column(batch, "tag_type")
+    cdef const int64_t[::1] tnum = raw_column(batch, "tag_num")
     cdef const Py_ssize_t[::1] take
     cdef list tobj = batch.tag_obj if type(batch.tag_obj) is list else list(batch.tag_obj)
-    cdef Py_ssize_t k, r, t, total = 0, w = 0
-    cdef Py_ssize_t n_src = len(batch.span_id)
+    cdef Py_ssize_t r, t, total = 0, w = 0
+    cdef Py_ssize_t n_src = len(raw_column(batch, "span_id"))
     if (toff.shape[0] != n_src + 1 or toff[0] < 0 or toff[n_src] > len(tobj)
             or toff[n_src] > tkey.shape[0] or toff[n_src] > ttype.shape[0]
             or toff[n_src] > tnum.shape[0]):
@@ -836,10 +866,10 @@ cdef object _append_decisions(object batch, object rows, object codes_arr):
             for t in range(toff[r], toff[r + 1]):
                 if tkey[t] == KEY_SAMPLING_DECISION:
                     total -= 1
-    off_arr = np.empty(m + 1, dtype=np.int32)
-    key_arr = np.empty(total, dtype=np.uint32)
-    type_arr = np.empty(total, dtype=np.uint8)
-    num_arr = np.empty(total, dtype=np.int64)
+    off_arr = new_column(FMT_I32, m + 1)
+    key_arr = new_column(FMT_U32, total)
+    type_arr = new_column(FMT_U8, total)
+    num_arr = new_column(FMT_I64, total)
     cdef int32_t[::1] off = off_arr
     cdef uint32_t[::1] nkey = key_arr
     cdef uint8_t[::1] ntype = type_arr
@@ -891,8 +921,6 @@ cdef object _assemble(list out):
                 i += 1
                 rows.extend(out[i][1])
                 codes.extend(out[i][2])
-        parts.append(_kept_part(batch, rows,
-                                     np.frombuffer(bytes(codes), dtype=np.uint8)
-                                     if not isinstance(codes, np.ndarray) else codes))
+        parts.append(_kept_part(batch, rows, codes))
         i += 1
     return parts[0] if len(parts) == 1 else parts[0].concat(parts)

@@ -3,9 +3,9 @@
 from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
-import numpy as np
 from typing_extensions import Self
 
+from fasttrace._columns import Column
 from fasttrace.batch import SpanBatch
 
 PROTOCOL_COMPACT: int
@@ -31,7 +31,7 @@ class SpanEncoder:
                only: Optional[Sequence[int]] = ...) -> int:
         """Encodes the batch's spans (replacing what was held); returns how many."""
     def span_size(self, k: int) -> int: ...
-    def data(self) -> Tuple[bytes, np.ndarray]:
+    def data(self) -> Tuple[bytes, Column]:
         """(spans, int64 offsets of count + 1)."""
     def agent_packets(self, process: bytes, max_packet_size: int, seqid: int = ...) -> _Packets:
         """(datagrams, spans per datagram, indices of spans too large for any)."""
@@ -39,14 +39,14 @@ class SpanEncoder:
         """One jaeger.Batch struct."""
 
 def encode_spans(batch: SpanBatch, protocol: int = ..., trimmed: Optional[_TrimPlan] = ...,
-                 only: Optional[Sequence[int]] = ...) -> Tuple[bytes, np.ndarray]: ...
+                 only: Optional[Sequence[int]] = ...) -> Tuple[bytes, Column]: ...
 def encode_process(service_name: str,
                    tags: Union[Mapping[str, Any], Iterable[Tuple[str, Any]], None] = ...,
                    protocol: int = ...) -> bytes: ...
 def span_parts_sizes(batch: SpanBatch, i: int,
                      protocol: int = ...) -> Tuple[List[int], List[int]]: ...
 def emit_batch_overhead(process_len: int, nspans: int = ..., seqid: int = ...) -> int: ...
-def agent_packets(process: bytes, spans: bytes, offsets: np.ndarray, max_packet_size: int,
+def agent_packets(process: bytes, spans: bytes, offsets: Any, max_packet_size: int,
                   seqid: int = ...) -> _Packets: ...
-def collector_body(process: bytes, spans: bytes, offsets: np.ndarray,
+def collector_body(process: bytes, spans: bytes, offsets: Any,
                    protocol: int = ...) -> bytes: ...

@@ -43,8 +43,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-import numpy as np
-
+from fasttrace._columns cimport FMT_I32, FMT_I64, FMT_U8, FMT_U32, Column, new_column
 from fasttrace._layout cimport (BatchView, TAG_BIGINT, TAG_BOOL, TAG_FLOAT, TAG_INT, TAG_STR,
                                 UNINTERNED as _UNINTERNED)
 from fasttrace._pyapi cimport PyFloat_AS_DOUBLE, PyUnicode_AsEncodedString
@@ -481,11 +480,10 @@ cdef class SpanEncoder:
         return self.off[k + 1] - self.off[k]
 
     def data(self):
-        """(spans, offsets): the encoded structs as bytes, and an int64 array of count + 1
+        """(spans, offsets): the encoded structs as bytes, and an int64 Column of count + 1
         offsets; the k-th span is spans[offsets[k]:offsets[k + 1]]."""
-        offsets = np.empty(self.count + 1, dtype=np.int64)
-        cdef int64_t[::1] view = offsets
-        memcpy(&view[0], self.off, (self.count + 1) * sizeof(int64_t))
+        cdef Column offsets = new_column(FMT_I64, self.count + 1)
+        memcpy(offsets.data, self.off, (self.count + 1) * sizeof(int64_t))
         return PyBytes_FromStringAndSize(<char *>self.buf.p, self.buf.n), offsets
 
     def agent_packets(self, bytes process, Py_ssize_t max_packet_size, int32_t seqid=0):
@@ -508,7 +506,7 @@ def encode_spans(batch, int protocol=PROTOCOL_COMPACT, trimmed=None, only=None):
         trimmed, only: as for `SpanEncoder.encode`.
 
     Returns:
-        (data, offsets): the structs as bytes, and an int64 array of n + 1 offsets (n = the
+        (data, offsets): the structs as bytes, and an int64 Column of n + 1 offsets (n = the
         number of spans encoded); the k-th is data[offsets[k]:offsets[k + 1]].
     """
     cdef SpanEncoder enc = SpanEncoder(protocol)
@@ -522,8 +520,23 @@ cdef int _write_trimmed(_Columns c, WBuf *b, bint binary, Py_ssize_t i, object p
     cdef Py_ssize_t t0 = c.tag_off[i], t1 = c.tag_off[i + 1]
     cdef Py_ssize_t l0 = c.log_off[i], l1 = c.log_off[i + 1]
     # a one-span view with the kept tags and logs; the rest of the columns are shared
-    keep_t = np.array([t for t in range(t0, t1) if t - t0 not in drop_tags], dtype=np.int64)
-    keep_l = np.array([l for l in range(l0, l1) if l - l0 not in drop_logs], dtype=np.int64)
+    cdef list keep_t = [t for t in range(t0, t1) if t - t0 not in drop_tags]
+    cdef list keep_l = [l for l in range(l0, l1) if l - l0 not in drop_logs]
+    cdef Py_ssize_t nt = len(keep_t), nl = len(keep_l), k, src
+    cdef Column tag_off = new_column(FMT_I32, 2), log_off = new_column(FMT_I32, 2)
+    cdef Column tag_key = new_column(FMT_U32, nt), tag_type = new_column(FMT_U8, nt)
+    cdef Column tag_num = new_column(FMT_I64, nt), log_ts = new_column(FMT_I64, nl)
+    (<int32_t *>tag_off.data)[0] = 0
+    (<int32_t *>tag_off.data)[1] = <int32_t>nt
+    (<int32_t *>log_off.data)[0] = 0
+    (<int32_t *>log_off.data)[1] = <int32_t>nl
+    for k in range(nt):
+        src = keep_t[k]
+        (<uint32_t *>tag_key.data)[k] = c.tag_key[src]
+        (<uint8_t *>tag_type.data)[k] = c.tag_type[src]
+        (<int64_t *>tag_num.data)[k] = c.tag_num[src]
+    for k in range(nl):
+        (<int64_t *>log_ts.data)[k] = c.log_ts[<Py_ssize_t>keep_l[k]]
     cdef _Columns one = _Columns.__new__(_Columns)
     one.n = 1
     one.hi = c.hi[i:i + 1]
@@ -534,13 +547,13 @@ cdef int _write_trimmed(_Columns c, WBuf *b, bint binary, Py_ssize_t i, object p
     one.end = c.end[i:i + 1]
     one.flags = c.flags[i:i + 1]
     one.name_id = c.name_id[i:i + 1]
-    one.tag_off = np.array([0, len(keep_t)], dtype=np.int32)
-    one.tag_key = np.ascontiguousarray(np.asarray(c.tag_key)[keep_t])
-    one.tag_type = np.ascontiguousarray(np.asarray(c.tag_type)[keep_t])
-    one.tag_num = np.ascontiguousarray(np.asarray(c.tag_num)[keep_t])
+    one.tag_off = tag_off
+    one.tag_key = tag_key
+    one.tag_type = tag_type
+    one.tag_num = tag_num
     one.tag_obj = [c.tag_obj[t] for t in keep_t]
-    one.log_off = np.array([0, len(keep_l)], dtype=np.int32)
-    one.log_ts = np.ascontiguousarray(np.asarray(c.log_ts)[keep_l])
+    one.log_off = log_off
+    one.log_ts = log_ts
     one.log_fields = [c.log_fields[l] for l in keep_l]
     one.extras = [c.extras[i]]
     one.names = c.names

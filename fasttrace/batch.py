@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """SpanBatch (columnar, what reporters receive) and FinishedSpan (one span, readable).
 
-A SpanBatch is the arena's finished slots copied out as numpy columns:
+A SpanBatch is the arena's finished slots copied out as columns:
 
     trace_id_hi, trace_id_lo, span_id, parent_id   uint64[n]   (parent 0 = root)
     start_ns, end_ns                               int64[n]
@@ -18,11 +18,20 @@ tag_type: 0 str (in tag_obj), 1 bool, 2 int (in tag_num), 3 float (tag_num's bit
 see `tag_float`), 4 int beyond 64 bits (in tag_obj).  A key id of UNINTERNED (2**32-1)
 means the interning table was full: tag_obj then holds (key, value).
 Iterating yields FinishedSpan records, built on demand.
+
+The numeric columns read as numpy arrays.  A drained batch holds them in C memory (one
+block per drain, `fasttrace._columns`): numpy is imported, and each column wrapped as an
+array over that memory (no copy), the first time one of these attributes is read, so
+writes through the arrays are what the encoders then read.  Length, iteration,
+`slice`, the encoders and the tail stage read the columns without numpy; `select`,
+`concat` and `tag_float` use it.  A column attribute may be set to any 1-d C-contiguous
+array of the column's type (tests build batches from numpy arrays).
 """
 import operator
 
-import numpy as np
 from opentracing import ReferenceType
+
+from fasttrace._columns import ArrayAttr, as_float
 
 # the column codes, defined once in _layout.pxd (all of them importable from here)
 from fasttrace._layout import (  # noqa: F401
@@ -79,8 +88,30 @@ class FinishedSpan:
     __hash__ = None
 
 
+def _numpy():
+    import numpy
+    return numpy
+
+
 class SpanBatch:
     """Finished spans drained from the arena, as numpy columns plus tag and log tables."""
+
+    # the numeric columns: numpy arrays when read (see the module doc); the instance
+    # dict holds each as given, which is what the methods here and the encoders read
+    trace_id_hi = ArrayAttr("trace_id_hi")
+    trace_id_lo = ArrayAttr("trace_id_lo")
+    span_id = ArrayAttr("span_id")
+    parent_id = ArrayAttr("parent_id")
+    start_ns = ArrayAttr("start_ns")
+    end_ns = ArrayAttr("end_ns")
+    flags = ArrayAttr("flags")
+    name_id = ArrayAttr("name_id")
+    tag_offsets = ArrayAttr("tag_offsets")
+    tag_key = ArrayAttr("tag_key")
+    tag_type = ArrayAttr("tag_type")
+    tag_num = ArrayAttr("tag_num")
+    log_offsets = ArrayAttr("log_offsets")
+    log_ts = ArrayAttr("log_ts")
 
     # the columns, under their attribute names (what Arena.drain returns)
     _COLUMNS = ("trace_id_hi", "trace_id_lo", "span_id", "parent_id", "start_ns", "end_ns",
@@ -102,17 +133,17 @@ class SpanBatch:
     @property
     def tag_float(self):
         """tag_num reinterpreted as float64 (meaningful where tag_type == 3)."""
-        return self.tag_num.view(np.float64)
+        return _numpy().asarray(self.tag_num).view("float64")
 
     def __len__(self):
-        return len(self.span_id)
+        return len(self.__dict__["span_id"])
 
     def __iter__(self):
-        for i in range(len(self.span_id)):
+        for i in range(len(self)):
             yield self[i]
 
     def operation_name(self, i):
-        name_id = int(self.name_id[i])
+        name_id = int(self.__dict__["name_id"][i])
         if name_id == UNINTERNED:
             return self.extras[i]["name"]
         return self.operation_names[name_id]
@@ -121,62 +152,67 @@ class SpanBatch:
         """Span i's tags as a dict."""
         out = {}
         keys = self.tag_keys
-        floats = None
-        for t in range(int(self.tag_offsets[i]), int(self.tag_offsets[i + 1])):
-            kind = self.tag_type[t]
-            key_id = int(self.tag_key[t])
+        d = self.__dict__
+        offsets, types, nums, key_ids = d["tag_offsets"], d["tag_type"], d["tag_num"], d["tag_key"]
+        objs = self.tag_obj
+        for t in range(int(offsets[i]), int(offsets[i + 1])):
+            kind = types[t]
+            key_id = int(key_ids[t])
             if key_id == UNINTERNED:
                 # the key table was full: tag_obj holds (key, object value or None)
-                key, obj = self.tag_obj[t]
+                key, obj = objs[t]
             else:
-                key, obj = keys[key_id], self.tag_obj[t]
+                key, obj = keys[key_id], objs[t]
             if kind == TAG_STR or kind == TAG_BIGINT:
                 value = obj
             elif kind == TAG_BOOL:
-                value = bool(self.tag_num[t])
+                value = bool(nums[t])
             elif kind == TAG_INT:
-                value = int(self.tag_num[t])
+                value = int(nums[t])
             else:
-                if floats is None:
-                    floats = self.tag_float
-                value = float(floats[t])
+                value = as_float(int(nums[t]))
             out[key] = value
         return out
 
     def logs(self, i):
         """Span i's logs as [(timestamp_ns, fields)] in the order they were logged."""
-        return [(int(self.log_ts[j]), self.log_fields[j])
-                for j in range(int(self.log_offsets[i]), int(self.log_offsets[i + 1]))]
+        d = self.__dict__
+        offsets, ts, fields = d["log_offsets"], d["log_ts"], self.log_fields
+        return [(int(ts[j]), fields[j]) for j in range(int(offsets[i]), int(offsets[i + 1]))]
 
     def references(self, i):
         extra = self.extras[i]
         if extra is not None and "refs" in extra:
             return list(extra["refs"])
-        parent = int(self.parent_id[i])
+        d = self.__dict__
+        parent = int(d["parent_id"][i])
         if not parent:
             return []
-        kind = (ReferenceType.FOLLOWS_FROM if self.flags[i] & FLAG_FIRST_REF_FOLLOWS
+        kind = (ReferenceType.FOLLOWS_FROM if d["flags"][i] & FLAG_FIRST_REF_FOLLOWS
                 else ReferenceType.CHILD_OF)
         return [(kind, self.trace_id(i), parent)]
 
     def trace_id(self, i):
-        return (int(self.trace_id_hi[i]) << 64) | int(self.trace_id_lo[i])
+        d = self.__dict__
+        return (int(d["trace_id_hi"][i]) << 64) | int(d["trace_id_lo"][i])
 
     def __getitem__(self, i):
+        n = len(self)
         if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
+            i += n
+        if not 0 <= i < n:
             raise IndexError(i)
-        parent = int(self.parent_id[i])
-        flags = int(self.flags[i])
+        d = self.__dict__
+        parent = int(d["parent_id"][i])
+        flags = int(d["flags"][i])
         return FinishedSpan(
             trace_id=self.trace_id(i),
-            span_id=int(self.span_id[i]),
+            span_id=int(d["span_id"][i]),
             parent_id=parent or None,
             operation_name=self.operation_name(i),
             service_name=self.service_name,
-            start_ns=int(self.start_ns[i]),
-            end_ns=int(self.end_ns[i]),
+            start_ns=int(d["start_ns"][i]),
+            end_ns=int(d["end_ns"][i]),
             tags=self.tags(i),
             logs=self.logs(i),
             references=self.references(i),
@@ -194,12 +230,13 @@ class SpanBatch:
         start, stop, _ = slice(start, stop).indices(n)
         stop = max(start, stop)
         part = SpanBatch.__new__(SpanBatch)
-        part.__dict__.update(self.__dict__)
+        d = part.__dict__
+        d.update(self.__dict__)
         for name in ("trace_id_hi", "trace_id_lo", "span_id", "parent_id", "start_ns",
                      "end_ns", "flags", "name_id"):
-            setattr(part, name, getattr(self, name)[start:stop])
-        part.tag_offsets = self.tag_offsets[start:stop + 1]
-        part.log_offsets = self.log_offsets[start:stop + 1]
+            d[name] = d[name][start:stop]
+        d["tag_offsets"] = d["tag_offsets"][start:stop + 1]
+        d["log_offsets"] = d["log_offsets"][start:stop + 1]
         part.extras = self.extras[start:stop]
         part.first_seq = self.first_seq + start
         return part
@@ -212,6 +249,7 @@ class SpanBatch:
         compact tag and log tables (offsets from 0), the name and key tables shared.
         The flags keep only the SpanContext and reference bits.
         """
+        np = _numpy()
         rows = np.asarray(rows, dtype=np.intp)
         part = SpanBatch.__new__(SpanBatch)
         part.__dict__.update(self.__dict__)
@@ -237,6 +275,7 @@ class SpanBatch:
         for p in parts:
             if p.operation_names is not self.operation_names or p.tag_keys is not self.tag_keys:
                 raise ValueError("SpanBatch.concat: the batches have different name tables")
+        np = _numpy()
         whole = SpanBatch.__new__(SpanBatch)
         whole.__dict__.update(self.__dict__)
         for name in self._ROW_COLUMNS + ("tag_key", "tag_type", "tag_num", "log_ts"):
@@ -270,6 +309,7 @@ def _take(items, indices):
 def _gather_rows(offsets, rows):
     """For the CSR table `offsets` and the spans `rows`: the new offsets and the old
     entry indices (src) in the new order."""
+    np = _numpy()
     starts = offsets[rows].astype(np.intp)
     counts = offsets[rows + 1].astype(np.intp) - starts
     new = np.zeros(len(rows) + 1, dtype=np.int32)
