@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """C memory for SpanBatch columns (fasttrace/_columns.pyx), and SpanBatch's column attributes."""
-from typing import Any, Iterator, List, Optional, Type, Union, overload
+from typing import Any, Iterator, List, Optional, Type, overload
 
 class Block:
     """A C block that columns view; freed with the last of them."""

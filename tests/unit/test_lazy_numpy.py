@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 import fasttrace
-from fasttrace import _columns, _thrift
+from fasttrace import _columns
 from fasttrace._otlp import encode_export_request
 from fasttrace.exporters.zipkin import encode_spans_json
 
