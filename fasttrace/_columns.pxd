@@ -33,3 +33,4 @@ cdef Block new_block(Py_ssize_t nbytes)
 cdef Column column_at(Block block, Py_ssize_t offset, char fmt, Py_ssize_t n)
 cdef Column new_column(char fmt, Py_ssize_t n)
 cdef Py_ssize_t fmt_size(char fmt) noexcept
+cpdef object numpy()

@@ -17,7 +17,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-__all__ = ["ArrayAttr", "Block", "Column", "as_float", "empty"]
+__all__ = ["ArrayAttr", "Block", "Column", "as_float", "empty", "numpy"]
 
 cdef char _NO_DATA[8]           # where an empty column points (never read)
 
@@ -49,16 +49,21 @@ cdef Py_ssize_t fmt_size(char fmt) noexcept:
     return 1
 
 
-cdef Column column_at(Block block, Py_ssize_t offset, char fmt, Py_ssize_t n):
-    """n items of type `fmt` at `offset` bytes into `block` (which must hold them)."""
+cdef Column _view(object owner, char *data, char fmt, Py_ssize_t n):
+    """n items of type `fmt` at `data`, which `owner` keeps alive."""
     cdef Column col = Column.__new__(Column)
     col.itemsize = fmt_size(fmt)
     col.fmt[0] = fmt
     col.fmt[1] = 0
     col.n = col.shape0 = n
-    col.data = (<char *>block.p) + offset if n > 0 else _NO_DATA
-    col.owner = block
+    col.data = data if n > 0 else _NO_DATA
+    col.owner = owner
     return col
+
+
+cdef Column column_at(Block block, Py_ssize_t offset, char fmt, Py_ssize_t n):
+    """n items of type `fmt` at `offset` bytes into `block` (which must hold them)."""
+    return _view(block, (<char *>block.p) + offset, fmt, n)
 
 
 cdef Column new_column(char fmt, Py_ssize_t n):
@@ -105,21 +110,14 @@ cdef class Column:
 
     def __getitem__(self, key):
         cdef Py_ssize_t i, start, stop, step
-        cdef Column part
         if isinstance(key, slice):
             start, stop, step = key.indices(self.n)
             if step != 1:
                 raise ValueError("Column slices are contiguous")
             if stop < start:
                 stop = start
-            part = Column.__new__(Column)
-            part.itemsize = self.itemsize
-            part.fmt[0] = self.fmt[0]
-            part.fmt[1] = 0
-            part.n = part.shape0 = stop - start
-            part.data = self.data + start * self.itemsize if part.n > 0 else _NO_DATA
-            part.owner = self.owner
-            return part
+            return _view(self.owner, self.data + start * self.itemsize, self.fmt[0],
+                         stop - start)
         i = key
         if i < 0:
             i += self.n
@@ -166,11 +164,13 @@ def as_float(int64_t bits):
 cdef object _np = None
 
 
-cdef object _numpy():
+cpdef object numpy():
+    """The numpy module, imported at the first call: the one place fasttrace imports it
+    (`import fasttrace` must not: it starts BLAS threads)."""
     global _np
     if _np is None:
-        import numpy
-        _np = numpy
+        import numpy as np
+        _np = np
     return _np
 
 
@@ -192,7 +192,7 @@ cdef class ArrayAttr:
         if value is _MISSING:
             raise AttributeError(self.name)
         if type(value) is Column:
-            value = _numpy().asarray(value)
+            value = numpy().asarray(value)
             d[self.name] = value
         return value
 

@@ -64,6 +64,15 @@ cdef dict _as_error_log(dict fields, Arena arena):
     return fields
 
 
+cdef inline bint _put_field(dict fields, object k, object v, Arena arena) except -1:
+    """fields[k] = v as the arena keeps them (key as text, value truncated); True when v
+    is a traceback (the log then becomes an error log)."""
+    if type(k) is not str:
+        k = as_text(k, arena)
+    fields[k] = arena.clean_value(v)
+    return type(v) is _TRACEBACK
+
+
 cdef dict _cleaned_fields(object key_values, dict source, Arena arena):
     """A log's fields, each cleaned as the arena keeps it (key as text, value truncated,
     a traceback as text), from `source` (the copy of an exact dict, see log_kv) or else
@@ -77,13 +86,8 @@ cdef dict _cleaned_fields(object key_values, dict source, Arena arena):
         # PyDict_Next, not an items() iterator: nothing to allocate, and a dict that
         # another thread changes meanwhile is read as far as it goes, never raises
         while PyDict_Next(source, &pos, &pk, &pv):
-            k = <object>pk
-            v = <object>pv
-            if type(k) is not str:
-                k = as_text(k, arena)
-            if type(v) is _TRACEBACK:
+            if _put_field(fields, <object>pk, <object>pv, arena):
                 traceback_object = True
-            fields[k] = arena.clean_value(v)
     else:
         try:
             items = list(key_values.items())
@@ -96,11 +100,8 @@ cdef dict _cleaned_fields(object key_values, dict source, Arena arena):
             except Exception:
                 arena.n_unprintable += 1
                 continue
-            if type(k) is not str:
-                k = as_text(k, arena)
-            if type(v) is _TRACEBACK:
+            if _put_field(fields, k, v, arena):
                 traceback_object = True
-            fields[k] = arena.clean_value(v)
     if traceback_object:
         fields = _as_error_log(fields, arena)
     return fields

@@ -18,7 +18,7 @@ from libc.stdlib cimport calloc, free, malloc
 from collections import OrderedDict, deque
 
 from fasttrace._arena cimport KEY_SAMPLING_DECISION
-from fasttrace._columns cimport FMT_I32, FMT_I64, FMT_U8, FMT_U32, Column, new_column
+from fasttrace._columns cimport FMT_I32, FMT_I64, FMT_U8, FMT_U32, Column, new_column, numpy
 from fasttrace._cdefs cimport ft_list_set, ft_prefetch, ft_rand64
 from fasttrace._pyapi cimport PyDict_GET_SIZE
 from fasttrace._layout cimport raw_column
@@ -31,11 +31,6 @@ from fasttrace.batch import SpanBatch, _gather_rows, _take
 __all__ = ["DECISIONS", "TOLD_UPSTREAM", "TailStage", "pending_span_bytes"]
 
 
-cdef object _numpy():
-    # only for rows picked out of a batch (SpanBatch.select): a batch kept or discarded
-    # whole, the common case, is decided and tagged without numpy
-    import numpy
-    return numpy
 
 # the values of the sampling.decision tag, in the order the policies are tried; a
 # decision's code is its position + 1 (0: discarded)
@@ -822,7 +817,9 @@ cdef object _append_decisions(object batch, object rows, object codes_arr):
         if int(log_off[0]) != 0 or int(log_off[m]) != len(raw_column(batch, "log_ts")):
             rows = range(m)     # logs shared with entries of other spans: compact them
     if rows is not None:
-        np = _numpy()
+        # only for rows picked out of a batch: a batch kept or discarded whole, the
+        # common case, is decided and tagged without numpy
+        np = numpy()
         rows_arr = np.asarray(rows, dtype=np.intp)
         m = len(rows_arr)
         for name in SpanBatch._ROW_COLUMNS:

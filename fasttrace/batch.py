@@ -31,7 +31,7 @@ import operator
 
 from opentracing import ReferenceType
 
-from fasttrace._columns import ArrayAttr, as_float
+from fasttrace._columns import ArrayAttr, as_float, numpy as _numpy
 
 # the column codes, defined once in _layout.pxd (all of them importable from here)
 from fasttrace._layout import (  # noqa: F401
@@ -86,11 +86,6 @@ class FinishedSpan:
         return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
 
     __hash__ = None
-
-
-def _numpy():
-    import numpy
-    return numpy
 
 
 class SpanBatch:
