@@ -30,8 +30,6 @@ from fasttrace.batch import SpanBatch, _gather_rows, _take
 
 __all__ = ["DECISIONS", "TOLD_UPSTREAM", "TailStage", "pending_span_bytes"]
 
-
-
 # the values of the sampling.decision tag, in the order the policies are tried; a
 # decision's code is its position + 1 (0: discarded)
 DECISIONS = ("error", "latency", "downstream", "tag", "baseline", "head", "early")
@@ -764,6 +762,16 @@ cdef void _release(_Pending trace, uint8_t code, uint8_t[::1] codes, list out) e
     trace.spans = []
 
 
+cdef Column _exported_flags(const uint8_t[::1] flags):
+    """A kept batch's flags column: the exported bits of `flags`, and sampled."""
+    cdef Py_ssize_t k, n = flags.shape[0]
+    cdef Column out = new_column(FMT_U8, n)
+    cdef uint8_t *w = <uint8_t *>out.data
+    for k in range(n):
+        w[k] = (flags[k] & _EXPORTED_FLAGS) | FLAG_SAMPLED
+    return out
+
+
 cdef object _kept_part(object batch, object rows, object codes_arr):
     """The spans of `batch` at `rows` (None: all) as a new SpanBatch with the exported
     flags, span k tagged sampling.decision = the name of codes_arr[k]."""
@@ -771,8 +779,6 @@ cdef object _kept_part(object batch, object rows, object codes_arr):
     cdef Py_ssize_t n = len(raw_column(batch, "span_id")), m, k, r
     cdef const int32_t[::1] toff = raw_column(batch, "tag_offsets")
     cdef const uint32_t[::1] tkey = raw_column(batch, "tag_key")
-    cdef const uint8_t[::1] flags
-    cdef uint8_t[::1] new_flags
     cdef list take
     # the arena's reserved entries (Arena.reserve_decision_tag): each span's last one
     if toff.shape[0] != n + 1:
@@ -790,11 +796,7 @@ cdef object _kept_part(object batch, object rows, object codes_arr):
     if rows is None:
         part = SpanBatch.__new__(SpanBatch)
         part.__dict__.update(batch.__dict__)     # this batch's lists: filled in place
-        flags = raw_column(batch, "flags")
-        part.flags = flags_col = new_column(FMT_U8, n)
-        new_flags = flags_col
-        for k in range(n):
-            new_flags[k] = (flags[k] & _EXPORTED_FLAGS) | FLAG_SAMPLED
+        part.flags = _exported_flags(raw_column(batch, "flags"))
     else:
         part = batch.select(rows)
         part.flags |= FLAG_SAMPLED
@@ -829,13 +831,8 @@ cdef object _append_decisions(object batch, object rows, object codes_arr):
         part.log_offsets = offsets
         part.log_ts = batch.log_ts[src]
         part.log_fields = _take(batch.log_fields, src)
-    cdef const uint8_t[::1] flags = raw_column(part, "flags")
-    cdef Column flags_col = new_column(FMT_U8, m)
-    cdef uint8_t[::1] new_flags = flags_col
+    part.flags = _exported_flags(raw_column(part, "flags"))
     cdef Py_ssize_t k
-    for k in range(m):
-        new_flags[k] = (flags[k] & _EXPORTED_FLAGS) | FLAG_SAMPLED
-    part.flags = flags_col
     cdef const uint8_t[::1] codes = codes_arr
     cdef const int32_t[::1] toff = raw_column(batch, "tag_offsets")
     cdef const uint32_t[::1] tkey = raw_column(batch, "tag_key")
